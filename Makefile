@@ -1,0 +1,43 @@
+# paygrid — two commands on a fresh machine: `make run` and `make test`.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+PYTHON ?= python3
+
+.PHONY: install run test test-deps lint unit integration browser bench clean
+
+install: $(VENV)/.installed  ## .venv with the paygrid entry point
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip >/dev/null
+	$(PIP) install -q -e .
+	touch $@
+
+run: install  ## start the whole platform on the embedded default
+	$(VENV)/bin/paygrid up
+
+$(VENV)/.test-installed: $(VENV)/.installed
+	$(PIP) install -q -e '.[test]'
+	touch $@
+
+test-deps: $(VENV)/.test-installed  ## test tools, PostgreSQL and Chromium
+	bash scripts/install-system-deps.sh
+
+lint: $(VENV)/.test-installed
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy --strict src/paygrid
+	$(VENV)/bin/lint-imports
+
+test: test-deps lint  ## the whole suite: unit, integration (SQLite + PostgreSQL), browser
+	$(VENV)/bin/pytest -q -ra
+
+unit: $(VENV)/.test-installed
+	$(VENV)/bin/pytest -q tests/unit
+
+bench: install
+	$(PY) bench/e2e_payments.py
+
+clean:
+	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,29 @@
+"""API errors: an HTTP status, a machine code, a human message (DESIGN.md error body)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, code: str, message: str, field: str | None = None) -> None:
+        super().__init__(f"{status} {code}: {message}")
+        self.status = status
+        self.code = code
+        self.message = message
+        self.field = field
+
+
+# Status for each refusal code of the payment core; anything unlisted is a 400.
+PAYMENT_CODE_STATUS: Mapping[str, int] = {
+    "PAYMENT_NOT_FOUND": 404,
+    "DUPLICATE_OUT_TRADE_NO": 409,
+    "PAYMENT_ALREADY_PAID": 409,
+    "PAYMENT_CLOSED": 409,
+    "PAYMENT_FAILED": 409,
+    "PAYMENT_EXPIRED": 409,
+    "CONCURRENT_UPDATE": 409,
+    "CHANNEL_UNAVAILABLE": 503,
+    "CHANNEL_ERROR": 502,
+    "CHANNEL_NOT_SUPPORTED": 400,
+}

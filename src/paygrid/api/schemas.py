@@ -1,0 +1,81 @@
+"""Request bodies of the merchant API, validated strictly: amounts are JSON integers (a float
+or a string is refused), URLs are absolute http(s), currencies are ISO 4217."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+from urllib.parse import urlsplit
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+from paygrid.kernel.money import MAX_MINOR_UNITS, is_known_currency
+
+MAX_ITEMS = 100
+MAX_DISCOUNTS = 20
+MAX_URL_LEN = 512
+
+
+def _url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname or len(value) > MAX_URL_LEN:
+        raise ValueError(f"must be an absolute http(s) URL of at most {MAX_URL_LEN} characters")
+    return value
+
+
+def _currency(value: str) -> str:
+    if not is_known_currency(value):
+        raise ValueError("must be an ISO 4217 currency code such as CNY")
+    return value
+
+
+def _aware(value: datetime) -> datetime:
+    if value.tzinfo is None:
+        raise ValueError("must carry a time zone offset (RFC 3339)")
+    return value
+
+
+Url = Annotated[str, AfterValidator(_url)]
+Fen = Annotated[int, Field(ge=0, le=MAX_MINOR_UNITS)]
+Text = Annotated[str, Field(min_length=1, max_length=128)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(strict=True, extra="ignore", frozen=True)
+
+
+class AmountIn(_Strict):
+    total: Annotated[int, Field(gt=0, le=MAX_MINOR_UNITS)]
+    currency: Annotated[str, AfterValidator(_currency)]
+
+
+class ItemIn(_Strict):
+    sku: Annotated[str, Field(min_length=1, max_length=64)]
+    name: Text
+    quantity: Annotated[int, Field(ge=1, le=1_000_000)]
+    unit_amount: Fen
+
+
+class DiscountIn(_Strict):
+    name: Text
+    amount: Fen
+
+
+class CreatePaymentIn(_Strict):
+    out_trade_no: Annotated[
+        str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_\-|*.:]+$")
+    ]
+    amount: AmountIn
+    description: Text
+    notify_url: Url
+    return_url: Url | None = None
+    channel: Literal["wechatpay"] | None = None
+    method: Literal["cashier", "native", "h5", "jsapi", "app"] = "cashier"
+    expire_at: Annotated[datetime, AfterValidator(_aware)] | None = None
+    attach: Annotated[str, Field(max_length=512)] | None = None
+    items: Annotated[list[ItemIn], Field(max_length=MAX_ITEMS)] | None = None
+    discounts: Annotated[list[DiscountIn], Field(max_length=MAX_DISCOUNTS)] | None = None
+
+
+class CloseIn(_Strict):
+    pass

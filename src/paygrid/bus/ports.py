@@ -1,0 +1,39 @@
+"""The bus interface and the event envelope. Adapters: in-process today, NATS JetStream next."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+EVENT_SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One domain event as it travels: ``event_id`` is stable across redeliveries."""
+
+    event_id: str
+    event_type: str  # e.g. payment.succeeded
+    aggregate_id: str  # e.g. the payment id; ordering key
+    occurred_at: datetime
+    payload: Mapping[str, Any]
+    version: int = EVENT_SCHEMA_VERSION
+
+
+Handler = Callable[[Event], None]
+
+
+class DeliveryFailed(Exception):
+    """At least one consumer did not process an event; the relay retries it later."""
+
+
+class MessageBus(Protocol):
+    """Delivers each published event at least once to every subscribed consumer."""
+
+    def subscribe(self, consumer: str, event_types: frozenset[str], handler: Handler) -> None: ...
+
+    def publish(self, event: Event) -> None:
+        """Hand the event over; return only once it is durably accepted, else raise."""
+        ...

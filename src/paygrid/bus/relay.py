@@ -1,0 +1,106 @@
+"""Outbox relay: publishes outbox rows in order, marks them published, retries with backoff,
+and parks an event as dead after a bounded number of attempts (surfaced by `paygrid check`)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import Row, or_, select, update
+
+from paygrid.bus.ports import Event, MessageBus
+from paygrid.kernel.clock import utcnow
+from paygrid.storage.database import Database
+from paygrid.storage.schema import outbox
+
+log = logging.getLogger(__name__)
+
+BATCH_SIZE = 100
+MAX_ATTEMPTS = 20
+MAX_BACKOFF_S = 300
+
+
+def row_to_event(row: Row[Any]) -> Event:
+    body = json.loads(row.payload)
+    return Event(
+        event_id=row.event_id,
+        event_type=row.event_type,
+        aggregate_id=row.aggregate_id,
+        occurred_at=row.created_at,
+        payload=body["data"],
+        version=body["version"],
+    )
+
+
+class OutboxRelay:
+    def __init__(self, db: Database, bus: MessageBus) -> None:
+        self._db = db
+        self._bus = bus
+        self._lock = threading.Lock()  # one pass at a time in this process
+
+    def pump(self) -> int:
+        """Publish what is due; return how many events were published."""
+        with self._lock:
+            now = utcnow()
+            with self._db.transaction() as conn:
+                rows = conn.execute(
+                    select(outbox)
+                    .where(
+                        outbox.c.published_at.is_(None),
+                        outbox.c.dead.is_(False),
+                        or_(outbox.c.next_attempt_at.is_(None), outbox.c.next_attempt_at <= now),
+                    )
+                    .order_by(outbox.c.seq)
+                    .limit(BATCH_SIZE)
+                ).all()
+            published = 0
+            blocked: set[str] = set()  # keep order per aggregate: skip after a failure
+            for row in rows:
+                if row.aggregate_id in blocked:
+                    continue
+                if self._publish_one(row):
+                    published += 1
+                else:
+                    blocked.add(row.aggregate_id)
+            return published
+
+    def _publish_one(self, row: Row[Any]) -> bool:
+        event = row_to_event(row)
+        try:
+            self._bus.publish(event)
+        except Exception as exc:
+            self._record_failure(row, str(exc))
+            return False
+        with self._db.transaction() as conn:
+            conn.execute(
+                update(outbox)
+                .where(outbox.c.event_id == event.event_id)
+                .values(published_at=utcnow())
+            )
+        return True
+
+    def _record_failure(self, row: Row[Any], error: str) -> None:
+        attempts = int(row.attempts) + 1
+        dead = attempts >= MAX_ATTEMPTS
+        delay = min(MAX_BACKOFF_S, 2 ** min(attempts, 9))
+        log.warning(
+            "event %s delivery failed (attempt %d%s): %s",
+            row.event_id,
+            attempts,
+            ", dead-lettered" if dead else "",
+            error,
+        )
+        with self._db.transaction() as conn:
+            conn.execute(
+                update(outbox)
+                .where(outbox.c.seq == row.seq)
+                .values(
+                    attempts=attempts,
+                    last_error=error[:2000],
+                    dead=dead,
+                    next_attempt_at=utcnow() + timedelta(seconds=delay),
+                )
+            )

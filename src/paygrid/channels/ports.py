@@ -1,0 +1,135 @@
+"""The one interface every channel adapter implements, and the values that cross it.
+
+Domain-level: no web framework, no database driver. The payment core speaks only these types;
+each channel folder (wechatpay/, ...) turns them into its own protocol.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from typing import Protocol
+
+from paygrid.kernel.money import Money
+
+
+class TradeState(enum.Enum):
+    """The channel's view of one trade, mapped to what the payment core needs."""
+
+    PENDING = "PENDING"  # created, payer has not paid (NOTPAY, USERPAYING)
+    SUCCESS = "SUCCESS"  # paid; also after refunds (WeChat's REFUND state)
+    CLOSED = "CLOSED"  # closed or expired without payment (CLOSED, REVOKED)
+    FAILED = "FAILED"  # payment attempt failed (PAYERROR)
+    NOT_FOUND = "NOT_FOUND"  # the channel has no such order
+
+
+@dataclass(frozen=True, slots=True)
+class OrderRequest:
+    """A channel order for one payment. ``payment_ref`` is the id the channel knows it by."""
+
+    payment_ref: str
+    amount: Money
+    description: str
+    notify_url: str
+    method: str  # native | h5 | jsapi | app
+    expire_at: datetime | None = None
+    attach: str | None = None
+    payer_ip: str | None = None
+    payer_openid: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class OrderCreated:
+    """What the payer needs to pay: a QR ``code_url`` (native), ``h5_url`` or ``prepay_id``."""
+
+    code_url: str | None = None
+    h5_url: str | None = None
+    prepay_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Trade:
+    """A trade as the channel holds it (query result or decoded callback)."""
+
+    payment_ref: str
+    state: TradeState
+    channel_trade_no: str | None = None
+    amount: Money | None = None
+    paid_at: datetime | None = None
+    raw_state: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Callback:
+    """A verified, decrypted channel notification (回调). ``notify_id`` is the channel's own id."""
+
+    notify_id: str
+    trade: Trade
+
+
+class CloseOutcome(enum.Enum):
+    CLOSED = "CLOSED"
+    ALREADY_PAID = "ALREADY_PAID"
+
+
+@dataclass(frozen=True, slots=True)
+class BillLine:
+    """One line of the channel's daily trade bill (对账单), amounts exact in minor units."""
+
+    trade_time: datetime
+    channel_trade_no: str
+    payment_ref: str
+    kind: str  # PAYMENT | REFUND
+    amount: Money
+    fee: Money
+    refund_ref: str | None = None
+    extra: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class CallbackReply:
+    """How to answer the channel's callback: the status, body and headers it expects."""
+
+    status: int
+    body: bytes = b""
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+class ChannelError(Exception):
+    """The channel refused or failed a call. ``retryable`` when the same call may succeed later."""
+
+    def __init__(self, code: str, message: str, *, retryable: bool = False) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+        self.retryable = retryable
+
+
+class CallbackRejected(Exception):
+    """A callback whose signature, timestamp or encryption does not verify; it changes nothing."""
+
+
+class ChannelAdapter(Protocol):
+    """One channel, as the payment core sees it."""
+
+    name: str
+
+    def create_order(self, request: OrderRequest) -> OrderCreated: ...
+
+    def query(self, payment_ref: str) -> Trade: ...
+
+    def close(self, payment_ref: str) -> CloseOutcome: ...
+
+    def parse_callback(self, headers: Mapping[str, str], body: bytes) -> Callback:
+        """Verify and decrypt a callback; raise CallbackRejected when it does not verify."""
+        ...
+
+    def callback_ack(self) -> CallbackReply: ...
+
+    def callback_nack(self, reason: str) -> CallbackReply: ...
+
+    def download_bill(self, bill_date: date) -> bytes: ...
+
+    def parse_bill(self, content: bytes) -> list[BillLine]: ...

@@ -1,0 +1,21 @@
+"""Start the WeChat Pay sandbox: prints ``wechatpay sandbox listening on URL`` when ready."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from paygrid.channels.wechatpay.sandbox.app import DEFAULT_PORT, run
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m paygrid.channels.wechatpay.sandbox")
+    parser.add_argument("--data-dir", type=Path, required=True, help="credentials and state")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="0 picks a free port")
+    args = parser.parse_args(argv)
+    run(args.data_dir, args.host, args.port)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,121 @@
+"""The callback sender (回调通知): one thread delivering queued notifications with retries.
+
+Deliveries live in the store, so a restarted sandbox resumes them. Each attempt is signed afresh
+(new timestamp and nonce); the body, and so the notification id, stays the same. A 2xx answer ends
+it; otherwise it is retried on WeChat's schedule times ``retry_scale``, then marked FAILED.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+import httpx
+
+from paygrid.channels.wechatpay.sandbox.store import Notification, Store
+
+RETRY_SCHEDULE_SECONDS: tuple[int, ...] = (
+    15, 15, 30, 180, 600, 1200, 1800, 1800, 1800, 3600, 10800, 10800, 10800, 21600, 21600,
+)  # fmt: skip
+MAX_ACTIVE = 10_000  # queued deliveries; beyond this new callbacks are dropped
+REORDER_BATCH = 3  # reorder fault: release held callbacks newest first, this many at a time
+REORDER_WINDOW_SECONDS = 1.0  # ... or when the oldest has waited this long
+POLL_SECONDS = 0.05
+BATCH = 20
+
+Signer = Callable[[bytes, bool], dict[str, str]]
+
+log = logging.getLogger(__name__)
+
+
+class CallbackSender:
+    def __init__(
+        self,
+        store: Store,
+        sign: Signer,
+        retry_scale: Callable[[], float],
+        http: httpx.Client | None = None,
+    ) -> None:
+        self._store = store
+        self._sign = sign
+        self._retry_scale = retry_scale
+        self._http = http or httpx.Client(
+            timeout=httpx.Timeout(5.0, connect=2.0), trust_env=False, follow_redirects=False
+        )
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="wechatpay-callbacks", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=10)
+        self._http.close()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                busy = self.tick(time.time())
+            except Exception:  # keep the sender alive; the row is retried next tick
+                log.exception("callback sender tick failed")
+                busy = False
+            if not busy:
+                self._wake.wait(POLL_SECONDS)
+                self._wake.clear()
+
+    def tick(self, now: float) -> bool:
+        """Release held callbacks and deliver the due ones; True when something was sent."""
+        self._release_held(now)
+        due = self._store.due_notifications(now, BATCH)
+        for notification in due:
+            if self._stop.is_set():
+                break
+            self._deliver(notification)
+        return bool(due)
+
+    def _release_held(self, now: float) -> None:
+        held = self._store.held_notifications()
+        if not held:
+            return
+        if len(held) < REORDER_BATCH and now - held[0].created_at < REORDER_WINDOW_SECONDS:
+            return
+        with self._store.transaction():
+            for position, n in enumerate(reversed(held)):  # keeps a delay_ms fault too
+                self._store.schedule_notification(
+                    n.id, "PENDING", max(n.next_at, now) + position / 1e3
+                )
+
+    def _deliver(self, n: Notification) -> None:
+        headers = {
+            "Content-Type": "application/json",
+            "User-Agent": "Mozilla/4.0",
+            **self._sign(n.body, n.probe),
+        }
+        status: int | None = None
+        error: str | None = None
+        try:
+            status = self._http.post(n.url, content=n.body, headers=headers).status_code
+        except httpx.HTTPError as exc:
+            error = f"{type(exc).__name__}: {exc}"[:300]
+        state, next_at = self._next(n, status)
+        self._store.record_attempt(n.id, state, next_at, status, error)
+
+    def _next(self, n: Notification, status: int | None) -> tuple[str, float]:
+        now = time.time()
+        if status is not None and 200 <= status < 300:
+            return ("PROBED" if n.probe else "DELIVERED"), now
+        if n.probe:  # a probe is sent once; the merchant is expected to refuse it
+            return "PROBED", now
+        attempt = n.attempts + 1
+        if attempt > len(RETRY_SCHEDULE_SECONDS):
+            return "FAILED", now
+        return "PENDING", now + RETRY_SCHEDULE_SECONDS[attempt - 1] * self._retry_scale()

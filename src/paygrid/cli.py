@@ -1,0 +1,240 @@
+"""The `paygrid` command line (Typer)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated
+
+import httpx
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from paygrid import config
+from paygrid.bootstrap import Platform, merchant_secret
+from paygrid.notify.service import NotificationNotFound, NotifyService
+from paygrid.storage.database import Database
+
+app = typer.Typer(
+    help="paygrid: the back office of a payment team.", no_args_is_help=True, add_completion=False
+)
+merchant_app = typer.Typer(help="Merchants (商户).", no_args_is_help=True)
+sandbox_app = typer.Typer(help="Channel sandboxes.", no_args_is_help=True)
+notify_app = typer.Typer(help="Merchant notifications (商户通知).", no_args_is_help=True)
+app.add_typer(merchant_app, name="merchant")
+app.add_typer(sandbox_app, name="sandbox")
+app.add_typer(notify_app, name="notifications")
+console = Console()
+err = Console(stderr=True)
+
+DataDir = Annotated[Path, typer.Option("--data-dir", help="Where paygrid keeps its data.")]
+DbUrl = Annotated[
+    str | None,
+    typer.Option("--database-url", help="PostgreSQL URL; default SQLite in the data dir."),
+]
+SANDBOX_CHANNELS = ("wechatpay",)
+SANDBOX_PORTS = {"wechatpay": 8101}
+
+
+def _logging(verbose: bool = False) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+        stream=sys.stderr,
+    )
+
+
+@app.command()
+def up(
+    data_dir: DataDir = Path("var"),
+    database_url: DbUrl = None,
+    api_port: Annotated[int, typer.Option(help="Merchant API port.")] = 8000,
+    cashier_port: Annotated[int, typer.Option(help="Cashier port.")] = 8001,
+    verbose: bool = False,
+) -> None:
+    """Run the whole platform on this machine (embedded profile: SQLite, in-process bus,
+    channel sandboxes, a demo merchant)."""
+    from paygrid.runtime import run_embedded
+
+    _logging(verbose)
+    settings = config.load(
+        data_dir, database_url=database_url, api_port=api_port, cashier_port=cashier_port
+    )
+
+    def ready(platform: Platform, creds: dict[str, str]) -> None:
+        s = platform.settings
+        console.print(f"[bold green]paygrid is up[/] (data in {s.data_dir.resolve()})")
+        console.print(f"  merchant API   {s.api_base_url}/v1   (OpenAPI: {s.api_base_url}/docs)")
+        console.print(f"  cashier        {s.cashier_base_url}")
+        for name, cs in s.channels.items():
+            console.print(f"  {name} sandbox {cs.base_url}")
+        console.print(
+            f"  demo merchant  mchid={creds['mchid']} key_id={creds['key_id']} "
+            f"secret={creds['secret']}"
+        )
+        console.print(f"  credentials in {s.data_dir / 'demo-merchant.json'}")
+        console.print("Press Ctrl+C to stop.")
+
+    try:
+        run_embedded(settings, ready)
+    except RuntimeError as exc:
+        err.print(f"[red]paygrid up failed:[/] {exc}")
+        raise typer.Exit(1) from None
+
+
+@app.command()
+def migrate(data_dir: DataDir = Path("var"), database_url: DbUrl = None) -> None:
+    """Create or upgrade the database schema."""
+    settings = config.load(data_dir, database_url=database_url)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    Database(settings.db_url).migrate()
+    console.print("schema is up to date")
+
+
+@app.command()
+def check(
+    data_dir: DataDir = Path("var"),
+    database_url: DbUrl = None,
+    grace_seconds: Annotated[
+        int, typer.Option(help="Events younger than this may still be in flight.")
+    ] = 60,
+) -> None:
+    """Verify the money invariants on the stored data; exit 1 naming each violation."""
+    from paygrid.ops.check import check_database
+
+    settings = config.load(data_dir, database_url=database_url)
+    if settings.database_url is None and not (settings.data_dir / "paygrid.db").exists():
+        err.print(f"[red]no database at {settings.data_dir / 'paygrid.db'}[/]")
+        raise typer.Exit(2)
+    db = Database(settings.db_url)
+    db.migrate()
+    violations = check_database(db, timedelta(seconds=grace_seconds))
+    if not violations:
+        console.print("[green]all money invariants hold[/]")
+        return
+    for v in violations:
+        err.print(f"[red]{v.code}[/] {v.detail}")
+    err.print(f"{len(violations)} violation(s)")
+    raise typer.Exit(1)
+
+
+@merchant_app.command("create")
+def merchant_create(
+    name: Annotated[str, typer.Option("--name", help="Merchant name.")],
+    data_dir: DataDir = Path("var"),
+    database_url: DbUrl = None,
+    fee_rate_ppm: Annotated[
+        int, typer.Option(help="Merchant fee in parts per million (6000 = 0.60%).")
+    ] = 6000,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Onboard a merchant and print its credentials (shown once)."""
+    from paygrid.merchants.service import create_merchant
+
+    settings = config.load(data_dir, database_url=database_url)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    db = Database(settings.db_url)
+    db.migrate()
+    try:
+        onboarded = create_merchant(db, name, fee_rate_ppm)
+    except ValueError as exc:
+        err.print(f"[red]{exc}[/]")
+        raise typer.Exit(2) from None
+    creds = onboarded.credentials()
+    if as_json:
+        print(json.dumps(creds, ensure_ascii=False))
+    else:
+        for key, value in creds.items():
+            console.print(f"{key:8} {value}")
+
+
+def _sandbox_channel(channel: str) -> str:
+    if channel not in SANDBOX_CHANNELS:
+        err.print(f"[red]unknown channel {channel!r}; known: {', '.join(SANDBOX_CHANNELS)}[/]")
+        raise typer.Exit(2)
+    return channel
+
+
+@sandbox_app.command("credentials")
+def sandbox_credentials(
+    channel: str,
+    data_dir: DataDir = Path("var"),
+    url: Annotated[str | None, typer.Option(help="The running sandbox's base URL.")] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Print what a merchant of CHANNEL downloads from its merchant platform: keys and ids."""
+    _sandbox_channel(channel)
+    base = url or f"http://127.0.0.1:{SANDBOX_PORTS[channel]}"
+    try:
+        creds = httpx.get(f"{base}/sandbox/credentials", timeout=3.0).raise_for_status().json()
+    except httpx.HTTPError:
+        from paygrid.channels.wechatpay.sandbox import load_or_create_credentials
+
+        creds = load_or_create_credentials(data_dir / "sandbox" / channel)
+    if as_json:
+        print(json.dumps(creds, ensure_ascii=False, indent=2))
+        return
+    for key, value in creds.items():
+        console.print(f"[bold]{key}[/]\n{value}")
+
+
+@sandbox_app.command("serve")
+def sandbox_serve(
+    channel: str,
+    data_dir: DataDir = Path("var/sandbox/wechatpay"),
+    port: int = 8101,
+    host: str = "127.0.0.1",
+) -> None:
+    """Run one channel sandbox in the foreground."""
+    _sandbox_channel(channel)
+    from paygrid.channels.wechatpay.sandbox import run
+
+    run(data_dir, host, port)
+
+
+def _notify_service(data_dir: Path, database_url: str | None) -> NotifyService:
+    settings = config.load(data_dir, database_url=database_url)
+    db = Database(settings.db_url)
+    return NotifyService(db, merchant_secret)
+
+
+@notify_app.command("list")
+def notifications_list(
+    payment_id: Annotated[str, typer.Option("--payment-id")],
+    mchid: Annotated[str, typer.Option("--mchid")],
+    data_dir: DataDir = Path("var"),
+    database_url: DbUrl = None,
+) -> None:
+    """List a payment's notifications with their delivery attempts."""
+    service = _notify_service(data_dir, database_url)
+    rows = service.list_for(mchid, payment_id)
+    table = Table("id", "type", "status", "attempts", "next attempt", "last result")
+    for n in rows:
+        last = n["deliveries"][-1] if n["deliveries"] else None
+        result = "" if last is None else str(last["http_status"] or last["error"])
+        table.add_row(
+            n["id"], n["type"], n["status"], str(n["attempts"]), n["next_attempt_at"] or "", result
+        )
+    console.print(table)
+
+
+@notify_app.command("resend")
+def notifications_resend(
+    notify_id: str, data_dir: DataDir = Path("var"), database_url: DbUrl = None
+) -> None:
+    """Deliver a notification again, now, with the same id."""
+    service = _notify_service(data_dir, database_url)
+    try:
+        view = service.resend(notify_id, None)
+    except NotificationNotFound:
+        err.print(f"[red]no notification {notify_id}[/]")
+        raise typer.Exit(2) from None
+    console.print(json.dumps(view, indent=2, ensure_ascii=False))
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,94 @@
+"""Configuration: defaults for the embedded profile, overridden by PAYGRID_* environment
+variables (documented in docs/configuration.md) and CLI flags."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from paygrid.kernel.clock import DEFAULT_BUSINESS_ZONE
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelSettings:
+    base_url: str
+    fee_rate_ppm: int  # what the channel charges us (0.20% = 2000)
+    credentials_file: Path | None = None  # None: fetch from the sandbox's /sandbox/credentials
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    data_dir: Path = Path("var")
+    database_url: str | None = None  # None: SQLite under data_dir
+    host: str = "127.0.0.1"
+    api_port: int = 8000
+    cashier_port: int = 8001
+    zone: str = DEFAULT_BUSINESS_ZONE
+    cell: int = 0
+    run_sandboxes: bool = True
+    notify_retry_scale: float = 1.0
+    recovery_after_s: float = 30.0  # 补单: query PAYING payments silent for this long
+    scheduler_interval_s: float = 5.0
+    channels: dict[str, ChannelSettings] = field(
+        default_factory=lambda: {"wechatpay": ChannelSettings("http://127.0.0.1:8101", 2000)}
+    )
+
+    @property
+    def api_base_url(self) -> str:
+        return f"http://{self.host}:{self.api_port}"
+
+    @property
+    def cashier_base_url(self) -> str:
+        return f"http://{self.host}:{self.cashier_port}"
+
+    @property
+    def db_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'paygrid.db').resolve()}"
+
+
+def _env(name: str) -> str | None:
+    value = os.environ.get(f"PAYGRID_{name}")
+    return value if value not in (None, "") else None
+
+
+def load(data_dir: Path | None = None, **overrides: object) -> Settings:
+    """Defaults < environment < explicit overrides (CLI flags)."""
+    s = Settings()
+    env_map = {
+        "data_dir": ("DATA_DIR", Path),
+        "database_url": ("DATABASE_URL", str),
+        "api_port": ("API_PORT", int),
+        "cashier_port": ("CASHIER_PORT", int),
+        "zone": ("ZONE", str),
+        "cell": ("CELL", int),
+        "notify_retry_scale": ("NOTIFY_RETRY_SCALE", float),
+        "recovery_after_s": ("RECOVERY_AFTER_S", float),
+        "scheduler_interval_s": ("SCHEDULER_INTERVAL_S", float),
+    }
+    for attr, (name, cast) in env_map.items():
+        raw = _env(name)
+        if raw is not None:
+            s = replace(s, **{attr: cast(raw)})
+    wx_url = _env("WECHATPAY_BASE_URL")
+    wx_creds = _env("WECHATPAY_CREDENTIALS")
+    if wx_url or wx_creds:
+        base = s.channels["wechatpay"]
+        s = replace(
+            s,
+            channels={
+                **s.channels,
+                "wechatpay": replace(
+                    base,
+                    base_url=wx_url or base.base_url,
+                    credentials_file=Path(wx_creds) if wx_creds else None,
+                ),
+            },
+            run_sandboxes=_env("RUN_SANDBOXES") not in ("0", "false"),
+        )
+    if data_dir is not None:
+        s = replace(s, data_dir=data_dir)
+    clean = {k: v for k, v in overrides.items() if v is not None}
+    return replace(s, **clean)  # type: ignore[arg-type]

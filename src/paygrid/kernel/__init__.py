@@ -1,0 +1,1 @@
+"""Shared kernel: money, identifiers, clock. No framework or driver imports."""

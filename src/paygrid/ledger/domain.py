@@ -1,0 +1,134 @@
+"""Chart of accounts and posting rules (DESIGN.md "Ledger"). No framework imports.
+
+A voucher balances per currency by construction (asserted); entries are never edited: a
+mistake is reversed by a new voucher.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import defaultdict
+from dataclasses import dataclass
+
+from paygrid.kernel.money import rate_fee
+
+
+class AccountKind(enum.StrEnum):
+    ASSET = "asset"
+    LIABILITY = "liability"
+    INCOME = "income"
+    EXPENSE = "expense"
+
+
+@dataclass(frozen=True, slots=True)
+class Account:
+    code: str
+    name: str
+    kind: AccountKind
+    currency: str
+
+
+def pending_clearing(channel: str, currency: str) -> Account:
+    """待清算: what the channel owes us for successful payments not yet settled."""
+    return Account(
+        f"pending_clearing:{channel}:{currency}",
+        f"待清算 pending clearing {channel}",
+        AccountKind.ASSET,
+        currency,
+    )
+
+
+def merchant_pending_settlement(mchid: str, currency: str) -> Account:
+    """商户待结算: what we owe the merchant until settlement pays it out."""
+    return Account(
+        f"merchant_pending_settlement:{mchid}:{currency}",
+        f"商户待结算 merchant pending settlement {mchid}",
+        AccountKind.LIABILITY,
+        currency,
+    )
+
+
+def fee_income(currency: str) -> Account:
+    """手续费收入: the merchant fee we earn."""
+    return Account(f"fee_income:{currency}", "手续费收入 fee income", AccountKind.INCOME, currency)
+
+
+def channel_cost(channel: str, currency: str) -> Account:
+    """通道成本: the channel's fee to us."""
+    return Account(
+        f"channel_cost:{channel}:{currency}",
+        f"通道成本 channel cost {channel}",
+        AccountKind.EXPENSE,
+        currency,
+    )
+
+
+class Direction(enum.StrEnum):
+    DEBIT = "D"
+    CREDIT = "C"
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    account: Account
+    direction: Direction
+    amount: int
+
+    def __post_init__(self) -> None:
+        assert type(self.amount) is int and self.amount >= 0, self.amount
+
+
+@dataclass(frozen=True, slots=True)
+class Voucher:
+    """凭证: a balanced set of entries for one business event."""
+
+    kind: str
+    business_ref: str
+    memo: str
+    entries: tuple[Entry, ...]
+
+    def __post_init__(self) -> None:
+        assert self.entries, "a voucher has entries"
+        assert_balanced(self.entries)
+
+
+class Unbalanced(AssertionError):
+    pass
+
+
+def assert_balanced(entries: tuple[Entry, ...]) -> None:
+    net: dict[str, int] = defaultdict(int)
+    for e in entries:
+        net[e.account.currency] += e.amount if e.direction == Direction.DEBIT else -e.amount
+    bad = {cur: n for cur, n in net.items() if n != 0}
+    if bad:
+        raise Unbalanced(f"voucher does not balance: {bad}")
+
+
+@dataclass(frozen=True, slots=True)
+class CaptureFees:
+    merchant_fee: int  # what the merchant pays us
+    channel_fee: int  # what the channel charges us
+
+
+def capture_fees(amount: int, merchant_rate_ppm: int, channel_rate_ppm: int) -> CaptureFees:
+    return CaptureFees(rate_fee(amount, merchant_rate_ppm), rate_fee(amount, channel_rate_ppm))
+
+
+def capture_voucher(
+    payment_id: str, mchid: str, channel: str, amount: int, currency: str, fees: CaptureFees
+) -> Voucher:
+    """Payment succeeds (DESIGN.md): Dr pending clearing; Cr merchant pending settlement (net)
+    and fee income; channel fee accrues: Dr channel cost, Cr pending clearing."""
+    assert amount > 0 and 0 <= fees.merchant_fee <= amount and 0 <= fees.channel_fee <= amount
+    D, C = Direction.DEBIT, Direction.CREDIT
+    entries = [
+        Entry(pending_clearing(channel, currency), D, amount),
+        Entry(merchant_pending_settlement(mchid, currency), C, amount - fees.merchant_fee),
+    ]
+    if fees.merchant_fee:
+        entries.append(Entry(fee_income(currency), C, fees.merchant_fee))
+    if fees.channel_fee:
+        entries.append(Entry(channel_cost(channel, currency), D, fees.channel_fee))
+        entries.append(Entry(pending_clearing(channel, currency), C, fees.channel_fee))
+    return Voucher("capture", payment_id, f"capture {payment_id}", tuple(entries))

@@ -1,0 +1,1 @@
+"""Operations: invariant checks across contexts (`paygrid check`)."""

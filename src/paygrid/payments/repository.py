@@ -1,0 +1,190 @@
+"""Payment persistence. Updates carry the version they read (optimistic lock) and are
+recorded with their transition, so no status change goes unexplained."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, Row, insert, select, update
+
+from paygrid.payments.domain import Discount, Item, Payment, PaymentStatus
+from paygrid.storage.schema import channel_callbacks, payment_transitions, payments
+
+
+class ConcurrentUpdate(Exception):
+    """Somebody else changed the payment since we read it; the caller retries from the top."""
+
+
+def _payment(row: Row[Any]) -> Payment:
+    items = tuple(Item(**i) for i in json.loads(row.items)) if row.items else ()
+    discounts = tuple(Discount(**d) for d in json.loads(row.discounts)) if row.discounts else ()
+    return Payment(
+        payment_id=row.payment_id,
+        mchid=row.mchid,
+        out_trade_no=row.out_trade_no,
+        amount=row.amount,
+        currency=row.currency,
+        description=row.description,
+        notify_url=row.notify_url,
+        return_url=row.return_url,
+        channel=row.channel,
+        method=row.method,
+        status=PaymentStatus(row.status),
+        expire_at=row.expire_at,
+        attach=row.attach,
+        items=items,
+        discounts=discounts,
+        request_hash=row.request_hash,
+        code_url=row.code_url,
+        channel_trade_no=row.channel_trade_no,
+        refunded_amount=row.refunded_amount,
+        paid_at=row.paid_at,
+        closed_at=row.closed_at,
+        cashier_token=row.cashier_token,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        version=row.version,
+    )
+
+
+def add(conn: Connection, p: Payment) -> None:
+    conn.execute(
+        insert(payments).values(
+            payment_id=p.payment_id,
+            mchid=p.mchid,
+            out_trade_no=p.out_trade_no,
+            amount=p.amount,
+            currency=p.currency,
+            description=p.description,
+            notify_url=p.notify_url,
+            return_url=p.return_url,
+            channel=p.channel,
+            method=p.method,
+            status=p.status.value,
+            expire_at=p.expire_at,
+            attach=p.attach,
+            items=json.dumps([_item(i) for i in p.items]) if p.items else None,
+            discounts=json.dumps([_discount(d) for d in p.discounts]) if p.discounts else None,
+            request_hash=p.request_hash,
+            code_url=p.code_url,
+            channel_trade_no=p.channel_trade_no,
+            refunded_amount=p.refunded_amount,
+            paid_at=p.paid_at,
+            closed_at=p.closed_at,
+            cashier_token=p.cashier_token,
+            created_at=p.created_at,
+            updated_at=p.updated_at,
+            version=p.version,
+        )
+    )
+
+
+def _item(i: Item) -> dict[str, Any]:
+    return {"sku": i.sku, "name": i.name, "quantity": i.quantity, "unit_amount": i.unit_amount}
+
+
+def _discount(d: Discount) -> dict[str, Any]:
+    return {"name": d.name, "amount": d.amount}
+
+
+def get(conn: Connection, payment_id: str, *, for_update: bool = False) -> Payment | None:
+    stmt = select(payments).where(payments.c.payment_id == payment_id)
+    if for_update and conn.dialect.name == "postgresql":
+        stmt = stmt.with_for_update()
+    row = conn.execute(stmt).first()
+    return _payment(row) if row else None
+
+
+def get_by_out_trade_no(conn: Connection, mchid: str, out_trade_no: str) -> Payment | None:
+    row = conn.execute(
+        select(payments).where(payments.c.mchid == mchid, payments.c.out_trade_no == out_trade_no)
+    ).first()
+    return _payment(row) if row else None
+
+
+def save_change(conn: Connection, before: Payment, after: Payment, cause: str) -> None:
+    """Store ``after`` if the row is still at ``before.version``; record the transition."""
+    result = conn.execute(
+        update(payments)
+        .where(payments.c.payment_id == before.payment_id, payments.c.version == before.version)
+        .values(
+            status=after.status.value,
+            channel=after.channel,
+            method=after.method,
+            code_url=after.code_url,
+            channel_trade_no=after.channel_trade_no,
+            paid_at=after.paid_at,
+            closed_at=after.closed_at,
+            updated_at=after.updated_at,
+            version=before.version + 1,
+        )
+    )
+    if result.rowcount != 1:
+        raise ConcurrentUpdate(before.payment_id)
+    if before.status != after.status:
+        conn.execute(
+            insert(payment_transitions).values(
+                payment_id=before.payment_id,
+                from_status=before.status.value,
+                to_status=after.status.value,
+                cause=cause,
+                at=after.updated_at,
+            )
+        )
+
+
+def due_for_expiry(conn: Connection, now: datetime, limit: int) -> Sequence[str]:
+    rows = conn.execute(
+        select(payments.c.payment_id)
+        .where(
+            payments.c.status.in_([PaymentStatus.CREATED.value, PaymentStatus.PAYING.value]),
+            payments.c.expire_at <= now,
+        )
+        .order_by(payments.c.expire_at)
+        .limit(limit)
+    ).all()
+    return [r.payment_id for r in rows]
+
+
+def paying_since(conn: Connection, before: datetime, limit: int) -> Sequence[str]:
+    """PAYING payments last touched before ``before``: candidates for 补单 (active query)."""
+    rows = conn.execute(
+        select(payments.c.payment_id)
+        .where(payments.c.status == PaymentStatus.PAYING.value, payments.c.updated_at <= before)
+        .order_by(payments.c.updated_at)
+        .limit(limit)
+    ).all()
+    return [r.payment_id for r in rows]
+
+
+def record_callback(
+    conn: Connection,
+    channel: str,
+    notify_id: str,
+    payment_id: str,
+    trade_state: str,
+    outcome: str,
+    at: datetime,
+) -> bool:
+    """Remember a channel callback; False if this notify id was already handled."""
+    seen = conn.execute(
+        select(channel_callbacks.c.outcome).where(
+            channel_callbacks.c.channel == channel, channel_callbacks.c.notify_id == notify_id
+        )
+    ).first()
+    if seen is not None:
+        return False
+    conn.execute(
+        insert(channel_callbacks).values(
+            channel=channel,
+            notify_id=notify_id,
+            payment_id=payment_id,
+            trade_state=trade_state,
+            outcome=outcome,
+            received_at=at,
+        )
+    )
+    return True

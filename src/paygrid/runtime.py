@@ -1,0 +1,211 @@
+"""Running the platform: background loops (relay, notifier, scheduler), the web servers, and
+the channel sandboxes as child processes. ``paygrid up`` calls :func:`run_embedded`."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import timedelta
+from pathlib import Path
+
+import httpx
+import uvicorn
+from fastapi import FastAPI
+
+from paygrid.api.app import ApiDeps, create_app
+from paygrid.api.auth import purge_nonces
+from paygrid.bootstrap import Platform, bootstrap
+from paygrid.cashier.app import MerchantView, create_cashier_app
+from paygrid.config import Settings
+from paygrid.merchants import repository as merchant_repo
+from paygrid.merchants.service import create_merchant
+
+log = logging.getLogger("paygrid")
+SANDBOX_START_TIMEOUT_S = 30.0
+DEMO_MERCHANT_NAME = "Demo Merchant 演示商户"
+
+
+class Loop(threading.Thread):
+    """Calls ``tick`` every ``interval`` seconds until stopped; a failing tick is logged and
+    retried on the next beat, never kills the loop."""
+
+    def __init__(self, name: str, tick: Callable[[], object], interval: float) -> None:
+        super().__init__(name=name, daemon=True)
+        self._tick = tick
+        self._interval = interval
+        self.stopping = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                self._tick()
+            except Exception:
+                log.exception("%s tick failed", self.name)
+            self.stopping.wait(self._interval)
+
+
+def background_loops(platform: Platform) -> list[Loop]:
+    s = platform.settings
+
+    def schedule() -> None:
+        platform.payments.expire_due()
+        platform.payments.recover_pending(timedelta(seconds=s.recovery_after_s))
+        purge_nonces(platform.db)
+
+    return [
+        Loop("outbox-relay", platform.relay.pump, 0.1),
+        Loop("notifier", platform.notify.deliver_due, 0.5),
+        Loop("scheduler", schedule, s.scheduler_interval_s),
+    ]
+
+
+def start_sandbox(channel: str, data_dir: Path, port: int) -> subprocess.Popen[bytes]:
+    """A channel sandbox is another party: its own process, its own state under data_dir."""
+    sandbox_dir = data_dir / "sandbox" / channel
+    sandbox_dir.mkdir(parents=True, exist_ok=True)
+    log_file = (data_dir / f"sandbox-{channel}.log").open("ab")
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            f"paygrid.channels.{channel}.sandbox",
+            "--data-dir",
+            str(sandbox_dir),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        stdout=log_file,
+        stderr=subprocess.STDOUT,
+    )
+    deadline = time.monotonic() + SANDBOX_START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(
+                f"{channel} sandbox exited with {proc.returncode}; see "
+                f"{data_dir / f'sandbox-{channel}.log'}"
+            )
+        try:
+            httpx.get(f"http://127.0.0.1:{port}/sandbox/credentials", timeout=1.0)
+            return proc
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    proc.kill()
+    raise RuntimeError(f"{channel} sandbox did not start on port {port}")
+
+
+def ensure_demo_merchant(platform: Platform) -> dict[str, str]:
+    """Provision the demo merchant once; its credentials live in DIR/demo-merchant.json."""
+    path = platform.settings.data_dir / "demo-merchant.json"
+    if path.exists():
+        creds: dict[str, str] = json.loads(path.read_text())
+        with platform.db.transaction() as conn:
+            if merchant_repo.get_key(conn, creds["mchid"], creds["key_id"]) is not None:
+                return creds
+    onboarded = create_merchant(platform.db, DEMO_MERCHANT_NAME)
+    creds = onboarded.credentials()
+    creds["api_base_url"] = platform.settings.api_base_url + "/v1"
+    path.write_text(json.dumps(creds, indent=2, ensure_ascii=False) + "\n")
+    path.chmod(0o600)
+    return creds
+
+
+def merchant_lookup(platform: Platform) -> Callable[[str], MerchantView]:
+    def lookup(mchid: str) -> MerchantView:
+        with platform.db.transaction() as conn:
+            merchant = merchant_repo.get(conn, mchid)
+        assert merchant is not None
+        return MerchantView(merchant.name, merchant.methods)
+
+    return lookup
+
+
+class _Server(uvicorn.Server):
+    """A uvicorn server that leaves signals to us: several run in one event loop."""
+
+    @contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def _server(app: FastAPI, host: str, port: int) -> uvicorn.Server:
+    config = uvicorn.Config(
+        app, host=host, port=port, log_level="warning", access_log=False, lifespan="off"
+    )
+    return _Server(config)
+
+
+def run_embedded(settings: Settings, on_ready: Callable[[Platform, dict[str, str]], None]) -> None:
+    """Run everything on one machine: sandboxes as children, the rest in this process."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    children: list[subprocess.Popen[bytes]] = []
+    try:
+        if settings.run_sandboxes:
+            port = int(settings.channels["wechatpay"].base_url.rsplit(":", 1)[1])
+            children.append(start_sandbox("wechatpay", settings.data_dir, port))
+        platform = bootstrap(settings)
+        creds = ensure_demo_merchant(platform)
+        loops = background_loops(platform)
+        for loop in loops:
+            loop.start()
+        api = _server(
+            create_app(ApiDeps(platform.db, platform.payments, platform.notify)),
+            settings.host,
+            settings.api_port,
+        )
+        cashier = _server(
+            create_cashier_app(platform.payments, merchant_lookup(platform)),
+            settings.host,
+            settings.cashier_port,
+        )
+        asyncio.run(_serve([api, cashier], lambda: on_ready(platform, creds)))
+        for loop in loops:
+            loop.stopping.set()
+        for loop in loops:
+            loop.join(timeout=10)
+        platform.close()
+    finally:
+        for child in children:
+            child.terminate()
+        for child in children:
+            try:
+                child.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                child.kill()
+
+
+async def _serve(servers: list[uvicorn.Server], on_ready: Callable[[], None]) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    tasks = [asyncio.create_task(s.serve()) for s in servers]
+    while not all(s.started for s in servers):
+        if any(t.done() for t in tasks):
+            for t in tasks:
+                t.cancel()
+            raise RuntimeError("a server failed to start (port in use?)")
+        await asyncio.sleep(0.05)
+    on_ready()
+    await stop.wait()
+    for s in servers:
+        s.should_exit = True
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def pid_file(data_dir: Path) -> Path:
+    return data_dir / "paygrid.pid"
+
+
+def write_pid(data_dir: Path) -> None:
+    pid_file(data_dir).write_text(str(os.getpid()))

@@ -1,0 +1,230 @@
+"""All tables, grouped by bounded context. Alembic migrations are generated from this metadata."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+from paygrid.storage.types import UTCDateTime
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(column_0_label)s",
+        "uq": "uq_%(table_name)s_%(column_0_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+# --- merchants (商户) -------------------------------------------------------------------------
+merchants = Table(
+    "merchants",
+    metadata,
+    Column("mchid", String(32), primary_key=True),
+    Column("name", String(128), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("fee_rate_ppm", Integer, nullable=False),
+    Column("methods", String(256), nullable=False),  # comma-separated channels the merchant may use
+    Column("created_at", UTCDateTime, nullable=False),
+)
+
+merchant_keys = Table(
+    "merchant_keys",
+    metadata,
+    Column("key_id", String(40), primary_key=True),
+    Column("mchid", String(32), ForeignKey("merchants.mchid"), nullable=False),
+    Column("secret", String(128), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+)
+
+# --- api (merchant open API) ----------------------------------------------------------------
+api_nonces = Table(
+    "api_nonces",
+    metadata,
+    Column("mchid", String(32), primary_key=True),
+    Column("nonce", String(64), primary_key=True),
+    Column("expires_at", UTCDateTime, nullable=False, index=True),
+)
+
+idempotency_keys = Table(
+    "idempotency_keys",
+    metadata,
+    Column("mchid", String(32), primary_key=True),
+    Column("idem_key", String(255), primary_key=True),
+    Column("request_hash", String(64), nullable=False),
+    Column("status_code", Integer, nullable=True),  # NULL while the first request is in flight
+    Column("response_body", Text, nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+)
+
+# --- payments (支付单) ------------------------------------------------------------------------
+payments = Table(
+    "payments",
+    metadata,
+    Column("payment_id", String(40), primary_key=True),
+    Column("mchid", String(32), ForeignKey("merchants.mchid"), nullable=False),
+    Column("out_trade_no", String(64), nullable=False),
+    Column("amount", BigInteger, nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("description", String(256), nullable=False),
+    Column("notify_url", String(512), nullable=False),
+    Column("return_url", String(512), nullable=True),
+    Column("channel", String(32), nullable=True),
+    Column("method", String(16), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("expire_at", UTCDateTime, nullable=False),
+    Column("attach", String(512), nullable=True),
+    Column("items", Text, nullable=True),  # JSON list as received, amounts in minor units
+    Column("discounts", Text, nullable=True),
+    Column("request_hash", String(64), nullable=False),
+    Column("code_url", String(512), nullable=True),
+    Column("channel_trade_no", String(64), nullable=True),
+    Column("refunded_amount", BigInteger, nullable=False, default=0),
+    Column("paid_at", UTCDateTime, nullable=True),
+    Column("closed_at", UTCDateTime, nullable=True),
+    Column("cashier_token", String(64), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Column("version", Integer, nullable=False),
+    UniqueConstraint("mchid", "out_trade_no", name="uq_payments_mchid_out_trade_no"),
+    Index("ix_payments_status_expire_at", "status", "expire_at"),
+)
+
+payment_transitions = Table(
+    "payment_transitions",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("payment_id", String(40), ForeignKey("payments.payment_id"), nullable=False, index=True),
+    Column("from_status", String(16), nullable=False),
+    Column("to_status", String(16), nullable=False),
+    Column("cause", String(64), nullable=False),
+    Column("at", UTCDateTime, nullable=False),
+)
+
+channel_callbacks = Table(
+    "channel_callbacks",
+    metadata,
+    Column("channel", String(32), primary_key=True),
+    Column("notify_id", String(128), primary_key=True),
+    Column("payment_id", String(40), nullable=False, index=True),
+    Column("trade_state", String(16), nullable=False),
+    Column("outcome", String(32), nullable=False),
+    Column("received_at", UTCDateTime, nullable=False),
+)
+
+# --- bus (outbox / inbox) -------------------------------------------------------------------
+outbox = Table(
+    "outbox",
+    metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=True),
+    Column("event_id", String(40), nullable=False, unique=True),
+    Column("event_type", String(64), nullable=False),
+    Column("aggregate_id", String(64), nullable=False),
+    Column("payload", Text, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("published_at", UTCDateTime, nullable=True),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("next_attempt_at", UTCDateTime, nullable=True),
+    Column("last_error", Text, nullable=True),
+    Column("dead", Boolean, nullable=False, default=False),
+    Index("ix_outbox_unpublished", "published_at", "seq"),
+)
+
+inbox = Table(
+    "inbox",
+    metadata,
+    Column("consumer", String(64), primary_key=True),
+    Column("event_id", String(40), primary_key=True),
+    Column("processed_at", UTCDateTime, nullable=False),
+)
+
+# --- ledger (账务) ----------------------------------------------------------------------------
+ledger_accounts = Table(
+    "ledger_accounts",
+    metadata,
+    Column("code", String(96), primary_key=True),
+    Column("name", String(128), nullable=False),
+    Column("kind", String(16), nullable=False),  # asset | liability | income | expense
+    Column("currency", String(3), nullable=False),
+    Column("debit_total", BigInteger, nullable=False, default=0),
+    Column("credit_total", BigInteger, nullable=False, default=0),
+    Column("created_at", UTCDateTime, nullable=False),
+)
+
+ledger_vouchers = Table(
+    "ledger_vouchers",
+    metadata,
+    Column("voucher_id", String(40), primary_key=True),
+    Column("kind", String(32), nullable=False),
+    Column("business_ref", String(64), nullable=False),
+    Column("business_date", String(10), nullable=False),
+    Column("memo", String(256), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    UniqueConstraint("kind", "business_ref", name="uq_ledger_vouchers_kind_business_ref"),
+)
+
+ledger_entries = Table(
+    "ledger_entries",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column(
+        "voucher_id",
+        String(40),
+        ForeignKey("ledger_vouchers.voucher_id"),
+        nullable=False,
+        index=True,
+    ),
+    Column(
+        "account_code", String(96), ForeignKey("ledger_accounts.code"), nullable=False, index=True
+    ),
+    Column("direction", String(1), nullable=False),  # D | C
+    Column("amount", BigInteger, nullable=False),
+    Column("currency", String(3), nullable=False),
+)
+
+# --- notify (商户通知) -------------------------------------------------------------------------
+notifications = Table(
+    "notifications",
+    metadata,
+    Column("notify_id", String(40), primary_key=True),
+    Column("event_id", String(40), nullable=False, unique=True),
+    Column("mchid", String(32), nullable=False),
+    Column("event_type", String(64), nullable=False),
+    Column("resource_id", String(40), nullable=False, index=True),
+    Column("url", String(512), nullable=False),
+    Column("body", Text, nullable=False),
+    Column("status", String(16), nullable=False),  # PENDING | DELIVERED | FAILED
+    Column("attempts", Integer, nullable=False),
+    Column("next_attempt_at", UTCDateTime, nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("delivered_at", UTCDateTime, nullable=True),
+    Index("ix_notifications_due", "status", "next_attempt_at"),
+)
+
+notification_attempts = Table(
+    "notification_attempts",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column(
+        "notify_id", String(40), ForeignKey("notifications.notify_id"), nullable=False, index=True
+    ),
+    Column("attempt_no", Integer, nullable=False),
+    Column("at", UTCDateTime, nullable=False),
+    Column("http_status", Integer, nullable=True),
+    Column("error", String(512), nullable=True),
+    Column("duration_ms", Integer, nullable=False),
+    Column("manual", Boolean, nullable=False),
+)

@@ -1,0 +1,221 @@
+"""Real processes for integration tests and benchmarks: a PostgreSQL cluster started from
+Debian's binaries, and `paygrid up` as a subprocess on free loopback ports."""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from paygrid.api.client import MerchantClient
+
+STARTUP_TIMEOUT_S = 60.0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_http(
+    url: str, timeout: float = STARTUP_TIMEOUT_S, proc: subprocess.Popen[bytes] | None = None
+) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode} before {url} answered")
+        try:
+            if httpx.get(url, timeout=1.0).status_code < 500:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise TimeoutError(f"{url} did not answer within {timeout}s")
+
+
+# --- PostgreSQL ----------------------------------------------------------------------------
+def pg_bin() -> Path | None:
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+    return Path(found[-1]).parent if found else None
+
+
+@dataclass
+class PostgresServer:
+    port: int
+    data_dir: Path
+    bindir: Path
+
+    def url(self, database: str = "postgres") -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
+
+    def create_database(self, name: str) -> str:
+        import psycopg
+
+        with psycopg.connect(self.url(), autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
+            conn.execute(f'CREATE DATABASE "{name}"')
+        return self.url(name)
+
+
+def _as_postgres(cmd: list[str]) -> list[str]:
+    """initdb and postgres refuse to run as root: run them as the postgres user."""
+    if os.geteuid() == 0:
+        return ["runuser", "-u", "postgres", "--", *cmd]
+    return cmd
+
+
+@contextlib.contextmanager
+def postgres_server() -> Iterator[PostgresServer]:
+    bindir = pg_bin()
+    if bindir is None:
+        raise RuntimeError("PostgreSQL binaries not found; run scripts/install-system-deps.sh")
+    root = Path(tempfile.mkdtemp(prefix="paygrid-pg-"))
+    data = root / "data"
+    if os.geteuid() == 0:
+        shutil.chown(root, "postgres")
+        os.chmod(root, 0o755)
+    port = free_port()
+    subprocess.run(
+        _as_postgres(
+            [
+                str(bindir / "initdb"),
+                "-D",
+                str(data),
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--locale=C.UTF-8",
+            ]
+        ),
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+    subprocess.run(
+        _as_postgres(
+            [
+                str(bindir / "pg_ctl"),
+                "-D",
+                str(data),
+                "-l",
+                str(root / "log"),
+                "-w",
+                "-o",
+                f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off "
+                f"-c max_connections=200",
+            ]
+        ),
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        yield PostgresServer(port, data, bindir)
+    finally:
+        subprocess.run(
+            _as_postgres([str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast", "stop"]),
+            stdout=subprocess.DEVNULL,
+            check=False,
+        )
+        shutil.rmtree(root, ignore_errors=True)
+
+
+# --- paygrid up -----------------------------------------------------------------------------
+@dataclass
+class RunningPlatform:
+    proc: subprocess.Popen[bytes]
+    data_dir: Path
+    api_url: str
+    cashier_url: str
+    sandbox_url: str
+    database_url: str | None
+    log_path: Path
+
+    @property
+    def credentials(self) -> dict[str, str]:
+        loaded: dict[str, str] = json.loads((self.data_dir / "demo-merchant.json").read_text())
+        return loaded
+
+    def client(self) -> MerchantClient:
+        c = self.credentials
+        return MerchantClient(self.api_url, c["mchid"], c["key_id"], c["secret"])
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def paygrid(self, *args: str) -> subprocess.CompletedProcess[str]:
+        extra = ["--database-url", self.database_url] if self.database_url else []
+        return subprocess.run(
+            [sys.executable, "-m", "paygrid.cli", *args, "--data-dir", str(self.data_dir), *extra],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def start_platform(
+    data_dir: Path, database_url: str | None = None, env: dict[str, str] | None = None
+) -> RunningPlatform:
+    api, cashier, sandbox = free_port(), free_port(), free_port()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    log_path = data_dir / "paygrid.log"
+    full_env = {
+        **os.environ,
+        "PAYGRID_WECHATPAY_BASE_URL": f"http://127.0.0.1:{sandbox}",
+        "PAYGRID_SCHEDULER_INTERVAL_S": "0.5",
+        **(env or {}),
+    }
+    cmd = [
+        sys.executable,
+        "-m",
+        "paygrid.cli",
+        "up",
+        "--data-dir",
+        str(data_dir),
+        "--api-port",
+        str(api),
+        "--cashier-port",
+        str(cashier),
+    ]
+    if database_url:
+        cmd += ["--database-url", database_url]
+    proc = subprocess.Popen(cmd, stdout=log_path.open("ab"), stderr=subprocess.STDOUT, env=full_env)
+    running = RunningPlatform(
+        proc,
+        data_dir,
+        f"http://127.0.0.1:{api}",
+        f"http://127.0.0.1:{cashier}",
+        f"http://127.0.0.1:{sandbox}",
+        database_url,
+        log_path,
+    )
+    try:
+        wait_http(f"{running.api_url}/healthz", proc=proc)
+        wait_http(f"{running.cashier_url}/healthz", proc=proc)
+    except Exception:
+        running.stop()
+        raise RuntimeError(f"paygrid up did not start:\n{running.log()[-4000:]}") from None
+    return running

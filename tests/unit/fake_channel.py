@@ -1,0 +1,101 @@
+"""An in-memory channel for unit tests only (integration tests use the real sandbox)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+
+from paygrid.channels.ports import (
+    BillLine,
+    Callback,
+    CallbackRejected,
+    CallbackReply,
+    CloseOutcome,
+    OrderCreated,
+    OrderRequest,
+    Trade,
+    TradeState,
+)
+from paygrid.kernel.money import Money
+
+
+@dataclass
+class FakeChannel:
+    name: str = "wechatpay"
+    orders: dict[str, OrderRequest] = field(default_factory=dict)
+    states: dict[str, TradeState] = field(default_factory=dict)
+    sent: list[bytes] = field(default_factory=list)  # every callback body ever emitted
+
+    def create_order(self, request: OrderRequest) -> OrderCreated:
+        if self.states.get(request.payment_ref) in (TradeState.SUCCESS, TradeState.CLOSED):
+            from paygrid.channels.ports import ChannelError
+
+            raise ChannelError("ORDER_FINAL", "order is final")
+        self.orders[request.payment_ref] = request
+        self.states.setdefault(request.payment_ref, TradeState.PENDING)
+        return OrderCreated(code_url=f"weixin://wxpay/bizpayurl?pr={request.payment_ref}")
+
+    def pay(self, ref: str, outcome: TradeState = TradeState.SUCCESS) -> bytes | None:
+        """The payer pays; returns the callback body the channel would send."""
+        if self.states.get(ref) != TradeState.PENDING:
+            return None
+        self.states[ref] = outcome
+        return self._callback(ref)
+
+    def _callback(self, ref: str) -> bytes:
+        order = self.orders[ref]
+        body = json.dumps(
+            {
+                "id": f"n{len(self.sent)}",
+                "ref": ref,
+                "state": self.states[ref].value,
+                "amount": order.amount.minor,
+            }
+        ).encode()
+        self.sent.append(body)
+        return body
+
+    def query(self, payment_ref: str) -> Trade:
+        state = self.states.get(payment_ref, TradeState.NOT_FOUND)
+        order = self.orders.get(payment_ref)
+        return Trade(
+            payment_ref,
+            state,
+            channel_trade_no=f"wx{payment_ref}",
+            amount=order.amount if order else None,
+            paid_at=datetime.now(UTC) if state == TradeState.SUCCESS else None,
+        )
+
+    def close(self, payment_ref: str) -> CloseOutcome:
+        if self.states.get(payment_ref) == TradeState.SUCCESS:
+            return CloseOutcome.ALREADY_PAID
+        if payment_ref in self.orders:
+            self.states[payment_ref] = TradeState.CLOSED
+        return CloseOutcome.CLOSED
+
+    def parse_callback(self, headers: Mapping[str, str], body: bytes) -> Callback:
+        if headers.get("x-fake-signature") != "ok":
+            raise CallbackRejected("bad signature")
+        data = json.loads(body)
+        trade = Trade(
+            data["ref"],
+            TradeState(data["state"]),
+            channel_trade_no=f"wx{data['ref']}",
+            amount=Money(data["amount"], "CNY"),
+            paid_at=datetime.now(UTC),
+        )
+        return Callback(data["id"], trade)
+
+    def callback_ack(self) -> CallbackReply:
+        return CallbackReply(204)
+
+    def callback_nack(self, reason: str) -> CallbackReply:
+        return CallbackReply(400, json.dumps({"code": "FAIL", "message": reason}).encode())
+
+    def download_bill(self, bill_date: date) -> bytes:
+        return b""
+
+    def parse_bill(self, content: bytes) -> list[BillLine]:
+        return []
