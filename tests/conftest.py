@@ -10,7 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import PostgresServer, RunningPlatform, pg_bin, postgres_server, start_platform
+from tests.support import (
+    MerchantReceiver,
+    PostgresServer,
+    RunningPlatform,
+    pg_bin,
+    postgres_server,
+    start_platform,
+)
 
 
 @pytest.fixture(scope="session")
@@ -49,3 +56,10 @@ def platform_factory(tmp_path: Path) -> Iterator[PlatformFactory]:
     yield start
     for running in started:
         running.stop()
+
+
+@pytest.fixture
+def merchant() -> Iterator[MerchantReceiver]:
+    receiver = MerchantReceiver()
+    yield receiver
+    receiver.close()

@@ -21,6 +21,7 @@ from pathlib import Path
 import httpx
 
 from paygrid.api.client import MerchantClient
+from paygrid.storage.database import Database
 
 STARTUP_TIMEOUT_S = 60.0
 
@@ -118,6 +119,7 @@ def postgres_server() -> Iterator[PostgresServer]:
                 "-o",
                 f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off "
                 f"-c max_connections=200",
+                "start",
             ]
         ),
         check=True,
@@ -153,6 +155,15 @@ class RunningPlatform:
     def client(self) -> MerchantClient:
         c = self.credentials
         return MerchantClient(self.api_url, c["mchid"], c["key_id"], c["secret"])
+
+    def database(self) -> Database:
+        """The platform's own database, for assertions on what it stored."""
+        if self.database_url:
+            return Database(self.database_url)
+        return Database(f"sqlite:///{self.data_dir / 'paygrid.db'}")
+
+    def sandbox(self, method: str, path: str, body: object = None) -> httpx.Response:
+        return httpx.request(method, self.sandbox_url + path, json=body, timeout=10.0)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -219,3 +230,48 @@ def start_platform(
         running.stop()
         raise RuntimeError(f"paygrid up did not start:\n{running.log()[-4000:]}") from None
     return running
+
+
+# --- a merchant's notification endpoint -----------------------------------------------------
+class MerchantReceiver:
+    """A merchant's notify_url: records every POST; answers ``fail_first`` of them with 500."""
+
+    def __init__(self, fail_first: int = 0) -> None:
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.received: list[tuple[dict[str, str], bytes]] = []
+        self.fail_first = fail_first
+        lock = threading.Lock()
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                with lock:
+                    outer.received.append((dict(self.headers.items()), body))
+                    fail = len(outer.received) <= outer.fail_first
+                self.send_response(500 if fail else 200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}/notify"
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+def wait_until(predicate: object, timeout: float = 20.0, interval: float = 0.1) -> None:
+    assert callable(predicate)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(interval)
+    raise TimeoutError(f"condition not met within {timeout}s")

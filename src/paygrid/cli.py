@@ -28,7 +28,7 @@ notify_app = typer.Typer(help="Merchant notifications (商户通知).", no_args_
 app.add_typer(merchant_app, name="merchant")
 app.add_typer(sandbox_app, name="sandbox")
 app.add_typer(notify_app, name="notifications")
-console = Console()
+console = Console(soft_wrap=True)
 err = Console(stderr=True)
 
 DataDir = Annotated[Path, typer.Option("--data-dir", help="Where paygrid keeps its data.")]
@@ -46,6 +46,8 @@ def _logging(verbose: bool = False) -> None:
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
         stream=sys.stderr,
     )
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
 @app.command()

@@ -69,7 +69,7 @@ _MAJOR_RE = re.compile(r"^-?\d{1,15}(\.\d+)?$")
 
 
 def parse_major(text: str, currency: str) -> int:
-    """Parse a yuan string exactly ('0.01' -> 1); more decimals than the currency has is an error."""
+    """Parse a yuan string exactly ('0.01' -> 1); too many decimals is an error."""
     cleaned = text.strip()
     if not _MAJOR_RE.match(cleaned):
         raise MoneyError(f"not a decimal amount: {text!r}")
