@@ -1,0 +1,741 @@
+"""End-to-end payments through a real `paygrid up`, beside a bare FastAPI + one-INSERT baseline.
+
+    .venv/bin/python bench/e2e_payments.py [--payments N] [--concurrency C]
+                                           [--database sqlite|postgres]
+
+What one payment is here: a signed POST /v1/payments (channel=wechatpay, method=native, so paygrid
+places a real, RSA-signed order at the WeChat Pay sandbox before answering), then the payer pays at
+the sandbox (POST /sandbox/pay), the sandbox sends its signed, encrypted callback to paygrid, the
+outbox relay publishes payment.succeeded, the ledger books it, and the notifier POSTs a signed
+notification to the merchant's notify_url, which this script serves and counts.
+
+Load: C worker processes (multiprocessing, spawn), each a closed loop with one request in flight
+on its own synchronous httpx client (an async httpx client tops out near 350 req/s on these
+machines and would measure itself; see /work/shared/PERFORMANCE-NOTES.md). The load generator
+shares the machine's cores with the servers: on 2 cores it takes a real part of the CPU, for the
+baseline and for paygrid alike.
+
+Baseline, same run: a bare FastAPI app with one POST endpoint inserting one row (SQLAlchemy Core,
+engine from paygrid.storage.database.make_engine, SQLite WAL file in the temp dir or a database on
+the same PostgreSQL server), served by paygrid.runtime._server (the uvicorn settings paygrid uses:
+one worker, asyncio loop, http=auto) and driven by the same client processes.
+
+Figures go to stdout and bench/results/e2e_payments-<database>.json. Afterwards the script runs
+`paygrid check --grace-seconds 0` on the platform's data and says whether the money invariants hold.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing as mp
+import os
+import platform as host
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from multiprocessing.queues import Queue
+from multiprocessing.synchronize import Barrier
+from pathlib import Path
+from queue import Empty
+from typing import TYPE_CHECKING, Any
+
+import httpx
+from fastapi import FastAPI, Request, Response  # at module level: FastAPI resolves annotations
+
+from paygrid.api.client import MerchantClient, verify_notification
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))  # for tests.support, imported where used
+
+if TYPE_CHECKING:
+    from tests.support import PostgresServer, RunningPlatform
+
+RESULTS_DIR = ROOT / "bench" / "results"
+REQUEST_TIMEOUT_S = 10.0
+START_TIMEOUT_S = 60.0
+MAX_ERRORS_KEPT = 5
+
+# (payment_id or row id, started at [monotonic], create seconds, pay seconds)
+Sample = tuple[str, float, float, float]
+
+
+# --- load generator (runs in each worker process) ----------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Job:
+    mode: str  # "paygrid" or "baseline"
+    index: int
+    count: int
+    api_url: str
+    sandbox_url: str = ""
+    notify_url: str = ""
+    creds: dict[str, str] = field(default_factory=dict)
+    run_id: str = ""
+    deadline_s: float = 60.0  # stop issuing requests this long after the start signal
+
+
+@dataclass(slots=True)
+class WorkerResult:
+    index: int
+    started: float = 0.0
+    finished: float = 0.0
+    samples: list[Sample] = field(default_factory=list)
+    error_count: int = 0
+    errors: list[str] = field(default_factory=list)
+
+    def error(self, text: str) -> None:
+        self.error_count += 1
+        if len(self.errors) < MAX_ERRORS_KEPT:
+            self.errors.append(text[:300])
+
+
+def payment_body(out_trade_no: str, notify_url: str) -> dict[str, Any]:
+    return {
+        "out_trade_no": out_trade_no,
+        "amount": {"total": 10000, "currency": "CNY"},
+        "description": "两斤苹果 apples",
+        "notify_url": notify_url,
+        "channel": "wechatpay",
+        "method": "native",
+        "items": [{"sku": "APL", "name": "苹果", "quantity": 2, "unit_amount": 5500}],
+        "discounts": [{"name": "满减 coupon", "amount": 1000}],
+    }
+
+
+def worker(job: Job, barrier: Barrier, results: Queue[WorkerResult]) -> None:
+    out = WorkerResult(job.index)
+    try:
+        with (
+            httpx.Client(timeout=REQUEST_TIMEOUT_S, trust_env=False) as api,
+            httpx.Client(timeout=REQUEST_TIMEOUT_S, trust_env=False) as sandbox,
+        ):
+            api.get(job.api_url + "/healthz").raise_for_status()  # open the keep-alive connection
+            if job.mode == "paygrid":
+                sandbox.get(job.sandbox_url + "/sandbox/health").raise_for_status()
+            barrier.wait(START_TIMEOUT_S)
+            out.started = time.monotonic()
+            stop_at = out.started + job.deadline_s
+            if job.mode == "paygrid":
+                _drive_paygrid(job, api, sandbox, out, stop_at)
+            else:
+                _drive_baseline(job, api, out, stop_at)
+    except Exception as exc:
+        out.error(f"worker {job.index}: {type(exc).__name__}: {exc}")
+    finally:
+        out.finished = time.monotonic()
+        results.put(out)
+
+
+def _drive_paygrid(
+    job: Job, api: httpx.Client, sandbox: httpx.Client, out: WorkerResult, stop_at: float
+) -> None:
+    c = job.creds
+    client = MerchantClient(job.api_url, c["mchid"], c["key_id"], c["secret"], http=api)
+    for i in range(job.count):
+        if time.monotonic() > stop_at:
+            out.error(f"deadline reached after {i} of {job.count} payments")
+            return
+        body = payment_body(f"b{job.run_id}-{job.index}-{i}", job.notify_url)
+        t0 = time.monotonic()
+        try:
+            created = client.create_payment(body)
+            t1 = time.monotonic()
+            if created.status_code != 201:
+                out.error(f"create {created.status_code}: {created.text}")
+                continue
+            payment = created.json()
+            paid = sandbox.post(
+                job.sandbox_url + "/sandbox/pay",
+                json={"code_url": payment["code_url"], "outcome": "SUCCESS"},
+            )
+            t2 = time.monotonic()
+        except httpx.HTTPError as exc:
+            out.error(f"{type(exc).__name__}: {exc}")
+            continue
+        if paid.status_code != 200:
+            out.error(f"pay {paid.status_code}: {paid.text}")
+            continue
+        out.samples.append((payment["payment_id"], t0, t1 - t0, t2 - t1))
+
+
+def _drive_baseline(job: Job, api: httpx.Client, out: WorkerResult, stop_at: float) -> None:
+    url = job.api_url + "/rows"
+    for i in range(job.count):
+        if time.monotonic() > stop_at:
+            out.error(f"deadline reached after {i} of {job.count} requests")
+            return
+        body = json.dumps(
+            {
+                "out_trade_no": f"b{job.run_id}-{job.index}-{i}",
+                "amount": 10000,
+                "description": "两斤苹果 apples",
+            },
+            ensure_ascii=False,
+        ).encode()
+        t0 = time.monotonic()
+        try:
+            response = api.post(url, content=body, headers={"Content-Type": "application/json"})
+        except httpx.HTTPError as exc:
+            out.error(f"{type(exc).__name__}: {exc}")
+            continue
+        t1 = time.monotonic()
+        if response.status_code != 201:
+            out.error(f"insert {response.status_code}: {response.text}")
+            continue
+        out.samples.append((str(response.json()["id"]), t0, t1 - t0, 0.0))
+
+
+@dataclass(slots=True)
+class LoadRun:
+    t0: float
+    results: list[WorkerResult]
+
+    @property
+    def samples(self) -> list[Sample]:
+        return [s for r in self.results for s in r.samples]
+
+    @property
+    def error_count(self) -> int:
+        return sum(r.error_count for r in self.results)
+
+    @property
+    def errors(self) -> list[str]:
+        return [e for r in self.results for e in r.errors][:MAX_ERRORS_KEPT]
+
+    @property
+    def t_end(self) -> float:
+        return max((r.finished for r in self.results), default=self.t0)
+
+
+def run_load(mode: str, total: int, concurrency: int, deadline_s: float, **job: Any) -> LoadRun:
+    """Start ``concurrency`` processes, release them together, gather what they measured."""
+    ctx = mp.get_context("spawn")  # the parent has threads (receiver): do not fork it
+    barrier = ctx.Barrier(concurrency + 1)
+    results: Queue[WorkerResult] = ctx.Queue()
+    counts = [
+        total // concurrency + (1 if i < total % concurrency else 0) for i in range(concurrency)
+    ]
+    procs = [
+        ctx.Process(
+            target=worker,
+            args=(Job(mode, i, counts[i], deadline_s=deadline_s, **job), barrier, results),
+            daemon=True,
+        )
+        for i in range(concurrency)
+    ]
+    for p in procs:
+        p.start()
+    try:
+        barrier.wait(START_TIMEOUT_S)
+    except Exception:
+        barrier.abort()
+    t0 = time.monotonic()
+    gathered: list[WorkerResult] = []
+    give_up = t0 + deadline_s + 2 * REQUEST_TIMEOUT_S + START_TIMEOUT_S
+    while len(gathered) < concurrency and time.monotonic() < give_up:
+        try:
+            gathered.append(results.get(timeout=0.5))
+        except Empty:
+            if not any(p.is_alive() for p in procs) and results.empty():
+                break
+    for p in procs:
+        p.join(timeout=5)
+        if p.is_alive():
+            p.terminate()
+    missing = concurrency - len(gathered)
+    if missing:
+        lost = WorkerResult(-1)
+        lost.error(f"{missing} worker process(es) reported nothing")
+        gathered.append(lost)
+    return LoadRun(t0, gathered)
+
+
+# --- figures -----------------------------------------------------------------------------------
+def percentile(values: list[float], p: float) -> float:
+    """Nearest-rank percentile; NaN for no values."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    rank = max(1, min(len(ordered), round(p / 100 * len(ordered) + 0.5)))
+    return ordered[rank - 1]
+
+
+def ms(seconds: float) -> float:
+    return round(seconds * 1000, 2)
+
+
+# --- baseline server (runs in its own process) ------------------------------------------------
+def serve_baseline(database_url: str, port: int) -> None:
+    from sqlalchemy import Column, DateTime, Integer, MetaData, String, Table, Text, insert
+    from starlette.concurrency import run_in_threadpool
+
+    from paygrid.kernel.clock import utcnow
+    from paygrid.runtime import _server  # exactly the uvicorn.Config paygrid's API runs with
+    from paygrid.storage.database import make_engine
+
+    engine = make_engine(database_url)
+    metadata = MetaData()
+    rows = Table(
+        "bench_rows",
+        metadata,
+        Column("id", Integer, primary_key=True, autoincrement=True),
+        Column("out_trade_no", String(64), nullable=False, unique=True),
+        Column("amount", Integer, nullable=False),
+        Column("body", Text, nullable=False),
+        Column("created_at", DateTime(timezone=True), nullable=False),
+    )
+    metadata.create_all(engine)
+    app = FastAPI()
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.post("/rows", status_code=201)
+    async def add(request: Request) -> Response:
+        body = await request.body()
+        data = json.loads(body)
+
+        def write() -> int:
+            with engine.begin() as conn:
+                result = conn.execute(
+                    insert(rows).values(
+                        out_trade_no=data["out_trade_no"],
+                        amount=data["amount"],
+                        body=body.decode(),
+                        created_at=utcnow(),
+                    )
+                )
+                key = result.inserted_primary_key
+                assert key is not None
+                return int(key[0])
+
+        row_id = await run_in_threadpool(write)
+        return Response(json.dumps({"id": row_id}), status_code=201, media_type="application/json")
+
+    asyncio.run(_server(app, "127.0.0.1", port).serve())
+
+
+@contextmanager
+def baseline_server(database_url: str) -> Iterator[str]:
+    from tests.support import free_port, wait_http
+
+    port = free_port()
+    proc = mp.get_context("spawn").Process(target=serve_baseline, args=(database_url, port))
+    proc.start()
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(url + "/healthz", timeout=START_TIMEOUT_S)
+        yield url
+    finally:
+        proc.terminate()
+        proc.join(timeout=10)
+        if proc.is_alive():
+            proc.kill()
+
+
+# --- the merchant's notify_url ----------------------------------------------------------------
+class NotifyReceiver:
+    """Answers 200 to every notification; records when each Paygrid-Notify-Id first arrived,
+    for which payment, and whether its signature verified."""
+
+    def __init__(self, secret: str) -> None:
+        self.lock = threading.Lock()
+        self.first_seen: dict[str, float] = {}  # notify id -> first arrival (monotonic)
+        self.paid_at: dict[str, float] = {}  # payment id -> first notification (monotonic)
+        self.posts = 0
+        self.bad_signatures = 0
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # keep-alive, as a real merchant server would
+
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                now = time.monotonic()
+                headers = dict(self.headers.items())
+                signed = verify_notification(secret, headers, body)
+                notify_id = self.headers.get("Paygrid-Notify-Id", "")
+                try:
+                    payment_id = str(json.loads(body)["data"]["payment_id"])
+                except (ValueError, KeyError, TypeError):
+                    payment_id = ""
+                with outer.lock:
+                    outer.posts += 1
+                    if not signed:
+                        outer.bad_signatures += 1
+                    elif notify_id not in outer.first_seen:
+                        outer.first_seen[notify_id] = now
+                        outer.paid_at.setdefault(payment_id, now)
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        class Server(ThreadingHTTPServer):
+            daemon_threads = True
+            request_queue_size = 256
+
+        self._server = Server(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}/notify"
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    def wait_for(self, payment_ids: set[str], timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self.lock:
+                if payment_ids <= self.paid_at.keys():
+                    return True
+            time.sleep(0.02)
+        return False
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+# --- the phases --------------------------------------------------------------------------------
+def run_baseline(database_url: str, args: argparse.Namespace, run_id: str) -> dict[str, Any]:
+    with baseline_server(database_url) as url:
+        load = run_load(
+            "baseline",
+            args.baseline_requests,
+            args.concurrency,
+            args.timeout,
+            api_url=url,
+            run_id=run_id,
+        )
+    latencies = [s[2] for s in load.samples]
+    elapsed = load.t_end - load.t0
+    return {
+        "requests": args.baseline_requests,
+        "ok": len(latencies),
+        "errors": load.error_count,
+        "error_examples": load.errors,
+        "elapsed_s": round(elapsed, 3),
+        "req_per_s": round(len(latencies) / elapsed, 1) if elapsed > 0 else 0.0,
+        "p50_ms": ms(percentile(latencies, 50)),
+        "p99_ms": ms(percentile(latencies, 99)),
+    }
+
+
+def db_counts(running: RunningPlatform) -> dict[str, int]:
+    from sqlalchemy import text
+
+    queries = {
+        "outbox_unpublished": "SELECT COUNT(*) FROM outbox WHERE published_at IS NULL AND NOT dead",
+        "notifications_undelivered": "SELECT COUNT(*) FROM notifications "
+        "WHERE status <> 'DELIVERED'",
+        "payments_success": "SELECT COUNT(*) FROM payments WHERE status = 'SUCCESS'",
+        "capture_vouchers": "SELECT COUNT(*) FROM ledger_vouchers WHERE kind = 'capture'",
+        "channel_callbacks": "SELECT COUNT(*) FROM channel_callbacks",
+        "notification_attempts": "SELECT COUNT(*) FROM notification_attempts",
+    }
+    db = running.database()
+    try:
+        with db.transaction() as conn:
+            return {k: int(conn.execute(text(q)).scalar_one()) for k, q in queries.items()}
+    finally:
+        db.dispose()
+
+
+def wait_drained(running: RunningPlatform, timeout: float) -> dict[str, int]:
+    deadline = time.monotonic() + timeout
+    counts = db_counts(running)
+    while time.monotonic() < deadline:
+        if counts["outbox_unpublished"] == 0 and counts["notifications_undelivered"] == 0:
+            break
+        time.sleep(0.2)
+        counts = db_counts(running)
+    return counts
+
+
+def statuses_over_http(running: RunningPlatform, payment_ids: list[str]) -> dict[str, int]:
+    """GET /v1/payments/{id} for every payment; how many of each status."""
+    seen: dict[str, int] = {}
+    client = running.client()
+
+    def status(pid: str) -> str:
+        response = client.get_payment(pid)
+        return (
+            str(response.json().get("status"))
+            if response.status_code == 200
+            else (f"HTTP_{response.status_code}")
+        )
+
+    with ThreadPoolExecutor(4) as pool:
+        for s in pool.map(status, payment_ids):
+            seen[s] = seen.get(s, 0) + 1
+    client.http.close()
+    return seen
+
+
+@contextmanager
+def py_spy(exe: str | None, pid: int, out: Path) -> Iterator[None]:
+    """Optionally sample paygrid's process while the load runs (raw collapsed stacks)."""
+    if not exe:
+        yield
+        return
+    proc = subprocess.Popen(
+        [
+            exe,
+            "record",
+            "--pid",
+            str(pid),
+            "--format",
+            "raw",
+            "--output",
+            str(out),
+            "--rate",
+            "200",
+            "--subprocesses",
+            "--nonblocking",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    time.sleep(1.0)  # let it attach
+    try:
+        yield
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def run_paygrid(
+    data_dir: Path, database_url: str | None, args: argparse.Namespace, run_id: str
+) -> dict[str, Any]:
+    from tests.support import start_platform
+
+    running = start_platform(data_dir, database_url)
+    receiver = NotifyReceiver(running.credentials["secret"])
+    try:
+        spy_out = RESULTS_DIR / f"e2e_payments-{args.database}-pyspy.txt"
+        with py_spy(args.py_spy, running.proc.pid, spy_out):
+            load = run_load(
+                "paygrid",
+                args.payments,
+                args.concurrency,
+                args.timeout,
+                api_url=running.api_url,
+                sandbox_url=running.sandbox_url,
+                notify_url=receiver.url,
+                creds=running.credentials,
+                run_id=run_id,
+            )
+            expected = {s[0] for s in load.samples}
+            drain_budget = max(5.0, args.timeout - (load.t_end - load.t0))
+            complete = receiver.wait_for(expected, drain_budget)
+        with receiver.lock:
+            notified = {p: receiver.paid_at[p] for p in expected if p in receiver.paid_at}
+            posts, bad = receiver.posts, receiver.bad_signatures
+            distinct = len(receiver.first_seen)
+        t_done = max(notified.values(), default=load.t_end)
+        elapsed = t_done - load.t0
+        load_elapsed = load.t_end - load.t0
+        by_id = {s[0]: s for s in load.samples}
+        e2e = [notified[p] - by_id[p][1] for p in notified]
+        creates = [s[2] for s in load.samples]
+        pays = [s[3] for s in load.samples]
+        counts = wait_drained(running, 30.0)
+        statuses = statuses_over_http(running, sorted(expected))
+        check = running.paygrid("check", "--grace-seconds", "0")
+        return {
+            "payments": args.payments,
+            "created_and_paid": len(load.samples),
+            "client_errors": load.error_count,
+            "error_examples": load.errors,
+            "notified": len(notified),
+            "all_notified_within_timeout": complete,
+            "notification_posts": posts,
+            "distinct_notify_ids": distinct,
+            "bad_signatures": bad,
+            "load_phase_s": round(load_elapsed, 3),
+            "elapsed_s": round(elapsed, 3),
+            "payments_per_s": round(len(notified) / elapsed, 1) if elapsed > 0 else 0.0,
+            "create_req_per_s_during_load": round(len(creates) / load_elapsed, 1)
+            if load_elapsed > 0
+            else 0.0,
+            "create_p50_ms": ms(percentile(creates, 50)),
+            "create_p99_ms": ms(percentile(creates, 99)),
+            "pay_p50_ms": ms(percentile(pays, 50)),
+            "pay_p99_ms": ms(percentile(pays, 99)),
+            "e2e_p50_ms": ms(percentile(e2e, 50)),
+            "e2e_p99_ms": ms(percentile(e2e, 99)),
+            "statuses_over_http": statuses,
+            "db_after_drain": counts,
+            "check_exit_code": check.returncode,
+            "check_output": (check.stdout + check.stderr).strip()[-2000:],
+            "pyspy_raw": str(spy_out) if args.py_spy else None,
+        }
+    finally:
+        receiver.close()
+        running.stop()
+
+
+# --- report ------------------------------------------------------------------------------------
+def report(result: dict[str, Any]) -> str:
+    p, b, cfg = result["paygrid"], result["baseline"], result["config"]
+    load = (
+        f"{cfg['concurrency']} processes x 1 request in flight each, sync httpx "
+        f"(multiprocessing spawn), on the same {cfg['cpus']} CPUs as the servers"
+    )
+    rows = [
+        ("database", cfg["database"]),
+        ("load generator", load),
+        ("server stack", cfg["server_stack"]),
+        ("", ""),
+        (
+            "paygrid: what",
+            "signed create (+ sandbox order) -> sandbox pay -> callback -> "
+            "ledger -> merchant notification",
+        ),
+        (
+            "paygrid: payments",
+            f"{p['notified']} of {p['payments']} notified"
+            f"{'' if p['all_notified_within_timeout'] else ' (TIMED OUT)'}, "
+            f"{p['client_errors']} client errors",
+        ),
+        (
+            "paygrid: payments/s",
+            f"{p['payments_per_s']}  (N / time to last notification, "
+            f"{p['elapsed_s']} s; load phase {p['load_phase_s']} s)",
+        ),
+        ("paygrid: create p50 / p99", f"{p['create_p50_ms']} / {p['create_p99_ms']} ms"),
+        ("paygrid: sandbox pay p50 / p99", f"{p['pay_p50_ms']} / {p['pay_p99_ms']} ms"),
+        ("paygrid: create->notified p50/p99", f"{p['e2e_p50_ms']} / {p['e2e_p99_ms']} ms"),
+        ("", ""),
+        ("baseline: what", "bare FastAPI POST, one-row INSERT + COMMIT, same engine/uvicorn"),
+        ("baseline: requests", f"{b['ok']} of {b['requests']} ok, {b['errors']} errors"),
+        ("baseline: req/s", f"{b['req_per_s']}  ({b['elapsed_s']} s)"),
+        ("baseline: p50 / p99", f"{b['p50_ms']} / {b['p99_ms']} ms"),
+        ("", ""),
+        ("ratio payments/s / baseline req/s", f"{result['ratio_throughput']}"),
+        ("ratio create p50 / baseline p50", f"{result['ratio_p50']}"),
+        ("", ""),
+        ("statuses over HTTP", json.dumps(p["statuses_over_http"])),
+        (
+            "notifications",
+            f"{p['distinct_notify_ids']} distinct ids, {p['notification_posts']} "
+            f"POSTs, {p['bad_signatures']} bad signatures",
+        ),
+        ("db after drain", json.dumps(p["db_after_drain"])),
+        (
+            "paygrid check",
+            (
+                "money invariants HOLD"
+                if p["check_exit_code"] == 0
+                else f"VIOLATIONS (exit {p['check_exit_code']})"
+            ),
+        ),
+    ]
+    width = max(len(k) for k, _ in rows)
+    lines = [f"{k.ljust(width)}  {v}" if k else "" for k, v in rows]
+    if p["check_exit_code"] != 0:
+        lines.append(p["check_output"])
+    for label, errs in (("paygrid", p["error_examples"]), ("baseline", b["error_examples"])):
+        lines += [f"{label} error: {e}" for e in errs]
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--payments", type=int, default=600)
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--database", choices=("sqlite", "postgres"), default="sqlite")
+    parser.add_argument("--baseline-requests", type=int, default=3000)
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=60.0,
+        help="bound on each load phase and on the notification drain (s)",
+    )
+    parser.add_argument(
+        "--py-spy",
+        metavar="EXE",
+        default=None,
+        help="py-spy binary: sample paygrid's process during the payments phase",
+    )
+    parser.add_argument("--keep", action="store_true", help="keep the temp dir")
+    args = parser.parse_args()
+    if args.concurrency < 1 or args.payments < 1 or args.baseline_requests < 1:
+        parser.error("--payments, --concurrency and --baseline-requests must be positive")
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix="paygrid-bench-"))
+    run_id = uuid.uuid4().hex[:8]
+    try:
+        with ExitStack() as stack:
+            paygrid_url: str | None = None
+            if args.database == "postgres":
+                from tests.support import postgres_server
+
+                pg: PostgresServer = stack.enter_context(postgres_server())
+                baseline_url = pg.create_database("bench_baseline")
+                paygrid_url = pg.create_database("bench_paygrid")
+            else:
+                baseline_url = f"sqlite:///{tmp / 'baseline.db'}"
+            print(f"baseline: {args.baseline_requests} requests ...", flush=True)
+            baseline = run_baseline(baseline_url, args, run_id)
+            print(f"paygrid: {args.payments} payments ...", flush=True)
+            paygrid = run_paygrid(tmp / "platform", paygrid_url, args, run_id)
+    finally:
+        if not args.keep:
+            shutil.rmtree(tmp, ignore_errors=True)
+    result: dict[str, Any] = {
+        "benchmark": "e2e_payments",
+        "config": {
+            "database": args.database,
+            "payments": args.payments,
+            "concurrency": args.concurrency,
+            "baseline_requests": args.baseline_requests,
+            "timeout_s": args.timeout,
+            "load_generator": f"{args.concurrency} processes (multiprocessing spawn), each one "
+            "sync httpx.Client, one request in flight; same machine as the servers",
+            "server_stack": "uvicorn via paygrid.runtime._server: 1 worker, asyncio loop "
+            "(server.serve() in asyncio.run), http=auto",
+            "postgres": "tests.support.postgres_server (fsync=off)"
+            if args.database == "postgres"
+            else None,
+            "cpus": os.cpu_count(),
+            "python": host.python_version(),
+            "machine": host.platform(),
+            "run_id": run_id,
+            "at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        },
+        "paygrid": paygrid,
+        "baseline": baseline,
+        "ratio_throughput": round(paygrid["payments_per_s"] / baseline["req_per_s"], 3)
+        if baseline["req_per_s"]
+        else None,
+        "ratio_p50": round(paygrid["create_p50_ms"] / baseline["p50_ms"], 2)
+        if baseline["p50_ms"]
+        else None,
+    }
+    out = RESULTS_DIR / f"e2e_payments-{args.database}.json"
+    out.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
+    print()
+    print(report(result))
+    print(f"\nfigures written to {out.relative_to(ROOT)}")
+    ok = paygrid["check_exit_code"] == 0 and paygrid["all_notified_within_timeout"]
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
