@@ -86,8 +86,12 @@ def load(data_dir: Path | None = None, **overrides: object) -> Settings:
                     credentials_file=Path(wx_creds) if wx_creds else None,
                 ),
             },
-            run_sandboxes=_env("RUN_SANDBOXES") not in ("0", "false"),
         )
+    # Real credentials mean a real gateway: no sandbox unless asked for.
+    run_sandboxes = _env("RUN_SANDBOXES")
+    s = replace(
+        s, run_sandboxes=run_sandboxes not in ("0", "false") if run_sandboxes else wx_creds is None
+    )
     if data_dir is not None:
         s = replace(s, data_dir=data_dir)
     clean = {k: v for k, v in overrides.items() if v is not None}
