@@ -199,6 +199,7 @@ def test_pay_through_the_cashier(
     # The cashier tab was left alone: it follows the status and shows the success by itself...
     expect(page.locator("#result")).to_contain_text(SUCCESS_TEXT, timeout=FOLLOW_TIMEOUT_MS)
     shown_at = time.monotonic()
+    expect(page.locator("#returning")).to_be_visible()
     expect(page.locator("#return")).to_have_attribute("href", return_url)
     # ...then goes back to the merchant within the 3 s meta refresh.
     page.wait_for_url(return_url, timeout=(RETURN_REFRESH_S + RETURN_SLACK_S) * 1000)
@@ -242,8 +243,11 @@ def test_closed_and_unknown_payments(
     # A wrong token, or an unknown payment, is a plain 404 that reveals nothing.
     parts = urlsplit(payment["cashier_url"])
     wrong_token = urlunsplit(parts._replace(query="t=" + "x" * 32))
-    for url in (wrong_token, urlunsplit(parts._replace(query="")),
-                f"{running.cashier_url}/pay/pay_doesnotexist?t=abc"):
+    for url in (
+        wrong_token,
+        urlunsplit(parts._replace(query="")),
+        f"{running.cashier_url}/pay/pay_doesnotexist?t=abc",
+    ):
         answer = page.goto(url)
         assert answer is not None and answer.status == 404, url
         expect(page.locator("body")).to_contain_text("No such payment")

@@ -47,8 +47,9 @@ def qr_png(text: str, css_px: int = QR_CSS_PX) -> bytes:
     small.putdata([0 if dark else 255 for row in matrix for dark in row])
     canvas = Image.new("L", (side, side), 255)
     offset = ((side - modules * box) // 2) & ~1
-    canvas.paste(small.resize((modules * box, modules * box), Image.Resampling.NEAREST),
-                 (offset, offset))
+    canvas.paste(
+        small.resize((modules * box, modules * box), Image.Resampling.NEAREST), (offset, offset)
+    )
     buf = io.BytesIO()
     canvas.convert("1").save(buf, format="PNG", optimize=True)
     return buf.getvalue()
