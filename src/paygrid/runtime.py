@@ -159,7 +159,7 @@ def run_embedded(settings: Settings, on_ready: Callable[[Platform, dict[str, str
         for loop in loops:
             loop.start()
         api = _server(
-            create_app(ApiDeps(platform.db, platform.payments, platform.notify)),
+            create_app(ApiDeps(platform.db, platform.payments, platform.notify, settings.zone)),
             settings.host,
             settings.api_port,
         )

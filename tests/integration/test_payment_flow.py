@@ -112,6 +112,19 @@ def test_payment_end_to_end(platform_factory: PlatformFactory, database_url: str
     check = running.paygrid("check", "--grace-seconds", "0")
     assert check.returncode == 0, check.stdout + check.stderr
 
+    # The merchant's own daily bill (账期 in Asia/Shanghai) lists it with fee and net.
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    day = datetime.fromisoformat(paid["paid_at"]).astimezone(ZoneInfo("Asia/Shanghai")).date()
+    bill = client.request("GET", f"/v1/bills/{day.isoformat()}")
+    assert bill.status_code == 200 and bill.headers["content-type"].startswith("text/csv")
+    lines = bill.text.strip().splitlines()
+    assert lines[0].startswith("paid_at,payment_id,out_trade_no")
+    row = next(line for line in lines[1:] if payment["payment_id"] in line).split(",")
+    assert row[6:10] == ["CNY", "10000", "60", "9940"]
+    assert client.request("GET", "/v1/bills/2026-13-01").json()["code"] == "INVALID_BILL_DATE"
+
 
 def test_duplicate_and_late_callbacks_count_once(platform_factory: PlatformFactory,
                                                  database_url: str | None,

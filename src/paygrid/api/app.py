@@ -9,7 +9,7 @@ import logging
 import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import date, timedelta
 from typing import Any, TypeVar
 
 from fastapi import FastAPI, Request, Response
@@ -22,11 +22,12 @@ from paygrid.api import idempotency
 from paygrid.api.auth import Principal, authenticate
 from paygrid.api.errors import PAYMENT_CODE_STATUS, ApiError
 from paygrid.api.schemas import CreatePaymentIn
-from paygrid.kernel.clock import utcnow
+from paygrid.kernel.clock import DEFAULT_BUSINESS_ZONE, business_date, utcnow
 from paygrid.notify.service import NotificationNotFound, NotifyService
 from paygrid.payments.domain import Discount, Item, OrderInvalid, check_items, request_fingerprint
 from paygrid.payments.errors import PaymentRejected
 from paygrid.payments.service import CreatePayment, PaymentService
+from paygrid.reports.merchant_bill import merchant_bill_csv
 from paygrid.storage.database import Database, DatabaseUnavailable
 
 log = logging.getLogger(__name__)
@@ -43,6 +44,7 @@ class ApiDeps:
     db: Database
     payments: PaymentService
     notify: NotifyService
+    zone: str = DEFAULT_BUSINESS_ZONE
 
 
 def _error_response(
@@ -215,6 +217,32 @@ def create_app(deps: ApiDeps) -> FastAPI:
         if key is not None:
             await run_in_threadpool(idempotency.complete, deps.db, mchid, key, 200, text)
         return Response(text, status_code=200, media_type="application/json")
+
+    # --- bills (商户对账单) -------------------------------------------------------------------
+    @app.get("/v1/bills/{bill_date}", tags=["bills"])
+    async def merchant_bill(bill_date: str, request: Request) -> Response:
+        principal, _ = await signed(request)
+        try:
+            day = date.fromisoformat(bill_date)
+        except ValueError:
+            raise ApiError(
+                400, "INVALID_BILL_DATE", "bill date must be yyyy-mm-dd", "bill_date"
+            ) from None
+        today = business_date(utcnow(), deps.zone)
+        if day > today:
+            raise ApiError(
+                400, "INVALID_BILL_DATE", "that business date has not begun", "bill_date"
+            )
+        text = await call(merchant_bill_csv, deps.db, principal.merchant.mchid, day, deps.zone)
+        filename = f"paygrid-bill-{principal.merchant.mchid}-{day.isoformat()}.csv"
+        return Response(
+            text,
+            media_type="text/csv; charset=utf-8",
+            headers={
+                "Content-Disposition": f'attachment; filename="{filename}"',
+                "Paygrid-Bill-Complete": "true" if day < today else "false",
+            },
+        )
 
     # --- notifications --------------------------------------------------------------------
     @app.get("/v1/notifications", tags=["notifications"])

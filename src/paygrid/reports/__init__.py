@@ -1,0 +1,1 @@
+"""Reports (报表): read models over payments and the ledger, as files finance can open."""
