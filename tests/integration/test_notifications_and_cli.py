@@ -17,7 +17,8 @@ pytestmark = pytest.mark.timeout(180)
 
 
 def test_notification_retried_until_acknowledged_then_resent(
-        platform_factory: PlatformFactory, database_url: str | None) -> None:
+    platform_factory: PlatformFactory, database_url: str | None
+) -> None:
     # The schedule scaled down 100x: 15 s -> 0.15 s.
     running = platform_factory(database_url, env={"PAYGRID_NOTIFY_RETRY_SCALE": "0.01"})
     client = running.client()
@@ -74,15 +75,24 @@ def test_notification_gives_up_after_the_schedule(platform_factory: PlatformFact
         merchant.close()
 
 
-def test_cli_sandbox_credentials_and_check(platform_factory: PlatformFactory,
-                                           merchant: MerchantReceiver) -> None:
+def test_cli_sandbox_credentials_and_check(
+    platform_factory: PlatformFactory, merchant: MerchantReceiver
+) -> None:
     running = platform_factory()
-    creds = running.paygrid("sandbox", "credentials", "wechatpay", "--json", "--url",
-                            running.sandbox_url)
+    creds = running.paygrid(
+        "sandbox", "credentials", "wechatpay", "--json", "--url", running.sandbox_url
+    )
     assert creds.returncode == 0, creds.stderr
     data = json.loads(creds.stdout)
-    assert {"mchid", "appid", "private_key", "cert_serial_no", "apiv3_key", "public_key",
-            "public_key_id"} <= set(data)
+    assert {
+        "mchid",
+        "appid",
+        "private_key",
+        "cert_serial_no",
+        "apiv3_key",
+        "public_key",
+        "public_key_id",
+    } <= set(data)
     assert data["public_key_id"].startswith("PUB_KEY_ID_")
     assert "BEGIN PRIVATE KEY" in data["private_key"] and len(data["apiv3_key"]) == 32
 
@@ -94,12 +104,18 @@ def test_cli_sandbox_credentials_and_check(platform_factory: PlatformFactory,
 
     # Someone edits the books by hand: check names each broken invariant and exits 1.
     db = sqlite3.connect(running.data_dir / "paygrid.db")
-    db.execute("UPDATE ledger_entries SET amount = amount + 1 WHERE direction = 'D' AND "
-               "account_code LIKE 'pending_clearing:%'")
+    db.execute(
+        "UPDATE ledger_entries SET amount = amount + 1 WHERE direction = 'D' AND "
+        "account_code LIKE 'pending_clearing:%'"
+    )
     db.commit()
     db.close()
     broken = running.paygrid("check", "--grace-seconds", "0")
     assert broken.returncode == 1
-    for code in ("UNBALANCED_VOUCHER", "TRIAL_BALANCE", "BALANCE_MISMATCH",
-                 "CAPTURE_AMOUNT_MISMATCH"):
+    for code in (
+        "UNBALANCED_VOUCHER",
+        "TRIAL_BALANCE",
+        "BALANCE_MISMATCH",
+        "CAPTURE_AMOUNT_MISMATCH",
+    ):
         assert code in broken.stderr, broken.stderr

@@ -39,8 +39,9 @@ def order(merchant: MerchantReceiver, **extra: Any) -> dict[str, Any]:
     return body
 
 
-def wait_status(client: MerchantClient, payment_id: str, status: str,
-                timeout: float = 30.0) -> dict[str, Any]:
+def wait_status(
+    client: MerchantClient, payment_id: str, status: str, timeout: float = 30.0
+) -> dict[str, Any]:
     seen: dict[str, Any] = {}
 
     def done() -> bool:
@@ -52,13 +53,13 @@ def wait_status(client: MerchantClient, payment_id: str, status: str,
 
 
 def pay(running: RunningPlatform, code_url: str, outcome: str = "SUCCESS") -> None:
-    response = running.sandbox("POST", "/sandbox/pay", {"code_url": code_url,
-                                                         "outcome": outcome})
+    response = running.sandbox("POST", "/sandbox/pay", {"code_url": code_url, "outcome": outcome})
     assert response.status_code == 200, response.text
 
 
-def test_payment_end_to_end(platform_factory: PlatformFactory, database_url: str | None,
-                            merchant: MerchantReceiver) -> None:
+def test_payment_end_to_end(
+    platform_factory: PlatformFactory, database_url: str | None, merchant: MerchantReceiver
+) -> None:
     running = platform_factory(database_url)
     client = running.client()
     secret = running.credentials["secret"]
@@ -95,18 +96,30 @@ def test_payment_end_to_end(platform_factory: PlatformFactory, database_url: str
     # The ledger: one balanced capture voucher exactly as DESIGN.md's chart.
     db = running.database()
     with db.transaction() as conn:
-        vouchers = conn.execute(select(ledger_vouchers).where(
-            ledger_vouchers.c.business_ref == payment["payment_id"])).all()
+        vouchers = conn.execute(
+            select(ledger_vouchers).where(ledger_vouchers.c.business_ref == payment["payment_id"])
+        ).all()
         assert len(vouchers) == 1
-        entries = conn.execute(select(ledger_entries).where(
-            ledger_entries.c.voucher_id == vouchers[0].voucher_id)).all()
-        causes = [r.cause for r in conn.execute(select(payment_transitions).where(
-            payment_transitions.c.payment_id == payment["payment_id"]))]
+        entries = conn.execute(
+            select(ledger_entries).where(ledger_entries.c.voucher_id == vouchers[0].voucher_id)
+        ).all()
+        causes = [
+            r.cause
+            for r in conn.execute(
+                select(payment_transitions).where(
+                    payment_transitions.c.payment_id == payment["payment_id"]
+                )
+            )
+        ]
     db.dispose()
     book = sorted((e.account_code.split(":")[0], e.direction, e.amount) for e in entries)
-    assert book == [("channel_cost", "D", 20), ("fee_income", "C", 60),
-                    ("merchant_pending_settlement", "C", 9940), ("pending_clearing", "C", 20),
-                    ("pending_clearing", "D", 10000)]
+    assert book == [
+        ("channel_cost", "D", 20),
+        ("fee_income", "C", 60),
+        ("merchant_pending_settlement", "C", 9940),
+        ("pending_clearing", "C", 20),
+        ("pending_clearing", "D", 10000),
+    ]
     assert causes == ["order_placed:wechatpay", "callback:wechatpay"]
 
     check = running.paygrid("check", "--grace-seconds", "0")
@@ -126,13 +139,12 @@ def test_payment_end_to_end(platform_factory: PlatformFactory, database_url: str
     assert client.request("GET", "/v1/bills/2026-13-01").json()["code"] == "INVALID_BILL_DATE"
 
 
-def test_duplicate_and_late_callbacks_count_once(platform_factory: PlatformFactory,
-                                                 database_url: str | None,
-                                                 merchant: MerchantReceiver) -> None:
+def test_duplicate_and_late_callbacks_count_once(
+    platform_factory: PlatformFactory, database_url: str | None, merchant: MerchantReceiver
+) -> None:
     running = platform_factory(database_url)
     client = running.client()
-    faults = running.sandbox("POST", "/sandbox/faults", {"duplicate_rate": 1.0,
-                                                          "delay_ms": 300})
+    faults = running.sandbox("POST", "/sandbox/faults", {"duplicate_rate": 1.0, "delay_ms": 300})
     assert faults.status_code == 200, faults.text
     ids = []
     for _ in range(3):
@@ -157,8 +169,9 @@ def test_duplicate_and_late_callbacks_count_once(platform_factory: PlatformFacto
     wait_until(lambda: seen_callbacks() >= 3)
     time.sleep(1.0)  # let the duplicates land
     with db.transaction() as conn:
-        captures = conn.execute(select(ledger_vouchers).where(
-            ledger_vouchers.c.kind == "capture")).all()
+        captures = conn.execute(
+            select(ledger_vouchers).where(ledger_vouchers.c.kind == "capture")
+        ).all()
     db.dispose()
     assert sorted(v.business_ref for v in captures) == sorted(ids)
     wait_until(lambda: len({h["Paygrid-Notify-Id"] for h, _ in merchant.received}) == 3)
@@ -166,8 +179,9 @@ def test_duplicate_and_late_callbacks_count_once(platform_factory: PlatformFacto
     assert check.returncode == 0, check.stdout + check.stderr
 
 
-def test_recovery_query_when_callbacks_never_come(platform_factory: PlatformFactory,
-                                                  merchant: MerchantReceiver) -> None:
+def test_recovery_query_when_callbacks_never_come(
+    platform_factory: PlatformFactory, merchant: MerchantReceiver
+) -> None:
     """补单: the channel drops every callback; the scheduler's active query finds the money."""
     running = platform_factory(env={"PAYGRID_RECOVERY_AFTER_S": "1"})
     client = running.client()
@@ -177,8 +191,14 @@ def test_recovery_query_when_callbacks_never_come(platform_factory: PlatformFact
     wait_status(client, payment["payment_id"], "SUCCESS", timeout=30)
     db = running.database()
     with db.transaction() as conn:
-        causes = [r.cause for r in conn.execute(select(payment_transitions).where(
-            payment_transitions.c.payment_id == payment["payment_id"]))]
+        causes = [
+            r.cause
+            for r in conn.execute(
+                select(payment_transitions).where(
+                    payment_transitions.c.payment_id == payment["payment_id"]
+                )
+            )
+        ]
         callbacks = conn.execute(select(channel_callbacks)).all()
     db.dispose()
     assert causes[-1] == "recovery_query"
@@ -186,8 +206,9 @@ def test_recovery_query_when_callbacks_never_come(platform_factory: PlatformFact
     wait_until(lambda: len(merchant.received) == 1)
 
 
-def test_forged_callback_is_rejected_and_changes_nothing(platform_factory: PlatformFactory,
-                                                         merchant: MerchantReceiver) -> None:
+def test_forged_callback_is_rejected_and_changes_nothing(
+    platform_factory: PlatformFactory, merchant: MerchantReceiver
+) -> None:
     running = platform_factory()
     client = running.client()
     assert running.sandbox("POST", "/sandbox/faults", {"drop_rate": 1.0}).status_code == 200
@@ -196,18 +217,31 @@ def test_forged_callback_is_rejected_and_changes_nothing(platform_factory: Platf
     # Capture what the sandbox would have sent, then tamper with it and replay it ourselves.
     import httpx
 
-    forged = json.dumps({"id": "fake", "create_time": "2026-01-01T00:00:00+08:00",
-                         "event_type": "TRANSACTION.SUCCESS",
-                         "resource_type": "encrypt-resource", "summary": "支付成功",
-                         "resource": {"algorithm": "AEAD_AES_256_GCM", "ciphertext": "AAAA",
-                                      "associated_data": "transaction", "nonce": "abcdefghijkl",
-                                      "original_type": "transaction"}}).encode()
-    headers = {"Wechatpay-Timestamp": str(int(time.time())), "Wechatpay-Nonce": "n",
-               "Wechatpay-Signature": "Zm9yZ2Vk", "Wechatpay-Serial": "PUB_KEY_ID_0",
-               "Wechatpay-Signature-Type": "WECHATPAY2-SHA256-RSA2048",
-               "Content-Type": "application/json"}
-    reply = httpx.post(f"{running.api_url}/callbacks/wechatpay", content=forged,
-                       headers=headers)
+    forged = json.dumps(
+        {
+            "id": "fake",
+            "create_time": "2026-01-01T00:00:00+08:00",
+            "event_type": "TRANSACTION.SUCCESS",
+            "resource_type": "encrypt-resource",
+            "summary": "支付成功",
+            "resource": {
+                "algorithm": "AEAD_AES_256_GCM",
+                "ciphertext": "AAAA",
+                "associated_data": "transaction",
+                "nonce": "abcdefghijkl",
+                "original_type": "transaction",
+            },
+        }
+    ).encode()
+    headers = {
+        "Wechatpay-Timestamp": str(int(time.time())),
+        "Wechatpay-Nonce": "n",
+        "Wechatpay-Signature": "Zm9yZ2Vk",
+        "Wechatpay-Serial": "PUB_KEY_ID_0",
+        "Wechatpay-Signature-Type": "WECHATPAY2-SHA256-RSA2048",
+        "Content-Type": "application/json",
+    }
+    reply = httpx.post(f"{running.api_url}/callbacks/wechatpay", content=forged, headers=headers)
     assert 400 <= reply.status_code < 600
     assert client.get_payment(payment["payment_id"]).json()["status"] == "PAYING"
     db = running.database()
@@ -216,8 +250,9 @@ def test_forged_callback_is_rejected_and_changes_nothing(platform_factory: Platf
     db.dispose()
 
 
-def test_expired_payment_is_closed_at_the_channel_too(platform_factory: PlatformFactory,
-                                                      merchant: MerchantReceiver) -> None:
+def test_expired_payment_is_closed_at_the_channel_too(
+    platform_factory: PlatformFactory, merchant: MerchantReceiver
+) -> None:
     running = platform_factory()
     client = running.client()
     payment = client.create_payment(order(merchant)).json()
@@ -229,22 +264,27 @@ def test_expired_payment_is_closed_at_the_channel_too(platform_factory: Platform
 
     db = running.database()
     with db.transaction() as conn:  # time passes: the order's expire_at is now behind us
-        conn.execute(update(payments).where(payments.c.payment_id == payment["payment_id"])
-                     .values(expire_at=datetime.now(UTC) - timedelta(seconds=1)))
+        conn.execute(
+            update(payments)
+            .where(payments.c.payment_id == payment["payment_id"])
+            .values(expire_at=datetime.now(UTC) - timedelta(seconds=1))
+        )
     db.dispose()
     closed = wait_status(client, payment["payment_id"], "CLOSED")
     assert closed["closed_at"]
     orders = running.sandbox("GET", "/sandbox/orders").json()["orders"]
     at_channel = next(o for o in orders if o["out_trade_no"] == payment["payment_id"])
     assert at_channel["trade_state"] == "CLOSED"
-    late = running.sandbox("POST", "/sandbox/pay", {"code_url": payment["code_url"],
-                                                    "outcome": "SUCCESS"})
+    late = running.sandbox(
+        "POST", "/sandbox/pay", {"code_url": payment["code_url"], "outcome": "SUCCESS"}
+    )
     assert late.status_code >= 400 or late.json()["transaction"]["trade_state"] == "CLOSED"
     assert client.get_payment(payment["payment_id"]).json()["status"] == "CLOSED"
 
 
-def test_merchant_close_then_cashier_cannot_pay(platform_factory: PlatformFactory,
-                                                merchant: MerchantReceiver) -> None:
+def test_merchant_close_then_cashier_cannot_pay(
+    platform_factory: PlatformFactory, merchant: MerchantReceiver
+) -> None:
     running = platform_factory()
     client = running.client()
     payment = client.create_payment(order(merchant, channel=None, method="cashier")).json()
@@ -255,41 +295,58 @@ def test_merchant_close_then_cashier_cannot_pay(platform_factory: PlatformFactor
     assert again.status_code == 200 and again.json() == closed.json()
 
 
-def _signed_callback(running: RunningPlatform, transaction: dict[str, Any],
-                     apiv3_key: str | None = None) -> tuple[bytes, dict[str, str]]:
+def _signed_callback(
+    running: RunningPlatform, transaction: dict[str, Any], apiv3_key: str | None = None
+) -> tuple[bytes, dict[str, str]]:
     """A callback signed with the sandbox's real platform key (read from its data dir, as only
     WeChat itself could), its resource encrypted under ``apiv3_key``."""
     from paygrid.channels.wechatpay.signing import aead_encrypt, load_private_key, sign_response
 
-    creds = json.loads((running.data_dir / "sandbox" / "wechatpay" /
-                        "wechatpay-credentials.json").read_text())
-    resource = aead_encrypt(apiv3_key or creds["apiv3_key"], json.dumps(transaction),
-                            "transaction")
-    envelope = {"id": "evil-" + uuid.uuid4().hex, "create_time": "2026-11-27T10:00:00+08:00",
-                "event_type": "TRANSACTION.SUCCESS", "resource_type": "encrypt-resource",
-                "summary": "支付成功", "resource": {**resource, "original_type": "transaction"}}
+    creds = json.loads(
+        (running.data_dir / "sandbox" / "wechatpay" / "wechatpay-credentials.json").read_text()
+    )
+    resource = aead_encrypt(apiv3_key or creds["apiv3_key"], json.dumps(transaction), "transaction")
+    envelope = {
+        "id": "evil-" + uuid.uuid4().hex,
+        "create_time": "2026-11-27T10:00:00+08:00",
+        "event_type": "TRANSACTION.SUCCESS",
+        "resource_type": "encrypt-resource",
+        "summary": "支付成功",
+        "resource": {**resource, "original_type": "transaction"},
+    }
     body = json.dumps(envelope).encode()
-    headers = sign_response(body, load_private_key(creds["public_key_private"]),
-                            creds["public_key_id"])
+    headers = sign_response(
+        body, load_private_key(creds["public_key_private"]), creds["public_key_id"]
+    )
     return body, {**headers, "Content-Type": "application/json"}
 
 
 def test_undecryptable_or_wrong_amount_callback_changes_nothing(
-        platform_factory: PlatformFactory, merchant: MerchantReceiver) -> None:
+    platform_factory: PlatformFactory, merchant: MerchantReceiver
+) -> None:
     import httpx
 
     running = platform_factory()
     client = running.client()
     payment = client.create_payment(order(merchant)).json()
     wx = running.sandbox("GET", "/sandbox/credentials").json()
-    transaction = {"appid": wx["appid"], "mchid": wx["mchid"],
-                   "out_trade_no": payment["payment_id"],
-                   "transaction_id": "4200000000000000001", "trade_type": "NATIVE",
-                   "trade_state": "SUCCESS", "trade_state_desc": "支付成功",
-                   "success_time": "2026-11-27T10:00:00+08:00",
-                   "payer": {"openid": "o"}, "amount": {"total": 10000, "payer_total": 10000,
-                                                       "currency": "CNY",
-                                                       "payer_currency": "CNY"}}
+    transaction = {
+        "appid": wx["appid"],
+        "mchid": wx["mchid"],
+        "out_trade_no": payment["payment_id"],
+        "transaction_id": "4200000000000000001",
+        "trade_type": "NATIVE",
+        "trade_state": "SUCCESS",
+        "trade_state_desc": "支付成功",
+        "success_time": "2026-11-27T10:00:00+08:00",
+        "payer": {"openid": "o"},
+        "amount": {
+            "total": 10000,
+            "payer_total": 10000,
+            "currency": "CNY",
+            "payer_currency": "CNY",
+        },
+    }
     # Signed correctly, but encrypted under another key: refused.
     body, headers = _signed_callback(running, transaction, apiv3_key="x" * 32)
     reply = httpx.post(f"{running.api_url}/callbacks/wechatpay", content=body, headers=headers)

@@ -22,8 +22,9 @@ from sqlalchemy import func, select, update
 from paygrid.bootstrap import merchant_secret
 from paygrid.bus.inprocess import InProcessBus
 from paygrid.bus.relay import OutboxRelay, row_to_event
-from paygrid.channels.ports import TradeState
+from paygrid.channels.ports import OrderRequest, TradeState
 from paygrid.kernel.clock import utcnow
+from paygrid.kernel.money import Money
 from paygrid.ledger.handlers import EVENT_TYPES as LEDGER_EVENTS
 from paygrid.ledger.handlers import FeeRates, LedgerConsumer
 from paygrid.merchants import repository as merchant_repo
@@ -119,6 +120,23 @@ class PaymentLifecycle(RuleBasedStateMachine):
                 "CHANNEL_ERROR",
             ), exc.code
 
+    @rule(ref=refs)
+    def crash_after_channel_took_the_order(self, ref: str) -> None:
+        """The process dies after the channel accepted the order, before PAYING committed."""
+        payment = self.service.get(ref)
+        if payment.status != PaymentStatus.CREATED or payment.is_expired(utcnow()):
+            return
+        self.service._record_channel_intent(ref, "wechatpay", "native")
+        self.channel.create_order(
+            OrderRequest(
+                payment_ref=ref,
+                amount=Money(payment.amount, payment.currency),
+                description="d",
+                notify_url="http://api/callbacks/wechatpay",
+                method="native",
+            )
+        )
+
     @rule(ref=refs, success=st.booleans(), deliver=st.booleans())
     def payer_pays(self, ref: str, success: bool, deliver: bool) -> None:
         body = self.channel.pay(ref, TradeState.SUCCESS if success else TradeState.FAILED)
@@ -212,3 +230,23 @@ TestPaymentLifecycle.settings = settings(
 
 def test_status_enum_covers_table() -> None:
     assert set(PaymentStatus) == {"CREATED", "PAYING", "SUCCESS", "FAILED", "CLOSED"}
+
+
+def test_crash_after_channel_took_the_order_is_recovered_and_expired() -> None:
+    """The channel is written down before it is called: 补单 and expiry find the order."""
+    machine = PaymentLifecycle()
+    try:
+        paid = machine.create(amount=500, with_channel=False)
+        machine.crash_after_channel_took_the_order(paid)
+        assert machine.service.get(paid).status == PaymentStatus.CREATED
+        machine.channel.pay(paid)  # the payer pays; the callback is lost
+        machine.service.recover_pending(timedelta(seconds=-1))
+        assert machine.service.get(paid).status == PaymentStatus.SUCCESS
+
+        unpaid = machine.create(amount=700, with_channel=False)
+        machine.crash_after_channel_took_the_order(unpaid)
+        machine.expire(unpaid)
+        assert machine.service.get(unpaid).status == PaymentStatus.CLOSED
+        assert machine.channel.states[unpaid] == TradeState.CLOSED
+    finally:
+        machine.teardown()

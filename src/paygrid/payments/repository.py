@@ -150,10 +150,15 @@ def due_for_expiry(conn: Connection, now: datetime, limit: int) -> Sequence[str]
 
 
 def paying_since(conn: Connection, before: datetime, limit: int) -> Sequence[str]:
-    """PAYING payments last touched before ``before``: candidates for 补单 (active query)."""
+    """Payments with a channel order (PAYING, or CREATED with the channel written down before
+    a crash) last touched before ``before``: candidates for 补单 (active query)."""
     rows = conn.execute(
         select(payments.c.payment_id)
-        .where(payments.c.status == PaymentStatus.PAYING.value, payments.c.updated_at <= before)
+        .where(
+            payments.c.status.in_([PaymentStatus.CREATED.value, PaymentStatus.PAYING.value]),
+            payments.c.channel.is_not(None),
+            payments.c.updated_at <= before,
+        )
         .order_by(payments.c.updated_at)
         .limit(limit)
     ).all()

@@ -176,6 +176,8 @@ class PaymentService:
         self._ensure_payable(payment)
         if payment.channel is not None and payment.channel != channel:
             self._close_at_channel(payment)  # one live channel order at a time
+        if payment.channel != channel:
+            self._record_channel_intent(payment_id, channel, method)
         request = OrderRequest(
             payment_ref=payment.payment_id,
             amount=Money(payment.amount, payment.currency),
@@ -215,6 +217,19 @@ class PaymentService:
             # Closed or failed while we were at the channel: leave no payable order behind.
             self._close_at_channel(replace(after, channel=channel))
         return after
+
+    def _record_channel_intent(self, payment_id: str, channel: str, method: str) -> None:
+        """Write down the channel before calling it: if we crash after the channel took the
+        order, expiry and 补单 still know where to close or query it."""
+
+        def change(conn: Connection, current: Payment) -> Payment:
+            if current.status != S.CREATED:
+                return current
+            after = replace(current, channel=channel, method=method, updated_at=utcnow())
+            repository.save_change(conn, current, after, f"order_requested:{channel}")
+            return after
+
+        self._mutate(payment_id, change)
 
     def _ensure_payable(self, payment: Payment) -> None:
         if payment.status == S.SUCCESS:
@@ -416,7 +431,7 @@ class PaymentService:
 
     def _touch(self, payment_id: str) -> None:
         def change(conn: Connection, current: Payment) -> Payment:
-            if current.status != S.PAYING:
+            if current.status not in (S.CREATED, S.PAYING):
                 return current
             after = replace(current, updated_at=utcnow())
             repository.save_change(conn, current, after, "recovery_query")

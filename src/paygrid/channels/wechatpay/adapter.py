@@ -188,6 +188,8 @@ class WechatPayAdapter:
         except ChannelError as exc:
             if exc.code == "ORDERPAID":
                 return CloseOutcome.ALREADY_PAID
+            if exc.code == "ORDER_NOT_EXIST":
+                return CloseOutcome.CLOSED  # never reached the channel: nothing to pay
             raise
         return CloseOutcome.CLOSED
 
