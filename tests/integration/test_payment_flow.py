@@ -362,3 +362,20 @@ def test_undecryptable_or_wrong_amount_callback_changes_nothing(
     check = running.paygrid("check", "--grace-seconds", "0")
     assert check.returncode == 1 and "CALLBACK_ANOMALY" in check.stderr
     assert "AMOUNT_MISMATCH" in check.stderr
+
+
+def test_channel_outage_then_retry_picks_up(
+    platform_factory: PlatformFactory, merchant: MerchantReceiver
+) -> None:
+    running = platform_factory()
+    client = running.client()
+    assert running.sandbox("POST", "/sandbox/faults", {"error_rate": 1.0}).status_code == 200
+    body = order(merchant)
+    down = client.create_payment(body, idempotency_key="retry-me")
+    assert down.status_code == 503 and down.json()["code"] == "CHANNEL_UNAVAILABLE"
+    assert running.sandbox("DELETE", "/sandbox/faults").status_code == 200
+    again = client.create_payment(body, idempotency_key="retry-me")
+    assert again.status_code == 200, again.text  # the payment existed; now it has its order
+    assert again.json()["status"] == "PAYING" and again.json()["code_url"]
+    pay(running, again.json()["code_url"])
+    wait_status(client, again.json()["payment_id"], "SUCCESS")

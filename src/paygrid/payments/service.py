@@ -111,7 +111,7 @@ class PaymentService:
         existing payment (created=False), a different body is DUPLICATE_OUT_TRADE_NO."""
         existing = self._existing(cmd)
         if existing is not None:
-            return existing, False
+            return self._continue(existing, cmd), False
         now = utcnow()
         payment = Payment(
             payment_id=new_id("pay", self._cell),
@@ -150,10 +150,17 @@ class PaymentService:
             existing = self._existing(cmd)  # lost a race with the same out_trade_no
             if existing is None:
                 raise
-            return existing, False
-        if cmd.channel is not None and cmd.method in CHANNEL_METHODS:
-            payment = self.start_channel_payment(payment.payment_id, cmd.channel, cmd.method)
-        return payment, True
+            return self._continue(existing, cmd), False
+        return self._continue(payment, cmd), True
+
+    def _continue(self, payment: Payment, cmd: CreatePayment) -> Payment:
+        """Place the channel order the request asked for; a repeat after a channel failure
+        picks up where the first attempt stopped."""
+        wants_order = cmd.channel is not None and cmd.method in CHANNEL_METHODS
+        if not wants_order or payment.status != S.CREATED:
+            return payment
+        assert cmd.channel is not None
+        return self.start_channel_payment(payment.payment_id, cmd.channel, cmd.method)
 
     def _existing(self, cmd: CreatePayment) -> Payment | None:
         with self._db.transaction() as conn:
