@@ -164,7 +164,7 @@ def run_embedded(settings: Settings, on_ready: Callable[[Platform, dict[str, str
             settings.api_port,
         )
         cashier = _server(
-            create_cashier_app(platform.payments, merchant_lookup(platform)),
+            create_cashier_app(platform.payments, merchant_lookup(platform), settings.zone),
             settings.host,
             settings.cashier_port,
         )

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import qrcode
 from fastapi import FastAPI, Form, Request, Response
@@ -19,7 +20,7 @@ from fastapi.templating import Jinja2Templates
 from PIL import Image
 from starlette.concurrency import run_in_threadpool
 
-from paygrid.kernel.clock import utcnow
+from paygrid.kernel.clock import DEFAULT_BUSINESS_ZONE, utcnow
 from paygrid.kernel.money import format_major
 from paygrid.payments.domain import Payment, PaymentStatus
 from paygrid.payments.errors import PaymentRejected
@@ -64,7 +65,9 @@ class MerchantView:
 MerchantLookup = Callable[[str], MerchantView]
 
 
-def create_cashier_app(payments: PaymentService, merchant_of: MerchantLookup) -> FastAPI:
+def create_cashier_app(
+    payments: PaymentService, merchant_of: MerchantLookup, zone: str = DEFAULT_BUSINESS_ZONE
+) -> FastAPI:
     app = FastAPI(title="paygrid cashier", docs_url=None, redoc_url=None, openapi_url=None)
     templates = Jinja2Templates(directory=str(HERE / "templates"))
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
@@ -123,6 +126,7 @@ def create_cashier_app(payments: PaymentService, merchant_of: MerchantLookup) ->
             ],
             "methods": [(m, METHOD_LABELS.get(m, m)) for m in merchant.methods],
             "poll_ms": POLL_INTERVAL_MS,
+            "expires": payment.expire_at.astimezone(ZoneInfo(zone)).strftime("%Y-%m-%d %H:%M"),
             "qr_px": QR_CSS_PX,
             "error": error[:200],
         }
