@@ -20,8 +20,16 @@ engine from paygrid.storage.database.make_engine, SQLite WAL file in the temp di
 the same PostgreSQL server), served by paygrid.runtime._server (the uvicorn settings paygrid uses:
 one worker, asyncio loop, http=auto) and driven by the same client processes.
 
+Where the time goes, from the same run: CPU seconds per payment (and per baseline request) of
+each process (paygrid, the sandbox, PostgreSQL, the load generator; read from /proc), the backlog
+in each stage when the last create+pay returned, and per-stage lags after the pay (sandbox
+callback, outbox relay, notifier) from the platform's own timestamps. ``--py-spy EXE`` also
+samples paygrid and the sandbox (GIL-holding samples only, raw collapsed stacks) into
+bench/results/.
+
 Figures go to stdout and bench/results/e2e_payments-<database>.json. Afterwards the script runs
 `paygrid check --grace-seconds 0` on the platform's data and says whether the money invariants hold.
+The exit code is 1 if they do not, or if some payment was not notified within --timeout.
 """
 
 from __future__ import annotations
@@ -40,7 +48,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
@@ -49,7 +57,7 @@ from multiprocessing.queues import Queue
 from multiprocessing.synchronize import Barrier
 from pathlib import Path
 from queue import Empty
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import httpx
 from fastapi import FastAPI, Request, Response  # at module level: FastAPI resolves annotations
@@ -68,8 +76,13 @@ REQUEST_TIMEOUT_S = 10.0
 START_TIMEOUT_S = 60.0
 MAX_ERRORS_KEPT = 5
 
-# (payment_id or row id, started at [monotonic], create seconds, pay seconds)
-Sample = tuple[str, float, float, float]
+
+class Sample(NamedTuple):
+    ref: str  # payment_id, or the baseline's row id
+    start: float  # time.monotonic() when the create (or insert) request was sent
+    create_s: float
+    pay_s: float  # 0 for the baseline
+    start_wall: float  # time.time() at ``start``, to line up with the platform's timestamps
 
 
 # --- load generator (runs in each worker process) ----------------------------------------------
@@ -92,6 +105,7 @@ class WorkerResult:
     started: float = 0.0
     finished: float = 0.0
     samples: list[Sample] = field(default_factory=list)
+    cpu_s: float = 0.0  # this load process's CPU time while it ran the loop
     error_count: int = 0
     errors: list[str] = field(default_factory=list)
 
@@ -126,11 +140,13 @@ def worker(job: Job, barrier: Barrier, results: Queue[WorkerResult]) -> None:
                 sandbox.get(job.sandbox_url + "/sandbox/health").raise_for_status()
             barrier.wait(START_TIMEOUT_S)
             out.started = time.monotonic()
+            cpu0 = time.process_time()
             stop_at = out.started + job.deadline_s
             if job.mode == "paygrid":
                 _drive_paygrid(job, api, sandbox, out, stop_at)
             else:
                 _drive_baseline(job, api, out, stop_at)
+            out.cpu_s = time.process_time() - cpu0
     except Exception as exc:
         out.error(f"worker {job.index}: {type(exc).__name__}: {exc}")
     finally:
@@ -148,7 +164,7 @@ def _drive_paygrid(
             out.error(f"deadline reached after {i} of {job.count} payments")
             return
         body = payment_body(f"b{job.run_id}-{job.index}-{i}", job.notify_url)
-        t0 = time.monotonic()
+        t0, wall = time.monotonic(), time.time()
         try:
             created = client.create_payment(body)
             t1 = time.monotonic()
@@ -167,7 +183,7 @@ def _drive_paygrid(
         if paid.status_code != 200:
             out.error(f"pay {paid.status_code}: {paid.text}")
             continue
-        out.samples.append((payment["payment_id"], t0, t1 - t0, t2 - t1))
+        out.samples.append(Sample(payment["payment_id"], t0, t1 - t0, t2 - t1, wall))
 
 
 def _drive_baseline(job: Job, api: httpx.Client, out: WorkerResult, stop_at: float) -> None:
@@ -184,7 +200,7 @@ def _drive_baseline(job: Job, api: httpx.Client, out: WorkerResult, stop_at: flo
             },
             ensure_ascii=False,
         ).encode()
-        t0 = time.monotonic()
+        t0, wall = time.monotonic(), time.time()
         try:
             response = api.post(url, content=body, headers={"Content-Type": "application/json"})
         except httpx.HTTPError as exc:
@@ -194,7 +210,7 @@ def _drive_baseline(job: Job, api: httpx.Client, out: WorkerResult, stop_at: flo
         if response.status_code != 201:
             out.error(f"insert {response.status_code}: {response.text}")
             continue
-        out.samples.append((str(response.json()["id"]), t0, t1 - t0, 0.0))
+        out.samples.append(Sample(str(response.json()["id"]), t0, t1 - t0, 0.0, wall))
 
 
 @dataclass(slots=True)
@@ -328,24 +344,6 @@ def serve_baseline(database_url: str, port: int) -> None:
     asyncio.run(_server(app, "127.0.0.1", port).serve())
 
 
-@contextmanager
-def baseline_server(database_url: str) -> Iterator[str]:
-    from tests.support import free_port, wait_http
-
-    port = free_port()
-    proc = mp.get_context("spawn").Process(target=serve_baseline, args=(database_url, port))
-    proc.start()
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_http(url + "/healthz", timeout=START_TIMEOUT_S)
-        yield url
-    finally:
-        proc.terminate()
-        proc.join(timeout=10)
-        if proc.is_alive():
-            proc.kill()
-
-
 # --- the merchant's notify_url ----------------------------------------------------------------
 class NotifyReceiver:
     """Answers 200 to every notification; records when each Paygrid-Notify-Id first arrived,
@@ -353,8 +351,8 @@ class NotifyReceiver:
 
     def __init__(self, secret: str) -> None:
         self.lock = threading.Lock()
-        self.first_seen: dict[str, float] = {}  # notify id -> first arrival (monotonic)
-        self.paid_at: dict[str, float] = {}  # payment id -> first notification (monotonic)
+        self.first_seen: set[str] = set()  # notify ids
+        self.notified: dict[str, tuple[float, float]] = {}  # payment id -> (monotonic, wall)
         self.posts = 0
         self.bad_signatures = 0
         outer = self
@@ -364,9 +362,8 @@ class NotifyReceiver:
 
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-                now = time.monotonic()
-                headers = dict(self.headers.items())
-                signed = verify_notification(secret, headers, body)
+                now = (time.monotonic(), time.time())
+                signed = verify_notification(secret, dict(self.headers.items()), body)
                 notify_id = self.headers.get("Paygrid-Notify-Id", "")
                 try:
                     payment_id = str(json.loads(body)["data"]["payment_id"])
@@ -377,8 +374,8 @@ class NotifyReceiver:
                     if not signed:
                         outer.bad_signatures += 1
                     elif notify_id not in outer.first_seen:
-                        outer.first_seen[notify_id] = now
-                        outer.paid_at.setdefault(payment_id, now)
+                        outer.first_seen.add(notify_id)
+                        outer.notified.setdefault(payment_id, now)
                 self.send_response(200)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
@@ -398,7 +395,7 @@ class NotifyReceiver:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             with self.lock:
-                if payment_ids <= self.paid_at.keys():
+                if payment_ids <= self.notified.keys():
                     return True
             time.sleep(0.02)
         return False
@@ -408,18 +405,111 @@ class NotifyReceiver:
         self._server.server_close()
 
 
+# --- CPU accounting (Linux /proc) --------------------------------------------------------------
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+CpuProbe = Callable[[], float]
+
+
+def _stat(pid: int) -> list[str] | None:
+    """Fields of /proc/PID/stat from the state on (index 0 = field 3), or None if gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
+
+def process_cpu(pid: int, reaped: bool = False) -> float:
+    """CPU seconds of one process (all its threads); with ``reaped``, plus its waited-for
+    children's."""
+    fields = _stat(pid)
+    if fields is None:
+        return 0.0
+    ticks = int(fields[11]) + int(fields[12])  # utime, stime
+    if reaped:
+        ticks += int(fields[13]) + int(fields[14])  # cutime, cstime
+    return ticks / CLK_TCK
+
+
+def children(pid: int) -> list[int]:
+    found: list[int] = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            fields = _stat(int(entry.name))
+            if fields is not None and int(fields[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def tree_cpu(pid: int) -> float:
+    """A process, its live descendants and the children it already reaped."""
+    return process_cpu(pid, reaped=True) + sum(tree_cpu(c) for c in children(pid))
+
+
+def postgres_probe(pg: PostgresServer | None) -> dict[str, CpuProbe]:
+    if pg is None:
+        return {}
+    postmaster = int((pg.data_dir / "postmaster.pid").read_text().split()[0])
+    return {"postgres": lambda: tree_cpu(postmaster)}
+
+
+@contextmanager
+def cpu_meter(probes: dict[str, CpuProbe]) -> Iterator[dict[str, float]]:
+    """Yields a dict filled, on exit, with the CPU seconds each probe's processes used."""
+    used: dict[str, float] = {}
+    before = {name: probe() for name, probe in probes.items()}
+    parent0 = time.process_time()
+    try:
+        yield used
+    finally:
+        for name, probe in probes.items():
+            used[name] = probe() - before[name]
+        used["bench parent (receiver)"] = time.process_time() - parent0
+
+
+def per_unit_ms(used: dict[str, float], load: LoadRun, units: int) -> dict[str, float]:
+    out = {name: round(seconds * 1000 / max(units, 1), 3) for name, seconds in used.items()}
+    out["load generator"] = round(sum(r.cpu_s for r in load.results) * 1000 / max(units, 1), 3)
+    return out
+
+
+def cores_busy(used: dict[str, float], load: LoadRun, elapsed: float) -> dict[str, float]:
+    """Average CPU cores each party kept busy over the measured interval."""
+    cpu = {**used, "load generator": sum(r.cpu_s for r in load.results)}
+    return {
+        name: round(seconds / elapsed, 2) if elapsed > 0 else 0.0 for name, seconds in cpu.items()
+    }
+
+
 # --- the phases --------------------------------------------------------------------------------
-def run_baseline(database_url: str, args: argparse.Namespace, run_id: str) -> dict[str, Any]:
-    with baseline_server(database_url) as url:
-        load = run_load(
-            "baseline",
-            args.baseline_requests,
-            args.concurrency,
-            args.timeout,
-            api_url=url,
-            run_id=run_id,
-        )
-    latencies = [s[2] for s in load.samples]
+def run_baseline(
+    database_url: str, args: argparse.Namespace, run_id: str, pg: PostgresServer | None
+) -> dict[str, Any]:
+    from tests.support import free_port, wait_http
+
+    port = free_port()
+    proc = mp.get_context("spawn").Process(target=serve_baseline, args=(database_url, port))
+    proc.start()
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(url + "/healthz", timeout=START_TIMEOUT_S)
+        assert proc.pid is not None
+        server_pid = proc.pid
+        probes = {"baseline server": lambda: tree_cpu(server_pid), **postgres_probe(pg)}
+        with cpu_meter(probes) as used:
+            load = run_load(
+                "baseline",
+                args.baseline_requests,
+                args.concurrency,
+                args.timeout,
+                api_url=url,
+                run_id=run_id,
+            )
+    finally:
+        proc.terminate()
+        proc.join(timeout=10)
+        if proc.is_alive():
+            proc.kill()
+    latencies = [s.create_s for s in load.samples]
     elapsed = load.t_end - load.t0
     return {
         "requests": args.baseline_requests,
@@ -430,6 +520,8 @@ def run_baseline(database_url: str, args: argparse.Namespace, run_id: str) -> di
         "req_per_s": round(len(latencies) / elapsed, 1) if elapsed > 0 else 0.0,
         "p50_ms": ms(percentile(latencies, 50)),
         "p99_ms": ms(percentile(latencies, 99)),
+        "cpu_ms_per_request": per_unit_ms(used, load, len(latencies)),
+        "cpu_cores_busy": cores_busy(used, load, elapsed),
     }
 
 
@@ -441,6 +533,7 @@ def db_counts(running: RunningPlatform) -> dict[str, int]:
         "notifications_undelivered": "SELECT COUNT(*) FROM notifications "
         "WHERE status <> 'DELIVERED'",
         "payments_success": "SELECT COUNT(*) FROM payments WHERE status = 'SUCCESS'",
+        "payments_paying": "SELECT COUNT(*) FROM payments WHERE status = 'PAYING'",
         "capture_vouchers": "SELECT COUNT(*) FROM ledger_vouchers WHERE kind = 'capture'",
         "channel_callbacks": "SELECT COUNT(*) FROM channel_callbacks",
         "notification_attempts": "SELECT COUNT(*) FROM notification_attempts",
@@ -464,6 +557,61 @@ def wait_drained(running: RunningPlatform, timeout: float) -> dict[str, int]:
     return counts
 
 
+def stage_lags(
+    running: RunningPlatform, samples: list[Sample], notified: dict[str, tuple[float, float]]
+) -> dict[str, dict[str, float]]:
+    """Where a payment waits after the payer paid, from the platform's own timestamps (UTC wall
+    clock, same machine): the sandbox's callback, the outbox relay, the notifier."""
+    from sqlalchemy import select
+
+    from paygrid.storage.schema import channel_callbacks, notifications, outbox
+
+    paid = {s.ref: s.start_wall + s.create_s + s.pay_s for s in samples}
+    db = running.database()
+    try:
+        with db.transaction() as conn:
+            callback = {
+                r.payment_id: r.received_at.timestamp()
+                for r in conn.execute(
+                    select(channel_callbacks.c.payment_id, channel_callbacks.c.received_at)
+                )
+            }
+            published = {
+                r.aggregate_id: (r.created_at.timestamp(), r.published_at.timestamp())
+                for r in conn.execute(
+                    select(outbox.c.aggregate_id, outbox.c.created_at, outbox.c.published_at).where(
+                        outbox.c.event_type == "payment.succeeded",
+                        outbox.c.published_at.is_not(None),
+                    )
+                )
+            }
+            delivered = {
+                r.resource_id: (r.created_at.timestamp(), r.delivered_at.timestamp())
+                for r in conn.execute(
+                    select(
+                        notifications.c.resource_id,
+                        notifications.c.created_at,
+                        notifications.c.delivered_at,
+                    ).where(
+                        notifications.c.event_type == "payment.succeeded",
+                        notifications.c.delivered_at.is_not(None),
+                    )
+                )
+            }
+    finally:
+        db.dispose()
+    stages = {
+        "pay -> callback applied": [callback[p] - paid[p] for p in paid if p in callback],
+        "event -> published (relay)": [b - a for a, b in published.values()],
+        "notification -> delivered": [b - a for a, b in delivered.values()],
+        "pay -> merchant notified": [notified[p][1] - paid[p] for p in paid if p in notified],
+    }
+    return {
+        name: {"p50_ms": ms(percentile(v, 50)), "p99_ms": ms(percentile(v, 99)), "n": len(v)}
+        for name, v in stages.items()
+    }
+
+
 def statuses_over_http(running: RunningPlatform, payment_ids: list[str]) -> dict[str, int]:
     """GET /v1/payments/{id} for every payment; how many of each status."""
     seen: dict[str, int] = {}
@@ -471,11 +619,9 @@ def statuses_over_http(running: RunningPlatform, payment_ids: list[str]) -> dict
 
     def status(pid: str) -> str:
         response = client.get_payment(pid)
-        return (
-            str(response.json().get("status"))
-            if response.status_code == 200
-            else (f"HTTP_{response.status_code}")
-        )
+        if response.status_code != 200:
+            return f"HTTP_{response.status_code}"
+        return str(response.json().get("status"))
 
     with ThreadPoolExecutor(4) as pool:
         for s in pool.map(status, payment_ids):
@@ -486,7 +632,7 @@ def statuses_over_http(running: RunningPlatform, payment_ids: list[str]) -> dict
 
 @contextmanager
 def py_spy(exe: str | None, pid: int, out: Path) -> Iterator[None]:
-    """Optionally sample paygrid's process while the load runs (raw collapsed stacks)."""
+    """Optionally sample paygrid's process and the sandbox while the load runs."""
     if not exe:
         yield
         return
@@ -503,6 +649,7 @@ def py_spy(exe: str | None, pid: int, out: Path) -> Iterator[None]:
             "--rate",
             "200",
             "--subprocesses",
+            "--gil",
             "--nonblocking",
         ],
         stdout=subprocess.DEVNULL,
@@ -520,15 +667,26 @@ def py_spy(exe: str | None, pid: int, out: Path) -> Iterator[None]:
 
 
 def run_paygrid(
-    data_dir: Path, database_url: str | None, args: argparse.Namespace, run_id: str
+    data_dir: Path,
+    database_url: str | None,
+    args: argparse.Namespace,
+    run_id: str,
+    pg: PostgresServer | None,
 ) -> dict[str, Any]:
     from tests.support import start_platform
 
     running = start_platform(data_dir, database_url)
     receiver = NotifyReceiver(running.credentials["secret"])
     try:
+        platform_pid = running.proc.pid
+        sandbox_pids = children(platform_pid)
+        probes: dict[str, CpuProbe] = {
+            "paygrid": lambda: process_cpu(platform_pid),
+            "sandbox": lambda: sum(tree_cpu(c) for c in sandbox_pids),
+            **postgres_probe(pg),
+        }
         spy_out = RESULTS_DIR / f"e2e_payments-{args.database}-pyspy.txt"
-        with py_spy(args.py_spy, running.proc.pid, spy_out):
+        with py_spy(args.py_spy, platform_pid, spy_out), cpu_meter(probes) as used:
             load = run_load(
                 "paygrid",
                 args.payments,
@@ -540,21 +698,22 @@ def run_paygrid(
                 creds=running.credentials,
                 run_id=run_id,
             )
-            expected = {s[0] for s in load.samples}
+            backlog = db_counts(running)  # where payments wait when the last create+pay returned
+            expected = {s.ref for s in load.samples}
             drain_budget = max(5.0, args.timeout - (load.t_end - load.t0))
             complete = receiver.wait_for(expected, drain_budget)
         with receiver.lock:
-            notified = {p: receiver.paid_at[p] for p in expected if p in receiver.paid_at}
-            posts, bad = receiver.posts, receiver.bad_signatures
-            distinct = len(receiver.first_seen)
-        t_done = max(notified.values(), default=load.t_end)
+            notified = {p: receiver.notified[p] for p in expected if p in receiver.notified}
+            posts, bad, distinct = receiver.posts, receiver.bad_signatures, len(receiver.first_seen)
+        t_done = max((t for t, _ in notified.values()), default=load.t_end)
         elapsed = t_done - load.t0
         load_elapsed = load.t_end - load.t0
-        by_id = {s[0]: s for s in load.samples}
-        e2e = [notified[p] - by_id[p][1] for p in notified]
-        creates = [s[2] for s in load.samples]
-        pays = [s[3] for s in load.samples]
+        starts = {s.ref: s.start for s in load.samples}
+        e2e = [notified[p][0] - starts[p] for p in notified]
+        creates = [s.create_s for s in load.samples]
+        pays = [s.pay_s for s in load.samples]
         counts = wait_drained(running, 30.0)
+        stages = stage_lags(running, load.samples, notified)
         statuses = statuses_over_http(running, sorted(expected))
         check = running.paygrid("check", "--grace-seconds", "0")
         return {
@@ -570,7 +729,7 @@ def run_paygrid(
             "load_phase_s": round(load_elapsed, 3),
             "elapsed_s": round(elapsed, 3),
             "payments_per_s": round(len(notified) / elapsed, 1) if elapsed > 0 else 0.0,
-            "create_req_per_s_during_load": round(len(creates) / load_elapsed, 1)
+            "create_and_pay_per_s_during_load": round(len(creates) / load_elapsed, 1)
             if load_elapsed > 0
             else 0.0,
             "create_p50_ms": ms(percentile(creates, 50)),
@@ -579,6 +738,13 @@ def run_paygrid(
             "pay_p99_ms": ms(percentile(pays, 99)),
             "e2e_p50_ms": ms(percentile(e2e, 50)),
             "e2e_p99_ms": ms(percentile(e2e, 99)),
+            "stages": stages,
+            "cpu_ms_per_payment": per_unit_ms(used, load, len(notified)),
+            "cpu_cores_busy": cores_busy(used, load, elapsed),
+            "backlog_at_load_end": {
+                k: backlog[k]
+                for k in ("payments_paying", "outbox_unpublished", "notifications_undelivered")
+            },
             "statuses_over_http": statuses,
             "db_after_drain": counts,
             "check_exit_code": check.returncode,
@@ -591,59 +757,70 @@ def run_paygrid(
 
 
 # --- report ------------------------------------------------------------------------------------
+def _cpu_line(per_unit: dict[str, float]) -> str:
+    total = sum(per_unit.values())
+    parts = ", ".join(f"{name} {value:.2f}" for name, value in per_unit.items())
+    return f"{total:.2f} ms  ({parts})"
+
+
+def _cores_line(cores: dict[str, float], cpus: int) -> str:
+    parts = ", ".join(f"{name} {value:.2f}" for name, value in cores.items())
+    return f"{sum(cores.values()):.2f} of {cpus}  ({parts})"
+
+
 def report(result: dict[str, Any]) -> str:
     p, b, cfg = result["paygrid"], result["baseline"], result["config"]
-    load = (
-        f"{cfg['concurrency']} processes x 1 request in flight each, sync httpx "
-        f"(multiprocessing spawn), on the same {cfg['cpus']} CPUs as the servers"
-    )
-    rows = [
-        ("database", cfg["database"]),
-        ("load generator", load),
+    rows: list[tuple[str, str]] = [
+        ("database", cfg["database"] + (f" ({cfg['postgres']})" if cfg["postgres"] else "")),
+        ("load generator", cfg["load_generator"]),
         ("server stack", cfg["server_stack"]),
         ("", ""),
         (
-            "paygrid: what",
-            "signed create (+ sandbox order) -> sandbox pay -> callback -> "
-            "ledger -> merchant notification",
+            "PAYGRID",
+            "signed create (+ RSA-signed order at the sandbox) -> sandbox pay -> "
+            "callback -> ledger -> merchant notification",
         ),
         (
-            "paygrid: payments",
+            "payments",
             f"{p['notified']} of {p['payments']} notified"
             f"{'' if p['all_notified_within_timeout'] else ' (TIMED OUT)'}, "
             f"{p['client_errors']} client errors",
         ),
         (
-            "paygrid: payments/s",
-            f"{p['payments_per_s']}  (N / time to last notification, "
-            f"{p['elapsed_s']} s; load phase {p['load_phase_s']} s)",
+            "payments/s",
+            f"{p['payments_per_s']}  (N / time to the last notification, "
+            f"{p['elapsed_s']} s; creates+pays took {p['load_phase_s']} s)",
         ),
-        ("paygrid: create p50 / p99", f"{p['create_p50_ms']} / {p['create_p99_ms']} ms"),
-        ("paygrid: sandbox pay p50 / p99", f"{p['pay_p50_ms']} / {p['pay_p99_ms']} ms"),
-        ("paygrid: create->notified p50/p99", f"{p['e2e_p50_ms']} / {p['e2e_p99_ms']} ms"),
+        ("create p50 / p99", f"{p['create_p50_ms']} / {p['create_p99_ms']} ms"),
+        ("sandbox pay p50 / p99", f"{p['pay_p50_ms']} / {p['pay_p99_ms']} ms"),
+        ("create -> notified p50 / p99", f"{p['e2e_p50_ms']} / {p['e2e_p99_ms']} ms"),
+        *[(f"  {name}", f"{v['p50_ms']} / {v['p99_ms']} ms") for name, v in p["stages"].items()],
+        ("CPU per payment", _cpu_line(p["cpu_ms_per_payment"])),
+        ("CPU cores busy", _cores_line(p["cpu_cores_busy"], cfg["cpus"])),
+        ("backlog when load ended", json.dumps(p["backlog_at_load_end"])),
         ("", ""),
-        ("baseline: what", "bare FastAPI POST, one-row INSERT + COMMIT, same engine/uvicorn"),
-        ("baseline: requests", f"{b['ok']} of {b['requests']} ok, {b['errors']} errors"),
-        ("baseline: req/s", f"{b['req_per_s']}  ({b['elapsed_s']} s)"),
-        ("baseline: p50 / p99", f"{b['p50_ms']} / {b['p99_ms']} ms"),
+        ("BASELINE", "bare FastAPI POST, one-row INSERT + COMMIT, same engine and uvicorn setup"),
+        ("requests", f"{b['ok']} of {b['requests']} ok, {b['errors']} errors"),
+        ("req/s", f"{b['req_per_s']}  ({b['elapsed_s']} s)"),
+        ("p50 / p99", f"{b['p50_ms']} / {b['p99_ms']} ms"),
+        ("CPU per request", _cpu_line(b["cpu_ms_per_request"])),
+        ("CPU cores busy", _cores_line(b["cpu_cores_busy"], cfg["cpus"])),
         ("", ""),
-        ("ratio payments/s / baseline req/s", f"{result['ratio_throughput']}"),
-        ("ratio create p50 / baseline p50", f"{result['ratio_p50']}"),
+        ("payments/s / baseline req/s", f"{result['ratio_throughput']}"),
+        ("create p50 / baseline p50", f"{result['ratio_p50']}"),
         ("", ""),
         ("statuses over HTTP", json.dumps(p["statuses_over_http"])),
         (
-            "notifications",
-            f"{p['distinct_notify_ids']} distinct ids, {p['notification_posts']} "
-            f"POSTs, {p['bad_signatures']} bad signatures",
+            "notifications received",
+            f"{p['distinct_notify_ids']} distinct ids, "
+            f"{p['notification_posts']} POSTs, {p['bad_signatures']} bad signatures",
         ),
         ("db after drain", json.dumps(p["db_after_drain"])),
         (
             "paygrid check",
-            (
-                "money invariants HOLD"
-                if p["check_exit_code"] == 0
-                else f"VIOLATIONS (exit {p['check_exit_code']})"
-            ),
+            "money invariants HOLD"
+            if p["check_exit_code"] == 0
+            else f"VIOLATIONS (exit {p['check_exit_code']})",
         ),
     ]
     width = max(len(k) for k, _ in rows)
@@ -653,6 +830,17 @@ def report(result: dict[str, Any]) -> str:
     for label, errs in (("paygrid", p["error_examples"]), ("baseline", b["error_examples"])):
         lines += [f"{label} error: {e}" for e in errs]
     return "\n".join(lines)
+
+
+def _ratio(a: float, b: float, digits: int) -> float | None:
+    return round(a / b, digits) if b and a == a and b == b else None  # x == x: not NaN
+
+
+def pg_version() -> str:
+    from tests.support import pg_bin
+
+    bindir = pg_bin()
+    return bindir.parent.name if bindir else "?"
 
 
 def main() -> int:
@@ -671,7 +859,7 @@ def main() -> int:
         "--py-spy",
         metavar="EXE",
         default=None,
-        help="py-spy binary: sample paygrid's process during the payments phase",
+        help="py-spy binary: sample paygrid and the sandbox during the payments phase",
     )
     parser.add_argument("--keep", action="store_true", help="keep the temp dir")
     args = parser.parse_args()
@@ -683,20 +871,23 @@ def main() -> int:
     try:
         with ExitStack() as stack:
             paygrid_url: str | None = None
+            pg: PostgresServer | None = None
             if args.database == "postgres":
                 from tests.support import postgres_server
 
-                pg: PostgresServer = stack.enter_context(postgres_server())
+                pg = stack.enter_context(postgres_server())
                 baseline_url = pg.create_database("bench_baseline")
                 paygrid_url = pg.create_database("bench_paygrid")
             else:
                 baseline_url = f"sqlite:///{tmp / 'baseline.db'}"
             print(f"baseline: {args.baseline_requests} requests ...", flush=True)
-            baseline = run_baseline(baseline_url, args, run_id)
+            baseline = run_baseline(baseline_url, args, run_id, pg)
             print(f"paygrid: {args.payments} payments ...", flush=True)
-            paygrid = run_paygrid(tmp / "platform", paygrid_url, args, run_id)
+            paygrid = run_paygrid(tmp / "platform", paygrid_url, args, run_id, pg)
     finally:
-        if not args.keep:
+        if args.keep:
+            print(f"kept {tmp}")
+        else:
             shutil.rmtree(tmp, ignore_errors=True)
     result: dict[str, Any] = {
         "benchmark": "e2e_payments",
@@ -706,11 +897,12 @@ def main() -> int:
             "concurrency": args.concurrency,
             "baseline_requests": args.baseline_requests,
             "timeout_s": args.timeout,
-            "load_generator": f"{args.concurrency} processes (multiprocessing spawn), each one "
-            "sync httpx.Client, one request in flight; same machine as the servers",
-            "server_stack": "uvicorn via paygrid.runtime._server: 1 worker, asyncio loop "
-            "(server.serve() in asyncio.run), http=auto",
-            "postgres": "tests.support.postgres_server (fsync=off)"
+            "load_generator": f"{args.concurrency} processes (multiprocessing, spawn) x 1 request "
+            f"in flight, each its own sync httpx.Client; on the same {os.cpu_count()} CPUs as "
+            "the servers",
+            "server_stack": "uvicorn via paygrid.runtime._server: 1 worker, stdlib asyncio loop "
+            "(server.serve() in asyncio.run), http=auto (httptools)",
+            "postgres": f"tests.support.postgres_server: PostgreSQL {pg_version()}, fsync=off"
             if args.database == "postgres"
             else None,
             "cpus": os.cpu_count(),
@@ -721,12 +913,8 @@ def main() -> int:
         },
         "paygrid": paygrid,
         "baseline": baseline,
-        "ratio_throughput": round(paygrid["payments_per_s"] / baseline["req_per_s"], 3)
-        if baseline["req_per_s"]
-        else None,
-        "ratio_p50": round(paygrid["create_p50_ms"] / baseline["p50_ms"], 2)
-        if baseline["p50_ms"]
-        else None,
+        "ratio_throughput": _ratio(paygrid["payments_per_s"], baseline["req_per_s"], 3),
+        "ratio_p50": _ratio(paygrid["create_p50_ms"], baseline["p50_ms"], 2),
     }
     out = RESULTS_DIR / f"e2e_payments-{args.database}.json"
     out.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
