@@ -19,6 +19,7 @@ from pathlib import Path
 
 import httpx
 import uvicorn
+import uvloop
 from fastapi import FastAPI
 
 from paygrid.api.app import ApiDeps, create_app
@@ -35,22 +36,28 @@ DEMO_MERCHANT_NAME = "Demo Merchant 演示商户"
 
 
 class Loop(threading.Thread):
-    """Calls ``tick`` every ``interval`` seconds until stopped; a failing tick is logged and
-    retried on the next beat, never kills the loop."""
+    """Calls ``tick`` until stopped. A tick returns how much work it did: when it did a full
+    batch (``busy_at`` or more) the loop goes again at once, else it waits ``interval``. A
+    failing tick is logged and retried on the next beat; it never kills the loop."""
 
-    def __init__(self, name: str, tick: Callable[[], object], interval: float) -> None:
+    def __init__(
+        self, name: str, tick: Callable[[], int | None], interval: float, busy_at: int = 0
+    ) -> None:
         super().__init__(name=name, daemon=True)
         self._tick = tick
         self._interval = interval
+        self._busy_at = busy_at
         self.stopping = threading.Event()
 
     def run(self) -> None:
         while not self.stopping.is_set():
+            done = 0
             try:
-                self._tick()
+                done = self._tick() or 0
             except Exception:
                 log.exception("%s tick failed", self.name)
-            self.stopping.wait(self._interval)
+            if not (self._busy_at and done >= self._busy_at):
+                self.stopping.wait(self._interval)
 
 
 def background_loops(platform: Platform) -> list[Loop]:
@@ -62,8 +69,8 @@ def background_loops(platform: Platform) -> list[Loop]:
         purge_nonces(platform.db)
 
     return [
-        Loop("outbox-relay", platform.relay.pump, 0.1),
-        Loop("notifier", platform.notify.deliver_due, 0.5),
+        Loop("outbox-relay", platform.relay.pump, 0.1, busy_at=1),
+        Loop("notifier", platform.notify.deliver_due, 0.5, busy_at=1),
         Loop("scheduler", schedule, s.scheduler_interval_s),
     ]
 
@@ -122,7 +129,7 @@ def ensure_demo_merchant(platform: Platform) -> dict[str, str]:
 
 def merchant_lookup(platform: Platform) -> Callable[[str], MerchantView]:
     def lookup(mchid: str) -> MerchantView:
-        with platform.db.transaction() as conn:
+        with platform.db.read() as conn:
             merchant = merchant_repo.get(conn, mchid)
         assert merchant is not None
         return MerchantView(merchant.name, merchant.methods)
@@ -168,7 +175,7 @@ def run_embedded(settings: Settings, on_ready: Callable[[Platform, dict[str, str
             settings.host,
             settings.cashier_port,
         )
-        asyncio.run(_serve([api, cashier], lambda: on_ready(platform, creds)))
+        uvloop.run(_serve([api, cashier], lambda: on_ready(platform, creds)))
         for loop in loops:
             loop.stopping.set()
         for loop in loops:

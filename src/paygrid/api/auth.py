@@ -97,7 +97,7 @@ def authenticate(
     nonce = fields["nonce"]
     if len(nonce) > MAX_NONCE_LEN:
         raise _unauthorized("NONCE_INVALID", f"nonce longer than {MAX_NONCE_LEN} characters")
-    with db.transaction() as conn:
+    with db.read() as conn:
         merchant = merchants.get(conn, fields["mchid"])
         key = merchants.get_key(conn, fields["mchid"], fields["key_id"])
     if merchant is None or key is None or key.status != "ACTIVE" or not merchant.active:

@@ -45,7 +45,7 @@ class OutboxRelay:
         """Publish what is due; return how many events were published."""
         with self._lock:
             now = utcnow()
-            with self._db.transaction() as conn:
+            with self._db.read() as conn:
                 rows = conn.execute(
                     select(outbox)
                     .where(
@@ -56,31 +56,34 @@ class OutboxRelay:
                     .order_by(outbox.c.seq)
                     .limit(BATCH_SIZE)
                 ).all()
-            published = 0
+            published: list[str] = []
             blocked: set[str] = set()  # keep order per aggregate: skip after a failure
             for row in rows:
                 if row.aggregate_id in blocked:
                     continue
                 if self._publish_one(row):
-                    published += 1
+                    published.append(row.event_id)
                 else:
                     blocked.add(row.aggregate_id)
-            return published
+            self._mark_published(published)
+            return len(published)
 
     def _publish_one(self, row: Row[Any]) -> bool:
-        event = row_to_event(row)
         try:
-            self._bus.publish(event)
+            self._bus.publish(row_to_event(row))
         except Exception as exc:
             self._record_failure(row, str(exc))
             return False
+        return True
+
+    def _mark_published(self, event_ids: list[str]) -> None:
+        """One write for the batch; a crash before it only means a redelivery (inbox drops it)."""
+        if not event_ids:
+            return
         with self._db.transaction() as conn:
             conn.execute(
-                update(outbox)
-                .where(outbox.c.event_id == event.event_id)
-                .values(published_at=utcnow())
+                update(outbox).where(outbox.c.event_id.in_(event_ids)).values(published_at=utcnow())
             )
-        return True
 
     def _record_failure(self, row: Row[Any], error: str) -> None:
         attempts = int(row.attempts) + 1

@@ -10,6 +10,7 @@ from sqlalchemy import Connection, insert, select, update
 from paygrid.kernel.clock import business_date
 from paygrid.kernel.ids import new_id
 from paygrid.ledger.domain import Account, Direction, Voucher
+from paygrid.storage.database import insert_ignoring_duplicates
 from paygrid.storage.schema import ledger_accounts, ledger_entries, ledger_vouchers
 
 
@@ -25,21 +26,17 @@ def voucher_exists(conn: Connection, kind: str, business_ref: str) -> bool:
 
 
 def _ensure_account(conn: Connection, account: Account, now: datetime) -> None:
-    exists = conn.execute(
-        select(ledger_accounts.c.code).where(ledger_accounts.c.code == account.code)
-    ).first()
-    if exists is None:
-        conn.execute(
-            insert(ledger_accounts).values(
-                code=account.code,
-                name=account.name,
-                kind=account.kind.value,
-                currency=account.currency,
-                debit_total=0,
-                credit_total=0,
-                created_at=now,
-            )
+    conn.execute(
+        insert_ignoring_duplicates(conn, ledger_accounts).values(
+            code=account.code,
+            name=account.name,
+            kind=account.kind.value,
+            currency=account.currency,
+            debit_total=0,
+            credit_total=0,
+            created_at=now,
         )
+    )
 
 
 def post(
@@ -64,21 +61,32 @@ def post(
             created_at=at,
         )
     )
-    for entry in voucher.entries:
-        _ensure_account(conn, entry.account, at)
-        conn.execute(
-            insert(ledger_entries).values(
-                voucher_id=voucher_id,
-                account_code=entry.account.code,
-                direction=entry.direction.value,
-                amount=entry.amount,
-                currency=entry.account.currency,
-            )
-        )
-        column = "debit_total" if entry.direction == Direction.DEBIT else "credit_total"
+    accounts = {e.account.code: e.account for e in voucher.entries}
+    for _, account in sorted(accounts.items()):
+        _ensure_account(conn, account, at)
+    conn.execute(
+        insert(ledger_entries),
+        [
+            {
+                "voucher_id": voucher_id,
+                "account_code": e.account.code,
+                "direction": e.direction.value,
+                "amount": e.amount,
+                "currency": e.account.currency,
+            }
+            for e in voucher.entries
+        ],
+    )
+    totals: dict[str, list[int]] = {code: [0, 0] for code in accounts}
+    for e in voucher.entries:
+        totals[e.account.code][0 if e.direction == Direction.DEBIT else 1] += e.amount
+    for code, (debit, credit) in sorted(totals.items()):  # one lock order: no deadlock
         conn.execute(
             update(ledger_accounts)
-            .where(ledger_accounts.c.code == entry.account.code)
-            .values({column: ledger_accounts.c[column] + entry.amount})
+            .where(ledger_accounts.c.code == code)
+            .values(
+                debit_total=ledger_accounts.c.debit_total + debit,
+                credit_total=ledger_accounts.c.credit_total + credit,
+            )
         )
     return voucher_id

@@ -172,5 +172,5 @@ def run_checks(conn: Connection, grace: timedelta) -> list[Violation]:
 
 
 def check_database(db: Database, grace: timedelta = timedelta(seconds=60)) -> list[Violation]:
-    with db.transaction() as conn:
+    with db.read() as conn:
         return run_checks(conn, grace)

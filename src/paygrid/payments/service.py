@@ -87,14 +87,14 @@ class PaymentService:
 
     # --- reads ----------------------------------------------------------------------------
     def get(self, payment_id: str, mchid: str | None = None) -> Payment:
-        with self._db.transaction() as conn:
+        with self._db.read() as conn:
             payment = repository.get(conn, payment_id)
         if payment is None or (mchid is not None and payment.mchid != mchid):
             raise not_found(payment_id)
         return payment
 
     def get_by_out_trade_no(self, mchid: str, out_trade_no: str) -> Payment:
-        with self._db.transaction() as conn:
+        with self._db.read() as conn:
             payment = repository.get_by_out_trade_no(conn, mchid, out_trade_no)
         if payment is None:
             raise PaymentRejected(
@@ -163,7 +163,7 @@ class PaymentService:
         return self.start_channel_payment(payment.payment_id, cmd.channel, cmd.method)
 
     def _existing(self, cmd: CreatePayment) -> Payment | None:
-        with self._db.transaction() as conn:
+        with self._db.read() as conn:
             existing = repository.get_by_out_trade_no(conn, cmd.mchid, cmd.out_trade_no)
         if existing is not None and existing.request_hash != cmd.fingerprint:
             raise PaymentRejected(

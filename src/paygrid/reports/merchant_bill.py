@@ -70,7 +70,7 @@ def merchant_bill_csv(db: Database, mchid: str, day: date, zone: str) -> str:
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(COLUMNS)
     tz = ZoneInfo(zone)
-    with db.transaction() as conn:
+    with db.read() as conn:
         for row in conn.execute(stmt):
             fee_amount = int(row.fee_amount or 0)
             writer.writerow(

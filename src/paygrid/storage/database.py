@@ -13,11 +13,13 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy import Connection, Engine, Table, create_engine, event
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import OperationalError
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 PG_POOL_SIZE = 10
+READ_ONLY_OPTION = "paygrid_read_only"
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
 
@@ -54,7 +56,9 @@ def _configure_sqlite(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Connection) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        # Writers take the lock up front; readers do not queue behind them (WAL).
+        read_only = conn.get_execution_options().get(READ_ONLY_OPTION)
+        conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
 
 class Database:
@@ -73,6 +77,19 @@ class Database:
         try:
             with self.engine.begin() as conn:
                 yield conn
+        except OperationalError as exc:
+            if _is_unavailable(exc):
+                raise DatabaseUnavailable(str(exc.orig)) from exc
+            raise
+
+    @contextmanager
+    def read(self) -> Iterator[Connection]:
+        """A transaction that only reads: a consistent snapshot, no write lock."""
+        try:
+            with self.engine.connect() as conn:
+                conn.execution_options(**{READ_ONLY_OPTION: True})
+                with conn.begin():
+                    yield conn
         except OperationalError as exc:
             if _is_unavailable(exc):
                 raise DatabaseUnavailable(str(exc.orig)) from exc
@@ -104,3 +121,10 @@ def _is_unavailable(exc: OperationalError) -> bool:
             "unable to open database",
         )
     )
+
+
+def insert_ignoring_duplicates(conn: Connection, table: Table) -> postgresql.Insert | sqlite.Insert:
+    """INSERT … ON CONFLICT DO NOTHING in the connection's dialect."""
+    if conn.dialect.name == "postgresql":
+        return postgresql.insert(table).on_conflict_do_nothing()
+    return sqlite.insert(table).on_conflict_do_nothing()

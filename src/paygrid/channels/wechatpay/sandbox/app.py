@@ -390,7 +390,11 @@ def _page(
 
 def run(data_dir: Path, host: str = "127.0.0.1", port: int = DEFAULT_PORT) -> None:
     """Serve the sandbox; print one ready line once it accepts connections (port 0: any free)."""
-    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY on accepted sockets only when the
+    # listening socket says TCP; without it every answer waits ~40 ms on Nagle + delayed ACK.
+    sock = socket.socket(
+        socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP
+    )
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
     bound_port = sock.getsockname()[1]

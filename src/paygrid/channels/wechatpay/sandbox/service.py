@@ -68,7 +68,10 @@ class WechatPaySandbox:
         self._settings = SandboxSettings().updated(self._stored("settings", SandboxSettings))
         self.faults = Faults(FaultConfig().updated(self._stored("faults", FaultConfig)))
         self.sender = CallbackSender(
-            self.store, self.sign_callback, lambda: self.settings.retry_scale
+            self.store,
+            self.sign_callback,
+            lambda: self.settings.retry_scale,
+            in_order=lambda: self.faults.config.reorder,
         )
 
     def _stored(self, name: str, kind: type[SandboxSettings | FaultConfig]) -> dict[str, Any]:
