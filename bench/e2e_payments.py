@@ -18,7 +18,7 @@ baseline and for paygrid alike.
 Baseline, same run: a bare FastAPI app with one POST endpoint inserting one row (SQLAlchemy Core,
 engine from paygrid.storage.database.make_engine, SQLite WAL file in the temp dir or a database on
 the same PostgreSQL server), served by paygrid.runtime._server (the uvicorn settings paygrid uses:
-one worker, asyncio loop, http=auto) and driven by the same client processes.
+one worker, uvloop, http=auto) and driven by the same client processes.
 
 Where the time goes, from the same run: CPU seconds per payment (and per baseline request) of
 each process (paygrid, the sandbox, PostgreSQL, the load generator; read from /proc), the backlog
@@ -35,7 +35,6 @@ The exit code is 1 if they do not, or if some payment was not notified within --
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import multiprocessing as mp
 import os
@@ -60,6 +59,7 @@ from queue import Empty
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import httpx
+import uvloop
 from fastapi import FastAPI, Request, Response  # at module level: FastAPI resolves annotations
 
 from paygrid.api.client import MerchantClient, verify_notification
@@ -341,7 +341,7 @@ def serve_baseline(database_url: str, port: int) -> None:
         row_id = await run_in_threadpool(write)
         return Response(json.dumps({"id": row_id}), status_code=201, media_type="application/json")
 
-    asyncio.run(_server(app, "127.0.0.1", port).serve())
+    uvloop.run(_server(app, "127.0.0.1", port).serve())
 
 
 # --- the merchant's notify_url ----------------------------------------------------------------
@@ -900,8 +900,8 @@ def main() -> int:
             "load_generator": f"{args.concurrency} processes (multiprocessing, spawn) x 1 request "
             f"in flight, each its own sync httpx.Client; on the same {os.cpu_count()} CPUs as "
             "the servers",
-            "server_stack": "uvicorn via paygrid.runtime._server: 1 worker, stdlib asyncio loop "
-            "(server.serve() in asyncio.run), http=auto (httptools)",
+            "server_stack": "uvicorn via paygrid.runtime._server: 1 worker, uvloop "
+            "(server.serve() in uvloop.run, as paygrid.runtime), http=auto (httptools)",
             "postgres": f"tests.support.postgres_server: PostgreSQL {pg_version()}, fsync=off"
             if args.database == "postgres"
             else None,
