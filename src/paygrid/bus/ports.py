@@ -29,6 +29,12 @@ class DeliveryFailed(Exception):
     """At least one consumer did not process an event; the relay retries it later."""
 
 
+class BusUnavailable(Exception):
+    """The bus cannot take the event now (server down, timeout, stream full). Nothing was
+    lost: the event stays in the outbox and is published when the bus is back. Unlike a
+    consumer failure it does not count toward dead-lettering."""
+
+
 class MessageBus(Protocol):
     """Delivers each published event at least once to every subscribed consumer."""
 

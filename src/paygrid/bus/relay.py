@@ -11,7 +11,7 @@ from typing import Any
 
 from sqlalchemy import Row, or_, select, update
 
-from paygrid.bus.ports import Event, MessageBus
+from paygrid.bus.ports import BusUnavailable, Event, MessageBus
 from paygrid.kernel.clock import utcnow
 from paygrid.storage.database import Database
 from paygrid.storage.schema import outbox
@@ -40,6 +40,7 @@ class OutboxRelay:
         self._db = db
         self._bus = bus
         self._lock = threading.Lock()  # one pass at a time in this process
+        self.bus_available = True
 
     def pump(self) -> int:
         """Publish what is due; return how many events were published."""
@@ -61,7 +62,12 @@ class OutboxRelay:
             for row in rows:
                 if row.aggregate_id in blocked:
                     continue
-                if self._publish_one(row):
+                try:
+                    ok = self._publish_one(row)
+                except BusUnavailable as exc:
+                    self._bus_down(exc)
+                    break  # the rest waits in the outbox for the bus to come back
+                if ok:
                     published.append(row.event_id)
                 else:
                     blocked.add(row.aggregate_id)
@@ -71,10 +77,18 @@ class OutboxRelay:
     def _publish_one(self, row: Row[Any]) -> bool:
         try:
             self._bus.publish(row_to_event(row))
+        except BusUnavailable:
+            raise
         except Exception as exc:
             self._record_failure(row, str(exc))
             return False
+        self.bus_available = True
         return True
+
+    def _bus_down(self, exc: BusUnavailable) -> None:
+        if self.bus_available:
+            log.warning("bus unavailable, events stay in the outbox: %s", exc)
+        self.bus_available = False
 
     def _mark_published(self, event_ids: list[str]) -> None:
         """One write for the batch; a crash before it only means a redelivery (inbox drops it)."""
