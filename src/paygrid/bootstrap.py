@@ -23,6 +23,7 @@ from paygrid.notify import service as notify_service
 from paygrid.notify.service import NotifyService
 from paygrid.payments.service import PaymentService, Urls
 from paygrid.storage.database import Database
+from paygrid.storage.leader import LeaderLock
 
 log = logging.getLogger(__name__)
 CREDENTIALS_WAIT_S = 30.0
@@ -89,28 +90,49 @@ def merchant_secret(conn: Connection, mchid: str) -> str:
     return key.secret
 
 
+CONSUMERS = ("ledger", "notify")
+
+
 def bootstrap(
     settings: Settings,
     channels: dict[str, ChannelAdapter] | None = None,
     bus: MessageBus | None = None,
+    consumers: tuple[str, ...] = CONSUMERS,
+    migrate: bool = True,
 ) -> Platform:
+    """Wire one process: ``consumers`` names the bus consumers this process runs (all of
+    them in the embedded profile, one per process in prod)."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     db = Database(settings.db_url)
-    db.migrate()
+    if migrate:
+        db.migrate()
     channels = channels if channels is not None else build_channels(settings)
     bus = bus or InProcessBus()
     payments = PaymentService(
-        db, channels, Urls(settings.cashier_base_url, settings.api_base_url), settings.cell
+        db,
+        channels,
+        Urls(settings.cashier_base_url, settings.callback_base_url),
+        settings.cell,
     )
     notify = NotifyService(db, merchant_secret, settings.notify_retry_scale, settings.cell)
     rates = FeeRates(
         _merchant_rate,
         lambda ch: settings.channels[ch].fee_rate_ppm if ch in settings.channels else 0,
     )
-    bus.subscribe(
-        ledger_handlers.CONSUMER,
-        ledger_handlers.EVENT_TYPES,
-        LedgerConsumer(db, rates, settings.zone, settings.cell),
+    if "ledger" in consumers:
+        bus.subscribe(
+            ledger_handlers.CONSUMER,
+            ledger_handlers.EVENT_TYPES,
+            LedgerConsumer(db, rates, settings.zone, settings.cell),
+        )
+    if "notify" in consumers:
+        bus.subscribe(notify_service.CONSUMER, notify_service.EVENT_TYPES, notify)
+    return Platform(
+        settings,
+        db,
+        bus,
+        OutboxRelay(db, bus, LeaderLock(db, "outbox-relay")),
+        channels,
+        payments,
+        notify,
     )
-    bus.subscribe(notify_service.CONSUMER, notify_service.EVENT_TYPES, notify)
-    return Platform(settings, db, bus, OutboxRelay(db, bus), channels, payments, notify)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import time
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated
@@ -15,7 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from paygrid import config
-from paygrid.bootstrap import Platform, merchant_secret
+from paygrid.bootstrap import merchant_secret
 from paygrid.notify.service import NotificationNotFound, NotifyService
 from paygrid.storage.database import Database
 
@@ -56,42 +57,131 @@ def up(
     database_url: DbUrl = None,
     api_port: Annotated[int, typer.Option(help="Merchant API port.")] = 8000,
     cashier_port: Annotated[int, typer.Option(help="Cashier port.")] = 8001,
+    profile: Annotated[
+        str,
+        typer.Option(
+            help="embedded (one process, SQLite) or prod (a process per context, "
+            "PostgreSQL, NATS JetStream)."
+        ),
+    ] = "embedded",
+    config_file: Annotated[
+        Path | None, typer.Option("--config", help="TOML file with a [paygrid] table.")
+    ] = None,
     verbose: bool = False,
 ) -> None:
-    """Run the whole platform on this machine (embedded profile: SQLite, in-process bus,
-    channel sandboxes, a demo merchant)."""
-    from paygrid.runtime import run_embedded
-
+    """Run the whole platform on this machine: the embedded profile (SQLite, in-process bus)
+    or the production profile (supervised processes, PostgreSQL, NATS JetStream)."""
+    if profile not in ("embedded", "prod"):
+        err.print(f"[red]--profile must be embedded or prod, not {profile!r}[/]")
+        raise typer.Exit(2)
     _logging(verbose)
     settings = config.load(
-        data_dir, database_url=database_url, api_port=api_port, cashier_port=cashier_port
+        data_dir,
+        config_file,
+        database_url=database_url,
+        api_port=api_port,
+        cashier_port=cashier_port,
+        profile=profile,
     )
-
-    def ready(platform: Platform, creds: dict[str, str]) -> None:
-        s = platform.settings
-        console.print(f"[bold green]paygrid is up[/] (data in {s.data_dir.resolve()})")
-        console.print(f"  merchant API   {s.api_base_url}/v1   (OpenAPI: {s.api_base_url}/docs)")
-        console.print(f"  cashier        {s.cashier_base_url}")
-        for name, cs in s.channels.items():
-            console.print(f"  {name} sandbox {cs.base_url}")
-        console.print(
-            f"  demo merchant  mchid={creds['mchid']} key_id={creds['key_id']} "
-            f"secret={creds['secret']}"
-        )
-        console.print(f"  credentials in {s.data_dir / 'demo-merchant.json'}")
-        console.print("Press Ctrl+C to stop.")
-
     try:
-        run_embedded(settings, ready)
+        if profile == "prod":
+            _up_prod(settings)
+        else:
+            from paygrid.runtime import run_embedded
+
+            run_embedded(settings, lambda p, creds: _print_ready(p.settings, creds))
     except RuntimeError as exc:
         err.print(f"[red]paygrid up failed:[/] {exc}")
         raise typer.Exit(1) from None
 
 
+def _print_ready(s: config.Settings, creds: dict[str, str]) -> None:
+    console.print(
+        f"[bold green]paygrid is up[/] ({s.profile} profile, data in {s.data_dir.resolve()})"
+    )
+    console.print(f"  merchant API   {s.api_base_url}/v1   (OpenAPI: {s.api_base_url}/docs)")
+    console.print(f"  cashier        {s.cashier_base_url}")
+    if s.profile == "prod":
+        console.print(f"  gateway        {s.callback_base_url}/callbacks/{{channel}}")
+        console.print(f"  database       {s.database_url}")
+        console.print(f"  NATS           {s.nats_url}")
+    for name, cs in s.channels.items():
+        console.print(f"  {name} sandbox {cs.base_url}")
+    console.print(
+        f"  demo merchant  mchid={creds['mchid']} key_id={creds['key_id']} secret={creds['secret']}"
+    )
+    console.print(f"  credentials in {s.data_dir / 'demo-merchant.json'}")
+    console.print("Press Ctrl+C to stop.")
+
+
+def _up_prod(settings: config.Settings) -> None:
+    from paygrid.supervisor import Supervisor
+
+    supervisor = Supervisor(settings)
+    try:
+        creds = supervisor.prepare()
+        supervisor.wait_ready()
+    except BaseException:
+        supervisor.stop()
+        raise
+    _print_ready(supervisor.s, creds)
+    (settings.data_dir / "profile.json").write_text(
+        json.dumps(
+            {
+                "profile": "prod",
+                "database_url": supervisor.s.database_url,
+                "nats_url": supervisor.s.nats_url,
+            }
+        )
+    )
+    supervisor.run()
+
+
+@app.command(hidden=True)
+def run(
+    role: Annotated[
+        str,
+        typer.Argument(help="api, cashier, gateway, core, relay, ledger, notifier or scheduler"),
+    ],
+) -> None:
+    """Run one role of the production profile (the supervisor starts these)."""
+    from paygrid.roles import ROLES, run_role
+
+    if role not in ROLES:
+        err.print(f"[red]unknown role {role!r}; roles: {', '.join(ROLES)}[/]")
+        raise typer.Exit(2)
+    run_role(role, config.load())
+
+
+@app.command()
+def status(data_dir: DataDir = Path("var")) -> None:
+    """The production profile's processes: pid, uptime, restarts, last deaths."""
+    path = data_dir / "status.json"
+    if not path.exists():
+        err.print(f"[red]no {path}: is `paygrid up --profile prod` running here?[/]")
+        raise typer.Exit(2)
+    body = json.loads(path.read_text())
+    table = Table("process", "pid", "state", "uptime", "restarts", "last exit")
+    for p in body["processes"]:
+        state = "[green]up[/]" if p["alive"] else "[red]down[/]"
+        table.add_row(
+            p["name"],
+            str(p["pid"]),
+            state,
+            f"{p['uptime_s']:.0f}s",
+            str(p["restarts"]),
+            "" if p["last_exit"] is None else str(p["last_exit"]),
+        )
+    console.print(table)
+    age = time.time() - float(body["at"])
+    if age > 5:
+        err.print(f"[yellow]status is {age:.0f}s old: the supervisor may not be running[/]")
+
+
 @app.command()
 def migrate(data_dir: DataDir = Path("var"), database_url: DbUrl = None) -> None:
     """Create or upgrade the database schema."""
-    settings = config.load(data_dir, database_url=database_url)
+    settings = _tool_settings(data_dir, database_url)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     Database(settings.db_url).migrate()
     console.print("schema is up to date")
@@ -108,7 +198,7 @@ def check(
     """Verify the money invariants on the stored data; exit 1 naming each violation."""
     from paygrid.ops.check import check_database
 
-    settings = config.load(data_dir, database_url=database_url)
+    settings = _tool_settings(data_dir, database_url)
     if settings.database_url is None and not (settings.data_dir / "paygrid.db").exists():
         err.print(f"[red]no database at {settings.data_dir / 'paygrid.db'}[/]")
         raise typer.Exit(2)
@@ -137,7 +227,7 @@ def merchant_create(
     """Onboard a merchant and print its credentials (shown once)."""
     from paygrid.merchants.service import create_merchant
 
-    settings = config.load(data_dir, database_url=database_url)
+    settings = _tool_settings(data_dir, database_url)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     db = Database(settings.db_url)
     db.migrate()
@@ -152,6 +242,15 @@ def merchant_create(
     else:
         for key, value in creds.items():
             console.print(f"{key:8} {value}")
+
+
+def _tool_settings(data_dir: Path, database_url: str | None) -> config.Settings:
+    """Settings for a command run beside a platform: a production profile started in this
+    data dir left its database URL in profile.json."""
+    marker = data_dir / "profile.json"
+    if database_url is None and marker.exists():
+        database_url = json.loads(marker.read_text()).get("database_url")
+    return config.load(data_dir, database_url=database_url)
 
 
 def _sandbox_channel(channel: str) -> str:
@@ -199,7 +298,7 @@ def sandbox_serve(
 
 
 def _notify_service(data_dir: Path, database_url: str | None) -> NotifyService:
-    settings = config.load(data_dir, database_url=database_url)
+    settings = _tool_settings(data_dir, database_url)
     db = Database(settings.db_url)
     return NotifyService(db, merchant_secret)
 

@@ -171,7 +171,12 @@ def run_embedded(settings: Settings, on_ready: Callable[[Platform, dict[str, str
             settings.api_port,
         )
         cashier = _server(
-            create_cashier_app(platform.payments, merchant_lookup(platform), settings.zone),
+            create_cashier_app(
+                platform.payments,
+                merchant_lookup(platform),
+                settings.zone,
+                {"database": platform.db.ping},
+            ),
             settings.host,
             settings.cashier_port,
         )

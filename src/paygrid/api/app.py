@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import logging
 import secrets
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import date, timedelta
@@ -22,8 +23,10 @@ from paygrid.api import idempotency
 from paygrid.api.auth import Principal, authenticate
 from paygrid.api.errors import PAYMENT_CODE_STATUS, ApiError
 from paygrid.api.schemas import CreatePaymentIn
+from paygrid.gateway.app import callback_router
 from paygrid.kernel.clock import DEFAULT_BUSINESS_ZONE, business_date, utcnow
 from paygrid.notify.service import NotificationNotFound, NotifyService
+from paygrid.ops.observability import add_ops_routes, observe_request, request_id_var
 from paygrid.payments.domain import Discount, Item, OrderInvalid, check_items, request_fingerprint
 from paygrid.payments.errors import PaymentRejected
 from paygrid.payments.service import CreatePayment, PaymentService
@@ -80,13 +83,25 @@ def create_app(deps: ApiDeps) -> FastAPI:
         request: Request, call_next: Callable[[Request], Awaitable[Response]]
     ) -> Response:
         request.state.request_id = "req_" + secrets.token_hex(10)
+        token = request_id_var.set(request.state.request_id)
+        started = time.perf_counter()
         try:
             response = await call_next(request)
         except DatabaseUnavailable:
             response = _error_response(
                 request, 503, "DATABASE_UNAVAILABLE", "the database is unavailable; retry later"
             )
+        finally:
+            request_id_var.reset(token)
         response.headers["Request-Id"] = request.state.request_id
+        route = request.scope.get("route")
+        observe_request(
+            "api",
+            request.method,
+            getattr(route, "path", "unmatched"),
+            response.status_code,
+            started,
+        )
         return response
 
     @app.exception_handler(ApiError)
@@ -131,15 +146,8 @@ def create_app(deps: ApiDeps) -> FastAPI:
     def payment_json(payment: Any) -> dict[str, Any]:
         return deps.payments.resource(payment)
 
-    # --- health ---------------------------------------------------------------------------
-    @app.get("/healthz", include_in_schema=False)
-    async def healthz() -> dict[str, str]:
-        def ping() -> None:
-            with deps.db.transaction() as conn:
-                conn.exec_driver_sql("SELECT 1")
-
-        await run_in_threadpool(ping)
-        return {"status": "ok"}
+    # --- health and metrics: /healthz, /readyz, /metrics ---------------------------------
+    add_ops_routes(app, {"database": deps.db.ping})
 
     # --- payments -------------------------------------------------------------------------
     @app.post("/v1/payments", status_code=201, tags=["payments"])
@@ -261,15 +269,8 @@ def create_app(deps: ApiDeps) -> FastAPI:
         except NotificationNotFound:
             raise ApiError(404, "NOTIFICATION_NOT_FOUND", f"no notification {notify_id}") from None
 
-    # --- channel callbacks (回调), the gateway's inbound side ------------------------------
-    @app.post("/callbacks/{channel}", include_in_schema=False)
-    async def channel_callback(channel: str, request: Request) -> Response:
-        body = await request.body()
-        if len(body) > MAX_BODY_BYTES:
-            raise ApiError(413, "BODY_TOO_LARGE", "callback too large")
-        headers = {k.lower(): v for k, v in request.headers.items()}
-        reply = await call(deps.payments.handle_callback, channel, headers, body)
-        return Response(reply.body, status_code=reply.status, headers=dict(reply.headers))
+    # --- channel callbacks (回调), the gateway's inbound side, on this port when embedded --
+    app.include_router(callback_router(deps.payments))
 
     return app
 

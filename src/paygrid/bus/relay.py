@@ -14,6 +14,7 @@ from sqlalchemy import Row, or_, select, update
 from paygrid.bus.ports import BusUnavailable, Event, MessageBus
 from paygrid.kernel.clock import utcnow
 from paygrid.storage.database import Database
+from paygrid.storage.leader import LeaderLock
 from paygrid.storage.schema import outbox
 
 log = logging.getLogger(__name__)
@@ -36,14 +37,18 @@ def row_to_event(row: Row[Any]) -> Event:
 
 
 class OutboxRelay:
-    def __init__(self, db: Database, bus: MessageBus) -> None:
+    def __init__(self, db: Database, bus: MessageBus, leader: LeaderLock | None = None) -> None:
         self._db = db
         self._bus = bus
+        self._leader = leader
         self._lock = threading.Lock()  # one pass at a time in this process
         self.bus_available = True
 
     def pump(self) -> int:
-        """Publish what is due; return how many events were published."""
+        """Publish what is due; return how many events were published. Only the copy that
+        holds the relay lock publishes: copies may run side by side as hot standbys."""
+        if self._leader is not None and not self._leader.held():
+            return 0
         with self._lock:
             now = utcnow()
             with self._db.read() as conn:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import hmac
 import io
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,7 @@ from starlette.concurrency import run_in_threadpool
 
 from paygrid.kernel.clock import DEFAULT_BUSINESS_ZONE, utcnow
 from paygrid.kernel.money import format_major
+from paygrid.ops.observability import Check, add_ops_routes
 from paygrid.payments.domain import Payment, PaymentStatus
 from paygrid.payments.errors import PaymentRejected
 from paygrid.payments.service import PaymentService
@@ -66,7 +67,10 @@ MerchantLookup = Callable[[str], MerchantView]
 
 
 def create_cashier_app(
-    payments: PaymentService, merchant_of: MerchantLookup, zone: str = DEFAULT_BUSINESS_ZONE
+    payments: PaymentService,
+    merchant_of: MerchantLookup,
+    zone: str = DEFAULT_BUSINESS_ZONE,
+    checks: Mapping[str, Check] | None = None,
 ) -> FastAPI:
     app = FastAPI(title="paygrid cashier", docs_url=None, redoc_url=None, openapi_url=None)
     templates = Jinja2Templates(directory=str(HERE / "templates"))
@@ -93,9 +97,7 @@ def create_cashier_app(
             return "EXPIRED"
         return payment.status.value
 
-    @app.get("/healthz", include_in_schema=False)
-    async def healthz() -> dict[str, str]:
-        return {"status": "ok"}
+    add_ops_routes(app, checks or {})
 
     @app.get("/pay/{payment_id}", response_class=HTMLResponse)
     async def page(request: Request, payment_id: str, t: str = "", error: str = "") -> Response:

@@ -95,6 +95,15 @@ class Database:
                 raise DatabaseUnavailable(str(exc.orig)) from exc
             raise
 
+    def ping(self) -> bool:
+        """True when the database answers a trivial query (readiness)."""
+        try:
+            with self.read() as conn:
+                conn.exec_driver_sql("SELECT 1")
+        except (DatabaseUnavailable, OperationalError):
+            return False
+        return True
+
     def migrate(self) -> None:
         """Bring the schema to the newest Alembic revision (idempotent)."""
         cfg = Config()

