@@ -168,8 +168,8 @@ class RunningPlatform:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
-    def paygrid(self, *args: str) -> subprocess.CompletedProcess[str]:
-        extra = ["--database-url", self.database_url] if self.database_url else []
+    def paygrid(self, *args: str, database: bool = True) -> subprocess.CompletedProcess[str]:
+        extra = ["--database-url", self.database_url] if self.database_url and database else []
         return subprocess.run(
             [sys.executable, "-m", "paygrid.cli", *args, "--data-dir", str(self.data_dir), *extra],
             capture_output=True,
@@ -330,3 +330,80 @@ def nats_server(store_dir: Path) -> Iterator[NatsServer]:
         yield server
     finally:
         server.kill()
+
+
+def free_port_block(size: int) -> int:
+    """A base port with ``size`` free ports after it (best effort, loopback only)."""
+    import random
+
+    for _ in range(200):
+        base = random.randint(20_000, 60_000)
+        try:
+            socks = []
+            for i in range(size):
+                sock = socket.socket()
+                socks.append(sock)
+                sock.bind(("127.0.0.1", base + i))
+            return base
+        except OSError:
+            continue
+        finally:
+            for sock in socks:
+                sock.close()
+    raise RuntimeError("no free port block")
+
+
+def start_prod_platform(
+    data_dir: Path, env: dict[str, str] | None = None, timeout: float = 120.0
+) -> RunningPlatform:
+    """`paygrid up --profile prod`: PostgreSQL and NATS started by paygrid itself."""
+    base = free_port_block(11)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    log_path = data_dir / "paygrid.log"
+    full_env = {
+        **os.environ,
+        "PAYGRID_WECHATPAY_BASE_URL": f"http://127.0.0.1:{base + 2}",
+        "PAYGRID_GATEWAY_PORT": str(base + 3),
+        "PAYGRID_PG_PORT": str(base + 4),
+        "PAYGRID_NATS_PORT": str(base + 5),
+        "PAYGRID_OPS_BASE_PORT": str(base + 5 + 1),
+        "PAYGRID_SCHEDULER_INTERVAL_S": "0.5",
+        **(env or {}),
+    }
+    cmd = [
+        sys.executable,
+        "-m",
+        "paygrid.cli",
+        "up",
+        "--profile",
+        "prod",
+        "--data-dir",
+        str(data_dir),
+        "--api-port",
+        str(base),
+        "--cashier-port",
+        str(base + 1),
+    ]
+    proc = subprocess.Popen(cmd, stdout=log_path.open("ab"), stderr=subprocess.STDOUT, env=full_env)
+    running = RunningPlatform(
+        proc,
+        data_dir,
+        f"http://127.0.0.1:{base}",
+        f"http://127.0.0.1:{base + 1}",
+        f"http://127.0.0.1:{base + 2}",
+        None,
+        log_path,
+    )
+    try:
+        wait_until(
+            lambda: (data_dir / "profile.json").exists() or proc.poll() is not None, timeout=timeout
+        )
+        if proc.poll() is not None:
+            raise RuntimeError("exited")
+        running.database_url = json.loads((data_dir / "profile.json").read_text())["database_url"]
+    except Exception:
+        running.stop()
+        raise RuntimeError(
+            f"paygrid up --profile prod did not start:\n{running.log()[-4000:]}"
+        ) from None
+    return running

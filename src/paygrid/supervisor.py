@@ -52,11 +52,18 @@ class Child:
     next_start: float = 0.0
     last_exit: int | None = None
     deaths: list[str] = field(default_factory=list)
+    user: str | None = None  # run as this OS user (postgres refuses to run as root)
 
     def start(self) -> None:
         out = self.log_path.open("ab")
         self.proc = subprocess.Popen(
-            self.argv, env=self.env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            self.argv,
+            env=self.env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            user=self.user,
+            group=self.user,
         )
         out.close()
         self.started_at = time.time()
@@ -79,8 +86,9 @@ def _pg_dir(data_dir: Path) -> Path:
     return fallback
 
 
-def _as_postgres(argv: list[str]) -> list[str]:
-    return ["runuser", "-u", "postgres", "--", *argv] if os.geteuid() == 0 else argv
+def _pg_user() -> str | None:
+    """The postmaster itself must be our child (so SIGKILL reaches it), never root."""
+    return "postgres" if os.geteuid() == 0 else None
 
 
 def _pg_bindir() -> Path:
@@ -101,39 +109,17 @@ def postgres_child(s: Settings, env: dict[str, str]) -> Child:
         root.mkdir(parents=True, exist_ok=True)
         if os.geteuid() == 0:
             shutil.chown(root, "postgres")
+        initdb = [str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust"]
         subprocess.run(
-            _as_postgres(
-                [
-                    str(bindir / "initdb"),
-                    "-D",
-                    str(data),
-                    "-U",
-                    "postgres",
-                    "--auth=trust",
-                    "-E",
-                    "UTF8",
-                    "--locale=C.UTF-8",
-                ]
-            ),
+            [*initdb, "-E", "UTF8", "--locale=C.UTF-8"],
             check=True,
             stdout=subprocess.DEVNULL,
+            user=_pg_user(),
+            group=_pg_user(),
         )
-    argv = _as_postgres(
-        [
-            str(bindir / "postgres"),
-            "-D",
-            str(data),
-            "-p",
-            str(s.pg_port),
-            "-k",
-            str(root),
-            "-c",
-            "listen_addresses=127.0.0.1",
-            "-c",
-            "max_connections=300",
-        ]
-    )
-    return Child("postgres", argv, env, s.data_dir / "logs" / "postgres.log")
+    argv = [str(bindir / "postgres"), "-D", str(data), "-p", str(s.pg_port), "-k", str(root)]
+    argv += ["-c", "listen_addresses=127.0.0.1", "-c", "max_connections=300"]
+    return Child("postgres", argv, env, s.data_dir / "logs" / "postgres.log", user=_pg_user())
 
 
 def nats_child(s: Settings, env: dict[str, str]) -> Child:
