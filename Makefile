@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 PYTHON ?= python3
 
-.PHONY: install run test test-deps lint unit integration browser bench clean
+.PHONY: install run run-prod test test-deps lint unit integration browser bench clean
 
 install: $(VENV)/.installed  ## .venv with the paygrid entry point
 
@@ -17,6 +17,10 @@ $(VENV)/.installed: pyproject.toml
 
 run: install  ## start the whole platform on the embedded default
 	$(VENV)/bin/paygrid up
+
+run-prod: install  ## the production profile: a process per context, PostgreSQL, NATS
+	bash scripts/install-system-deps.sh
+	$(VENV)/bin/paygrid up --profile prod
 
 $(VENV)/.test-installed: $(VENV)/.installed
 	$(PIP) install -q -e '.[test]'

@@ -17,7 +17,8 @@ from paygrid.storage.database import Database
 from paygrid.storage.schema import idempotency_keys
 
 MAX_KEY_LEN = 255
-IN_FLIGHT_TAKEOVER_S = 60  # a first request that crashed mid-way frees its key after this
+IN_FLIGHT_TAKEOVER_S = 15  # a first request that crashed mid-way frees its key after this
+# (longer than any request may take: channel calls time out after 5 s)
 
 
 @dataclass(frozen=True, slots=True)

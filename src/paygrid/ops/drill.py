@@ -1,0 +1,416 @@
+"""`paygrid drill crash`: prove crash safety. Start the production profile, drive payments and
+channel callbacks (duplicated, delayed, dropped) through it, SIGKILL random processes at random
+moments (and NATS once, and PostgreSQL once), let the supervisor restart them, then check that
+the platform converged: every payment the channel took money for is SUCCESS, each exactly once
+in the ledger, the merchant got every notification (deduplicable by id), the outbox drained and
+nothing is stuck. Bounded in payments and seconds; stops by itself."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import httpx
+from sqlalchemy import func, select
+
+from paygrid.api.client import MerchantClient, verify_notification
+from paygrid.ops.check import check_database
+from paygrid.storage.database import Database
+from paygrid.storage.schema import notifications, outbox, payments
+
+KILLABLE_ROLES = (
+    "api",
+    "cashier",
+    "gateway",
+    "core",
+    "relay",
+    "ledger",
+    "notifier",
+    "scheduler",
+    "sandbox-wechatpay",
+)
+CONVERGE_TIMEOUT_S = 120.0
+START_TIMEOUT_S = 120.0
+REQUEST_RETRY_S = 60.0
+
+
+def free_port_block(size: int) -> int:
+    """A base port with ``size`` free loopback ports after it."""
+    for _ in range(500):
+        base = random.randint(20_000, 60_000)
+        socks: list[socket.socket] = []
+        try:
+            for i in range(size):
+                sock = socket.socket()
+                socks.append(sock)
+                sock.bind(("127.0.0.1", base + i))
+            return base
+        except OSError:
+            continue
+        finally:
+            for sock in socks:
+                sock.close()
+    raise RuntimeError("no free block of ports")
+
+
+class Receiver:
+    """The merchant's notify_url: answers 200 (or 500 at ``fail_rate``), keeps every POST."""
+
+    def __init__(self, secret: str, fail_rate: float, rng: random.Random) -> None:
+        self.posts = 0
+        self.bad_signatures = 0
+        self.ids: dict[str, str] = {}  # notify id -> payment id
+        lock = threading.Lock()
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                ok = verify_notification(secret, dict(self.headers.items()), body)
+                with lock:
+                    outer.posts += 1
+                    if not ok:
+                        outer.bad_signatures += 1
+                    fail = rng.random() < fail_rate
+                    if ok and not fail:
+                        note = json.loads(body)
+                        outer.ids[note["id"]] = note["data"]["payment_id"]
+                self.send_response(500 if fail or not ok else 200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/notify"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+@dataclass
+class DrillReport:
+    kills: list[str] = field(default_factory=list)
+    created: int = 0
+    paid_at_channel: int = 0
+    success: int = 0
+    closed: int = 0
+    notified_ids: int = 0
+    notification_posts: int = 0
+    converge_s: float = 0.0
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+class Drill:
+    def __init__(
+        self, data_dir: Path, payments_n: int, seconds: float, seed: int, say: Callable[[str], None]
+    ) -> None:
+        self.data_dir = data_dir
+        self.n = payments_n
+        self.seconds = seconds
+        self.rng = random.Random(seed)
+        self.say = say
+        self.report = DrillReport()
+        self.stop_load = threading.Event()
+        self.payment_ids: list[str] = []
+        self.lock = threading.Lock()
+
+    # --- platform -------------------------------------------------------------------------
+    def start(self) -> None:
+        base = free_port_block(11)
+        self.api = f"http://127.0.0.1:{base}"
+        self.sandbox = f"http://127.0.0.1:{base + 2}"
+        env = {
+            **os.environ,
+            "PAYGRID_WECHATPAY_BASE_URL": self.sandbox,
+            "PAYGRID_GATEWAY_PORT": str(base + 3),
+            "PAYGRID_PG_PORT": str(base + 4),
+            "PAYGRID_NATS_PORT": str(base + 5),
+            "PAYGRID_OPS_BASE_PORT": str(base + 6),
+            "PAYGRID_RECOVERY_AFTER_S": "2",
+            "PAYGRID_SCHEDULER_INTERVAL_S": "1",
+            "PAYGRID_NOTIFY_RETRY_SCALE": "0.02",
+        }
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        log = (self.data_dir / "paygrid.log").open("ab")
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "paygrid.cli",
+                "up",
+                "--profile",
+                "prod",
+                "--data-dir",
+                str(self.data_dir),
+                "--api-port",
+                str(base),
+                "--cashier-port",
+                str(base + 1),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while not (self.data_dir / "profile.json").exists():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"platform did not start; see {self.data_dir}/paygrid.log")
+            time.sleep(0.2)
+        profile = json.loads((self.data_dir / "profile.json").read_text())
+        self.db = Database(profile["database_url"])
+        creds = json.loads((self.data_dir / "demo-merchant.json").read_text())
+        self.client = MerchantClient(self.api, creds["mchid"], creds["key_id"], creds["secret"])
+        self.receiver = Receiver(creds["secret"], 0.1, random.Random(self.rng.random()))
+        faults = {
+            "duplicate_rate": 0.2,
+            "drop_rate": 0.1,
+            "delay_ms": 200,
+            "error_rate": 0.03,  # channel API answers 500
+            "timeout_rate": 0.02,  # ...or answers after the client gave up
+            "timeout_ms": 6000,
+            "seed": self.rng.randint(0, 10**6),
+        }
+        httpx.post(f"{self.sandbox}/sandbox/faults", json=faults, timeout=5).raise_for_status()
+        httpx.post(
+            f"{self.sandbox}/sandbox/settings", json={"retry_scale": 0.02}, timeout=5
+        ).raise_for_status()
+        self.say(f"platform up: api {self.api}, sandbox faults {faults}")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        self.receiver.server.shutdown()
+        self.db.dispose()
+
+    # --- load -----------------------------------------------------------------------------
+    def _retry(
+        self, call: Callable[[], httpx.Response], accept: tuple[int, ...]
+    ) -> httpx.Response | None:
+        deadline = time.monotonic() + REQUEST_RETRY_S
+        while time.monotonic() < deadline:
+            try:
+                response = call()
+                if response.status_code in accept:
+                    return response
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        return None
+
+    def _one_payment(self, i: int) -> None:
+        body = {
+            "out_trade_no": f"drill-{i}-{secrets.token_hex(4)}",
+            "amount": {"total": self.rng.randint(1, 50_000), "currency": "CNY"},
+            "description": f"drill {i}",
+            "notify_url": self.receiver.url,
+            "channel": "wechatpay",
+            "method": "native",
+        }
+        key = f"drill-create-{i}-{body['out_trade_no']}"
+        created = self._retry(
+            lambda: self.client.create_payment(body, idempotency_key=key), (200, 201)
+        )
+        if created is None or "code_url" not in created.json():
+            self.report.problems.append(
+                f"payment {i} could not be created within {REQUEST_RETRY_S}s"
+            )
+            return
+        payment = created.json()
+        with self.lock:
+            self.payment_ids.append(payment["payment_id"])
+            self.report.created += 1
+        if self.rng.random() < 0.1:
+            return  # the payer walks away; closed at the end
+        self._retry(
+            lambda: httpx.post(
+                f"{self.sandbox}/sandbox/pay",
+                timeout=5,
+                json={"code_url": payment["code_url"], "outcome": "SUCCESS"},
+            ),
+            (200,),
+        )
+
+    def _load(self) -> None:
+        started = time.monotonic()
+        workers: list[threading.Thread] = []
+        for i in range(self.n):
+            if self.stop_load.is_set():
+                break
+            # Spread the payments over the drill's duration.
+            while time.monotonic() < started + self.seconds * i / self.n:
+                time.sleep(0.01)
+            t = threading.Thread(target=self._one_payment, args=(i,), daemon=True)
+            t.start()
+            workers.append(t)
+            while sum(w.is_alive() for w in workers) >= 8:
+                time.sleep(0.01)
+        for w in workers:
+            w.join(REQUEST_RETRY_S * 2)
+
+    # --- chaos ----------------------------------------------------------------------------
+    def _pids(self) -> dict[str, int]:
+        body = json.loads((self.data_dir / "status.json").read_text())
+        return {p["name"]: p["pid"] for p in body["processes"] if p["alive"]}
+
+    def _kill(self, name: str, started: float) -> None:
+        pid = self._pids().get(name)
+        if pid is None:
+            return
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            return
+        note = f"t+{time.monotonic() - started:5.1f}s SIGKILL {name} (pid {pid})"
+        self.report.kills.append(note)
+        self.say(note)
+
+    def _chaos(self, started: float) -> None:
+        once = {
+            "nats": self.rng.uniform(0.2, 0.5) * self.seconds,
+            "postgres": self.rng.uniform(0.55, 0.8) * self.seconds,
+        }
+        while time.monotonic() - started < self.seconds:
+            time.sleep(self.rng.uniform(0.5, 2.0))
+            elapsed = time.monotonic() - started
+            for name, at in list(once.items()):
+                if elapsed >= at:
+                    self._kill(name, started)
+                    del once[name]
+            self._kill(self.rng.choice(KILLABLE_ROLES), started)
+
+    # --- run and verify -------------------------------------------------------------------
+    def run(self) -> DrillReport:
+        self.start()
+        try:
+            started = time.monotonic()
+            chaos = threading.Thread(target=self._chaos, args=(started,), daemon=True)
+            chaos.start()
+            self._load()
+            chaos.join()
+            self.say(f"load done: {self.report.created} payments created; converging")
+            self._close_unpaid()
+            self._converge()
+        finally:
+            self.stop()
+        return self.report
+
+    def _close_unpaid(self) -> None:
+        for payment_id in list(self.payment_ids):
+            got = self._retry(lambda pid=payment_id: self.client.get_payment(pid), (200,))  # type: ignore[misc]
+            if got is not None and got.json()["status"] in ("CREATED", "PAYING"):
+                orders = self._channel_orders()
+                if orders.get(payment_id) == "NOTPAY":
+                    self._retry(
+                        lambda pid=payment_id: self.client.close_payment(pid),  # type: ignore[misc]
+                        (200, 409),
+                    )
+
+    def _channel_orders(self) -> dict[str, str]:
+        listed = httpx.get(
+            f"{self.sandbox}/sandbox/orders", params={"limit": 1000}, timeout=10
+        ).json()["orders"]
+        return {o["out_trade_no"]: o["trade_state"] for o in listed}
+
+    def _converge(self) -> None:
+        started = time.monotonic()
+        last: list[str] = []
+        while time.monotonic() - started < CONVERGE_TIMEOUT_S:
+            try:
+                last = self._verify()
+            except Exception as exc:  # the platform may still be coming back
+                last = [f"verification could not run: {exc}"]
+            if not last:
+                break
+            time.sleep(1.0)
+        self.report.converge_s = round(time.monotonic() - started, 1)
+        self.report.problems.extend(last)
+
+    def _verify(self) -> list[str]:
+        problems: list[str] = []
+        channel = self._channel_orders()
+        with self.db.read() as conn:
+            rows = {
+                r.payment_id: r.status
+                for r in conn.execute(select(payments.c.payment_id, payments.c.status))
+            }
+            pending_notes = conn.execute(
+                select(func.count()).where(notifications.c.status != "DELIVERED")
+            ).scalar_one()
+            unpublished = conn.execute(
+                select(func.count()).where(outbox.c.published_at.is_(None))
+            ).scalar_one()
+            success_ids = {
+                r.resource_id: r.notify_id
+                for r in conn.execute(
+                    select(notifications.c.resource_id, notifications.c.notify_id)
+                )
+            }
+        paid = [pid for pid, state in channel.items() if state == "SUCCESS"]
+        self.report.paid_at_channel = len(paid)
+        self.report.success = sum(1 for s in rows.values() if s == "SUCCESS")
+        self.report.closed = sum(1 for s in rows.values() if s == "CLOSED")
+        for pid in paid:
+            if rows.get(pid) != "SUCCESS":
+                problems.append(f"channel took money for {pid} but paygrid says {rows.get(pid)}")
+        for pid, status in rows.items():
+            if status == "SUCCESS" and channel.get(pid) != "SUCCESS":
+                problems.append(f"{pid} is SUCCESS but the channel says {channel.get(pid)}")
+            if status in ("CREATED", "PAYING"):
+                problems.append(f"{pid} is stuck in {status}")
+            if status == "SUCCESS" and success_ids.get(pid) not in self.receiver.ids:
+                problems.append(f"merchant never acknowledged the notification for {pid}")
+        if pending_notes:
+            problems.append(f"{pending_notes} notifications not delivered")
+        if unpublished:
+            problems.append(f"{unpublished} events still in the outbox")
+        problems += [f"{v.code}: {v.detail}" for v in check_database(self.db, timedelta(0))]
+        if self.receiver.bad_signatures:
+            problems.append(f"{self.receiver.bad_signatures} notifications had bad signatures")
+        self.report.notified_ids = len(self.receiver.ids)
+        self.report.notification_posts = self.receiver.posts
+        return problems
+
+
+def run_drill(
+    payments_n: int, seconds: float, seed: int, data_dir: Path | None, say: Callable[[str], None]
+) -> DrillReport:
+    assert 1 <= payments_n <= 1000 and 5 <= seconds <= 600, "drill bounds"
+    root = data_dir or Path(tempfile.mkdtemp(prefix="paygrid-drill-"))
+    return Drill(root, payments_n, seconds, seed, say).run()
+
+
+def summary(report: DrillReport) -> dict[str, Any]:
+    return {
+        "kills": len(report.kills),
+        "created": report.created,
+        "paid_at_channel": report.paid_at_channel,
+        "success": report.success,
+        "closed": report.closed,
+        "notified_ids": report.notified_ids,
+        "notification_posts": report.notification_posts,
+        "converge_s": report.converge_s,
+        "ok": report.ok,
+    }

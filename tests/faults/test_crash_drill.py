@@ -1,0 +1,48 @@
+"""The crash drill in CI: payments keep flowing while random processes, NATS and PostgreSQL
+are SIGKILLed; at the end nothing is lost, created or counted twice."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.support import pg_bin
+
+pytestmark = [pytest.mark.timeout(600), pytest.mark.postgres]
+
+
+def test_crash_drill_converges(tmp_path: Path) -> None:
+    if pg_bin() is None:
+        if os.environ.get("CI"):
+            pytest.fail("PostgreSQL binaries missing in CI")
+        pytest.skip("PostgreSQL binaries not installed")
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "paygrid.cli",
+            "drill",
+            "crash",
+            "--payments",
+            "120",
+            "--seconds",
+            "30",
+            "--seed",
+            "42",
+            "--data-dir",
+            str(tmp_path / "drill"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=540,
+    )
+    output = run.stdout + run.stderr
+    assert run.returncode == 0, output[-6000:]
+    assert "drill passed" in output
+    kills = [line for line in output.splitlines() if "SIGKILL" in line]
+    assert any("SIGKILL nats" in k for k in kills) and any("SIGKILL postgres" in k for k in kills)
+    assert len(kills) >= 10, kills
