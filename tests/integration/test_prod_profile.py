@@ -71,6 +71,19 @@ def test_prod_profile_pays_and_survives_kills(
     wait_status(client, first["payment_id"], "SUCCESS")
     wait_until(lambda: len(merchant.received) == 1, timeout=30)
 
+    # JSON logs: the callback's request id follows the payment into the ledger's process.
+    def lines(role: str) -> list[dict[str, Any]]:
+        text = (prod.data_dir / "logs" / f"{role}.log").read_text()
+        return [json.loads(x) for x in text.splitlines() if x.startswith("{")]
+
+    def about(role: str) -> list[dict[str, Any]]:
+        return [x for x in lines(role) if x.get("payment_id") == first["payment_id"]]
+
+    wait_until(lambda: bool(about("gateway")) and bool(about("ledger")), timeout=30)
+    callback_ids = {x.get("request_id") for x in about("gateway")}
+    assert callback_ids and None not in callback_ids
+    assert {x.get("request_id") for x in about("ledger")} <= callback_ids
+
     # Kill the ledger, the notifier and NATS; money keeps coming in meanwhile.
     for name in ("ledger", "notifier", "nats"):
         kill(prod, name)

@@ -10,6 +10,7 @@ import logging
 import threading
 
 from paygrid.bus.ports import DeliveryFailed, Event, Handler
+from paygrid.kernel import context
 
 log = logging.getLogger(__name__)
 
@@ -29,10 +30,13 @@ class InProcessBus:
         for consumer, types, handler in list(self._subscribers):
             if event.event_type not in types:
                 continue
+            token = context.request_id.set(event.request_id)
             try:
                 handler(event)
             except Exception as exc:
                 log.exception("consumer %s failed on %s", consumer, event.event_id)
                 failures.append(f"{consumer}: {exc}")
+            finally:
+                context.request_id.reset(token)
         if failures:
             raise DeliveryFailed("; ".join(failures))

@@ -45,6 +45,7 @@ from nats.js.api import (
 from nats.js.errors import NotFoundError
 
 from paygrid.bus.ports import BusUnavailable, Event, Handler
+from paygrid.kernel import context
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -79,6 +80,7 @@ def encode(event: Event) -> bytes:
             "aggregate_id": event.aggregate_id,
             "occurred_at": event.occurred_at.isoformat(),
             "version": event.version,
+            "request_id": event.request_id,
             "data": event.payload,
         },
         separators=(",", ":"),
@@ -95,6 +97,7 @@ def decode(body: bytes) -> Event:
         occurred_at=datetime.fromisoformat(raw["occurred_at"]),
         payload=raw["data"],
         version=raw["version"],
+        request_id=raw.get("request_id"),
     )
 
 
@@ -260,6 +263,7 @@ class JetStreamBus:
             self.counters.redelivered[consumer] = self.counters.redelivered.get(consumer, 0) + 1
         try:
             event = decode(msg.data)
+            context.request_id.set(event.request_id)  # copied into the worker thread
             await asyncio.to_thread(handler, event)
         except Exception as exc:
             await self._failed(consumer, msg, deliveries, exc)

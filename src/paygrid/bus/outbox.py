@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import Connection, insert
 
 from paygrid.bus.ports import Event
+from paygrid.kernel import context
 from paygrid.kernel.clock import utcnow
 from paygrid.kernel.ids import new_id
 from paygrid.storage.schema import outbox
@@ -24,6 +25,7 @@ def record_event(
         aggregate_id=aggregate_id,
         occurred_at=utcnow(),
         payload=dict(payload),
+        request_id=context.request_id.get(),
     )
     conn.execute(
         insert(outbox).values(
@@ -31,7 +33,7 @@ def record_event(
             event_type=event.event_type,
             aggregate_id=aggregate_id,
             payload=json.dumps(
-                {"version": event.version, "data": event.payload},
+                {"version": event.version, "data": event.payload, "request_id": event.request_id},
                 separators=(",", ":"),
                 ensure_ascii=False,
             ),

@@ -20,6 +20,7 @@ class Event:
     occurred_at: datetime
     payload: Mapping[str, Any]
     version: int = EVENT_SCHEMA_VERSION
+    request_id: str | None = None  # the merchant request it descends from, for the logs
 
 
 Handler = Callable[[Event], None]

@@ -33,6 +33,7 @@ def row_to_event(row: Row[Any]) -> Event:
         occurred_at=row.created_at,
         payload=body["data"],
         version=body["version"],
+        request_id=body.get("request_id"),
     )
 
 

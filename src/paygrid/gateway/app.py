@@ -3,11 +3,13 @@ on the merchant API's port in the embedded one."""
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Mapping
 
 from fastapi import APIRouter, FastAPI, Request, Response
 from starlette.concurrency import run_in_threadpool
 
+from paygrid.kernel import context
 from paygrid.ops.observability import Check, add_ops_routes
 from paygrid.payments.service import PaymentService
 
@@ -23,6 +25,7 @@ def callback_router(payments: PaymentService) -> APIRouter:
         if len(body) > MAX_CALLBACK_BYTES:
             return Response(b'{"code":"FAIL","message":"too large"}', status_code=413)
         headers = {k.lower(): v for k, v in request.headers.items()}
+        context.request_id.set("cb_" + secrets.token_hex(10))  # events it emits carry it
         reply = await run_in_threadpool(payments.handle_callback, channel, headers, body)
         return Response(reply.body, status_code=reply.status, headers=dict(reply.headers))
 

@@ -66,4 +66,5 @@ class LedgerConsumer:
             )
             now = utcnow()
             paid_at = datetime.fromisoformat(payment["paid_at"]) if payment.get("paid_at") else now
-            repository.post(conn, voucher, now, paid_at, self._zone, self._cell)
+            voucher_id = repository.post(conn, voucher, now, paid_at, self._zone, self._cell)
+        log.info("capture voucher %s posted for %s", voucher_id, payment_id)

@@ -90,6 +90,7 @@ class NotifyService:
                     created_at=now,
                 )
             )
+        log.info("notification %s queued for %s", notify_id, resource["payment_id"])
 
     # --- worker ---------------------------------------------------------------------------
     def deliver_due(self) -> int:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextvars
 import json
 import logging
 import re
@@ -14,9 +13,9 @@ from datetime import UTC, datetime
 from fastapi import FastAPI, Response
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
 
-request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar(
-    "request_id", default=None
-)
+from paygrid.kernel import context
+
+request_id_var = context.request_id
 _PAYMENT_ID = re.compile(r"\bpay_[0-9A-Z]{26}\b")
 
 HTTP_REQUESTS = Counter(
