@@ -499,10 +499,13 @@ async def raw_phases(
 
 
 # --- paygrid's path ----------------------------------------------------------------------------
-def produce(db: Database, phase: str, n: int, batch: int, rate: float = 0.0) -> None:
-    """The api process's part: record_event in transactions of ``batch`` events."""
+def produce(db: Database, phase: str, n: int, batch: int, timeout: float, rate: float = 0.0) -> int:
+    """The api process's part: record_event in transactions of ``batch`` events. Returns how
+    many were written before ``timeout``."""
     t0 = time.monotonic()
     for start in range(0, n, batch):
+        if time.monotonic() - t0 > timeout:
+            return start
         if rate:
             delay = t0 + start / rate - time.monotonic()
             if delay > 0:
@@ -510,6 +513,7 @@ def produce(db: Database, phase: str, n: int, batch: int, rate: float = 0.0) -> 
         with db.transaction() as conn:
             for i in range(start, min(n, start + batch)):
                 record_event(conn, EVENT_TYPE, f"pay_{phase}_{i}", payload(phase, i))
+    return n
 
 
 def max_seq(db: Database) -> int:
@@ -546,12 +550,18 @@ def _aware(value: Any) -> datetime | None:
 
 
 def wait_count(
-    phase: Phase, probe: Callable[[], tuple[int, datetime | None]], t0: datetime, timeout: float
+    phase: Phase,
+    probe: Callable[[], tuple[int, datetime | None]],
+    t0: datetime,
+    timeout: float,
+    expect: int | None = None,
 ) -> None:
-    """Poll until ``probe`` counts phase.events; elapsed runs from ``t0`` to the last row's time."""
+    """Poll until ``probe`` counts ``expect`` (phase.events) rows; elapsed runs from ``t0`` to
+    the last row's time."""
     deadline = time.monotonic() + timeout
+    target = phase.events if expect is None else expect
     count, last = probe()
-    while count < phase.events:
+    while count < target:
         if time.monotonic() > deadline:
             phase.timed_out = True
             break
@@ -587,8 +597,8 @@ def paygrid_phases(
     write = Phase("paygrid_outbox_write", f"record_event, {batch} a transaction, nothing else", n)
     before = cpu_snapshot(probes)
     t0 = time.perf_counter()
-    produce(db, "staged", n, batch)
-    write.elapsed_s, write.done = time.perf_counter() - t0, n
+    write.done = produce(db, "staged", n, batch, timeout)
+    write.elapsed_s, write.timed_out = time.perf_counter() - t0, write.done < n
     write.cpu_s = cpu_since(probes, before)
     out.append(write)
 
@@ -620,9 +630,10 @@ def paygrid_phases(
     before = cpu_snapshot(probes)
     start = utcnow()
     t0 = time.perf_counter()
-    produce(db, "e2e", n, batch)
+    written = produce(db, "e2e", n, batch, timeout)
+    e2e.timed_out = written < n
     e2e.note = f"outbox writes took {time.perf_counter() - t0:.3f} s"
-    wait_count(e2e, lambda: consumed(db, "e2e"), start, timeout)
+    wait_count(e2e, lambda: consumed(db, "e2e"), start, timeout, written)
     e2e.cpu_s = cpu_since(probes, before)
     e2e.latency = latencies(db, "e2e", seq0)
     out.append(e2e)
@@ -632,8 +643,9 @@ def paygrid_phases(
     seq0 = max_seq(db)
     before = cpu_snapshot(probes)
     start = utcnow()
-    produce(db, "paced", m, 1, rate)
-    wait_count(paced, lambda: consumed(db, "paced"), start, timeout)
+    written = produce(db, "paced", m, 1, timeout, rate)
+    paced.timed_out = written < m
+    wait_count(paced, lambda: consumed(db, "paced"), start, timeout, written)
     paced.cpu_s = cpu_since(probes, before)
     paced.latency = latencies(db, "paced", seq0)
     out.append(paced)
@@ -680,6 +692,8 @@ def report(result: dict[str, Any], phases: dict[str, Phase]) -> str:
         cpu = f"{total:.0f}: " + ", ".join(
             f"{k.split(' ')[0]} {v * 1e6 / n:.0f}" for k, v in top if v > 0
         )
+        if not p.done:
+            cpu = "-"
         flag = " TIMED OUT" if p.timed_out else ""
         count = "" if p.done == p.events else f" ({p.done}/{p.events})"
         lines.append(f"{p.name:<22} {p.rate:>10,.0f} {ratio:>12}  {cpu:<50} {p.what}{count}{flag}")
@@ -702,6 +716,7 @@ def _alarm(signum: int, frame: FrameType | None) -> None:
 
 
 def _term(signum: int, frame: FrameType | None) -> None:
+    print(f"stopped by signal {signum}; cleaning up", file=sys.stderr, flush=True)
     raise SystemExit(128 + signum)
 
 
@@ -759,6 +774,7 @@ def main() -> int:
             effects_metadata.create_all(db.engine)
             setup = pjs.JetStreamBus(server.url, "bench-setup")
             setup.connect()  # creates PAYGRID_EVENTS once, before the children race for it
+            _closing()
             setup.close()
             body = sample_body()
 

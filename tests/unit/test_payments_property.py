@@ -4,6 +4,7 @@ invariants, and paygrid ends in the state the channel holds."""
 
 from __future__ import annotations
 
+import os
 import tempfile
 from datetime import timedelta
 from pathlib import Path
@@ -126,6 +127,8 @@ class PaymentLifecycle(RuleBasedStateMachine):
         payment = self.service.get(ref)
         if payment.status != PaymentStatus.CREATED or payment.is_expired(utcnow()):
             return
+        if self.channel.states.get(ref, TradeState.PENDING) != TradeState.PENDING:
+            return  # the channel would refuse a final order; nothing new to crash on
         self.service._record_channel_intent(ref, "wechatpay", "native")
         self.channel.create_order(
             OrderRequest(
@@ -225,6 +228,7 @@ TestPaymentLifecycle.settings = settings(
     stateful_step_count=30,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
+    derandomize=bool(os.environ.get("CI")),  # CI replays the same examples; locally, explore
 )
 
 
