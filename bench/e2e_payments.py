@@ -51,6 +51,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from multiprocessing.queues import Queue
 from multiprocessing.synchronize import Barrier
@@ -450,6 +451,43 @@ def postgres_probe(pg: PostgresServer | None) -> dict[str, CpuProbe]:
         return {}
     postmaster = int((pg.data_dir / "postmaster.pid").read_text().split()[0])
     return {"postgres": lambda: tree_cpu(postmaster)}
+
+
+def prod_pids(running: RunningPlatform) -> dict[str, int]:
+    """The production profile's processes by name, from the supervisor's status.json, plus
+    the supervisor itself."""
+    body = json.loads((running.data_dir / "status.json").read_text())
+    pids = {"supervisor": running.proc.pid}
+    pids.update({str(p["name"]): int(p["pid"]) for p in body["processes"] if p.get("pid")})
+    return pids
+
+
+def is_paygrid(name: str) -> bool:
+    """Of the prod profile's processes, paygrid's own (supervisor and roles), not the
+    infrastructure it supervises (PostgreSQL, NATS, the channel sandboxes)."""
+    return name not in ("postgres", "nats") and not name.startswith("sandbox")
+
+
+def prod_probes(pids: dict[str, int]) -> tuple[dict[str, CpuProbe], dict[str, CpuProbe]]:
+    """Totals (paygrid = supervisor + every role; sandbox, postgres, nats) and one probe per
+    paygrid process. PostgreSQL and the sandbox count with their descendants."""
+    mine = {name: pid for name, pid in pids.items() if is_paygrid(name)}
+    sandboxes = [pid for name, pid in pids.items() if name.startswith("sandbox")]
+    totals: dict[str, CpuProbe] = {
+        "paygrid": lambda: sum(process_cpu(pid) for pid in mine.values()),
+        "sandbox": lambda: sum(tree_cpu(pid) for pid in sandboxes),
+    }
+    if "postgres" in pids:
+        totals["postgres"] = partial(tree_cpu, pids["postgres"])
+    if "nats" in pids:
+        totals["nats"] = partial(process_cpu, pids["nats"])
+    each: dict[str, CpuProbe] = {name: partial(process_cpu, pid) for name, pid in mine.items()}
+    return totals, each
+
+
+def start_time(pid: int) -> int | None:
+    fields = _stat(pid)
+    return int(fields[19]) if fields is not None else None  # field 22: starttime
 
 
 @contextmanager

@@ -134,3 +134,44 @@ def _try_publish(bus: JetStreamBus, e: Event) -> bool:
         return True
     except BusUnavailable:
         return False
+
+
+def test_outbox_grows_while_nats_is_down_and_drains_after(nats: NatsServer, tmp_path: Path) -> None:
+    from sqlalchemy import func, select
+
+    from paygrid.bus.outbox import record_event
+    from paygrid.bus.relay import OutboxRelay
+    from paygrid.storage.database import Database
+    from paygrid.storage.schema import outbox
+
+    db = Database(f"sqlite:///{tmp_path / 'o.db'}")
+    db.migrate()
+    bus = JetStreamBus(nats.url)
+    bus.connect()
+    rec = Recorder()
+    bus.subscribe("ledger", frozenset({"payment.succeeded"}), rec)
+    bus.start_consumers()
+    relay = OutboxRelay(db, bus)
+
+    def unpublished() -> int:
+        with db.read() as conn:
+            return int(
+                conn.execute(
+                    select(func.count()).where(outbox.c.published_at.is_(None))
+                ).scalar_one()
+            )
+
+    nats.kill()
+    for i in range(20):  # payments keep succeeding: their events wait in the outbox
+        with db.transaction() as conn:
+            record_event(conn, "payment.succeeded", f"pay_{i}", {"i": i})
+        relay.pump()
+    assert unpublished() == 20 and not relay.bus_available
+    with db.read() as conn:  # not counted as delivery failures: nothing dead-lettered
+        assert conn.execute(select(func.max(outbox.c.attempts))).scalar_one() == 0
+    nats.start()
+    wait_until(lambda: (relay.pump(), unpublished())[1] == 0, timeout=30, interval=0.2)
+    wait_until(lambda: len(rec.seen) == 20, timeout=30)
+    assert [e.payload["i"] for e in rec.seen] == list(range(20))
+    bus.close()
+    db.dispose()
