@@ -1,6 +1,7 @@
 """paygrid's event bus end to end, beside raw JetStream on the same nats-server.
 
     .venv/bin/python bench/bus.py [--events N] [--database sqlite|postgres] [--batch B]
+                                  [--timeout S] [--py-spy EXE]
 
 paygrid's path, as the production profile runs it: events are written to the outbox with
 ``paygrid.bus.outbox.record_event`` (B events a transaction) by this process (the role of the api
@@ -11,7 +12,9 @@ process); a relay process runs the real ``OutboxRelay`` (with its ``LeaderLock``
 (``paygrid.bus.inbox.first_delivery``) and inserts one effect row. An event counts as processed
 when its effect row is in the database.
 
-Phases, all on one nats-server (JetStream, file storage) and one database:
+Phases, all on one nats-server (tests.support.nats_server: JetStream, file storage) and one
+database (a SQLite file through paygrid's make_engine, or tests.support.postgres_server, which
+runs with fsync=off):
 - raw publish: nats-py ``js.publish`` awaiting each PubAck, then ``js.publish_async`` in batches,
   into a stream configured like PAYGRID_EVENTS, same body bytes and a ``Nats-Msg-Id`` header;
 - raw pull-consume: a durable pull consumer configured like paygrid's, ``fetch(64)``, ack each;
@@ -22,7 +25,9 @@ Phases, all on one nats-server (JetStream, file storage) and one database:
   outbox write to the last effect row (the headline figure), with latency outbox -> consumed;
 - paygrid at light load: a few hundred events, one a transaction, at a fixed rate: latency.
 
-CPU time of each process (this one, relay, consumer, nats-server, PostgreSQL) comes from /proc.
+CPU time of each process (this one, relay, consumer, nats-server, PostgreSQL) comes from /proc;
+``--py-spy EXE`` also samples the relay and the consumer (GIL-holding samples, raw collapsed
+stacks) into bench/results/.
 Figures go to stdout and bench/results/bus-<database>.json. Every wait has a deadline (--timeout
 a stage) and the whole run has an alarm; servers and child processes are stopped on the way out.
 """
@@ -664,7 +669,7 @@ def ratios(phases: dict[str, Phase]) -> dict[str, dict[str, float | None]]:
     raws = [p for p in phases.values() if p.name.startswith("raw_")]
     out: dict[str, dict[str, float | None]] = {}
     for p in phases.values():
-        if p.name.startswith("paygrid_") and p.name != "paygrid_paced":
+        if p.name in COMPARE:
             out[p.name] = {r.name: round(p.rate / r.rate, 3) if r.rate else None for r in raws}
     return out
 

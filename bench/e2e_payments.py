@@ -1,7 +1,14 @@
 """End-to-end payments through a real `paygrid up`, beside a bare FastAPI + one-INSERT baseline.
 
     .venv/bin/python bench/e2e_payments.py [--payments N] [--concurrency C]
-                                           [--database sqlite|postgres]
+                                           [--profile embedded|prod] [--database sqlite|postgres]
+
+Profiles: ``embedded`` (default) is `paygrid up`, one process, on SQLite or on a PostgreSQL from
+tests.support; ``prod`` is `paygrid up --profile prod` (tests.support.start_prod_platform): one
+process per role, PostgreSQL and NATS JetStream started and supervised by paygrid, so the
+database is PostgreSQL (paygrid's own, default config) and the baseline gets a database on that
+same server. The prod profile's processes come from DATA_DIR/status.json: the supervisor and the
+roles are summed as "paygrid" and listed one by one; PostgreSQL, NATS and the sandbox apart.
 
 What one payment is here: a signed POST /v1/payments (channel=wechatpay, method=native, so paygrid
 places a real, RSA-signed order at the WeChat Pay sandbox before answering), then the payer pays at
@@ -27,7 +34,7 @@ callback, outbox relay, notifier) from the platform's own timestamps. ``--py-spy
 samples paygrid and the sandbox (GIL-holding samples only, raw collapsed stacks) into
 bench/results/.
 
-Figures go to stdout and bench/results/e2e_payments-<database>.json. Afterwards the script runs
+Figures go to stdout and bench/results/e2e_payments-<database|prod>.json. Afterwards the script runs
 `paygrid check --grace-seconds 0` on the platform's data and says whether the money invariants hold.
 The exit code is 1 if they do not, or if some payment was not notified within --timeout.
 """
@@ -49,7 +56,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass, field
 from functools import partial
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -462,6 +469,12 @@ def prod_pids(running: RunningPlatform) -> dict[str, int]:
     return pids
 
 
+def prod_restarts(running: RunningPlatform) -> dict[str, int]:
+    """Processes the supervisor restarted (a figure is suspect if any did)."""
+    body = json.loads((running.data_dir / "status.json").read_text())
+    return {str(p["name"]): int(p["restarts"]) for p in body["processes"] if p.get("restarts")}
+
+
 def is_paygrid(name: str) -> bool:
     """Of the prod profile's processes, paygrid's own (supervisor and roles), not the
     infrastructure it supervises (PostgreSQL, NATS, the channel sandboxes)."""
@@ -483,6 +496,18 @@ def prod_probes(pids: dict[str, int]) -> tuple[dict[str, CpuProbe], dict[str, Cp
         totals["nats"] = partial(process_cpu, pids["nats"])
     each: dict[str, CpuProbe] = {name: partial(process_cpu, pid) for name, pid in mine.items()}
     return totals, each
+
+
+def settle(probe: CpuProbe, idle_cores: float = 0.15, timeout: float = 20.0) -> float:
+    """Wait until the processes behind ``probe`` are near idle (a freshly started prod profile
+    is still importing, binding consumers, warming pools); return the last 1 s reading."""
+    deadline = time.monotonic() + timeout
+    busy = float("inf")
+    while busy > idle_cores and time.monotonic() < deadline:
+        before = probe()
+        time.sleep(1.0)
+        busy = probe() - before
+    return busy
 
 
 def start_time(pid: int) -> int | None:
@@ -520,7 +545,7 @@ def cores_busy(used: dict[str, float], load: LoadRun, elapsed: float) -> dict[st
 
 # --- the phases --------------------------------------------------------------------------------
 def run_baseline(
-    database_url: str, args: argparse.Namespace, run_id: str, pg: PostgresServer | None
+    database_url: str, args: argparse.Namespace, run_id: str, infra: dict[str, CpuProbe]
 ) -> dict[str, Any]:
     from tests.support import free_port, wait_http
 
@@ -532,7 +557,7 @@ def run_baseline(
         wait_http(url + "/healthz", timeout=START_TIMEOUT_S)
         assert proc.pid is not None
         server_pid = proc.pid
-        probes = {"baseline server": lambda: tree_cpu(server_pid), **postgres_probe(pg)}
+        probes = {"baseline server": lambda: tree_cpu(server_pid), **infra}
         with cpu_meter(probes) as used:
             load = run_load(
                 "baseline",
@@ -705,26 +730,22 @@ def py_spy(exe: str | None, pid: int, out: Path) -> Iterator[None]:
 
 
 def run_paygrid(
-    data_dir: Path,
-    database_url: str | None,
+    running: RunningPlatform,
+    probes: dict[str, CpuProbe],
+    by_process: dict[str, CpuProbe],
     args: argparse.Namespace,
     run_id: str,
-    pg: PostgresServer | None,
 ) -> dict[str, Any]:
-    from tests.support import start_platform
-
-    running = start_platform(data_dir, database_url)
+    """Drive the running platform; ``probes`` are the CPU totals reported, ``by_process`` the
+    paygrid processes listed one by one (prod profile)."""
     receiver = NotifyReceiver(running.credentials["secret"])
     try:
-        platform_pid = running.proc.pid
-        sandbox_pids = children(platform_pid)
-        probes: dict[str, CpuProbe] = {
-            "paygrid": lambda: process_cpu(platform_pid),
-            "sandbox": lambda: sum(tree_cpu(c) for c in sandbox_pids),
-            **postgres_probe(pg),
-        }
-        spy_out = RESULTS_DIR / f"e2e_payments-{args.database}-pyspy.txt"
-        with py_spy(args.py_spy, platform_pid, spy_out), cpu_meter(probes) as used:
+        spy_out = RESULTS_DIR / f"e2e_payments-{result_name(args)}-pyspy.txt"
+        with (
+            py_spy(args.py_spy, running.proc.pid, spy_out),
+            cpu_meter(probes) as used,
+            cpu_meter(by_process) as used_each,
+        ):
             load = run_load(
                 "paygrid",
                 args.payments,
@@ -778,6 +799,11 @@ def run_paygrid(
             "e2e_p99_ms": ms(percentile(e2e, 99)),
             "stages": stages,
             "cpu_ms_per_payment": per_unit_ms(used, load, len(notified)),
+            "paygrid_cpu_ms_per_payment_by_process": {
+                name: round(seconds * 1000 / max(len(notified), 1), 3)
+                for name, seconds in sorted(used_each.items(), key=lambda kv: -kv[1])
+                if name in by_process
+            },
             "cpu_cores_busy": cores_busy(used, load, elapsed),
             "backlog_at_load_end": {
                 k: backlog[k]
@@ -791,7 +817,6 @@ def run_paygrid(
         }
     finally:
         receiver.close()
-        running.stop()
 
 
 # --- report ------------------------------------------------------------------------------------
@@ -806,9 +831,19 @@ def _cores_line(cores: dict[str, float], cpus: int) -> str:
     return f"{sum(cores.values()):.2f} of {cpus}  ({parts})"
 
 
+def _profile_line(cfg: dict[str, Any]) -> str:
+    if cfg.get("profile") != "prod":
+        return "embedded (`paygrid up`: API, cashier, relay, ledger, notifier in one process)"
+    names = ", ".join(n for n in cfg.get("processes") or {} if is_paygrid(n))
+    return f"prod (`paygrid up --profile prod`; paygrid = {names})"
+
+
 def report(result: dict[str, Any]) -> str:
     p, b, cfg = result["paygrid"], result["baseline"], result["config"]
+    each = p.get("paygrid_cpu_ms_per_payment_by_process") or {}
+    top = ", ".join(f"{name} {v:.2f}" for name, v in list(each.items())[:6])
     rows: list[tuple[str, str]] = [
+        ("profile", _profile_line(cfg)),
         ("database", cfg["database"] + (f" ({cfg['postgres']})" if cfg["postgres"] else "")),
         ("load generator", cfg["load_generator"]),
         ("server stack", cfg["server_stack"]),
@@ -834,8 +869,14 @@ def report(result: dict[str, Any]) -> str:
         ("create -> notified p50 / p99", f"{p['e2e_p50_ms']} / {p['e2e_p99_ms']} ms"),
         *[(f"  {name}", f"{v['p50_ms']} / {v['p99_ms']} ms") for name, v in p["stages"].items()],
         ("CPU per payment", _cpu_line(p["cpu_ms_per_payment"])),
+        *([("  paygrid by process (ms)", top)] if top else []),
         ("CPU cores busy", _cores_line(p["cpu_cores_busy"], cfg["cpus"])),
         ("backlog when load ended", json.dumps(p["backlog_at_load_end"])),
+        *(
+            [("RESTARTS during run", json.dumps(p["restarts_during_run"]))]
+            if p.get("restarts_during_run")
+            else []
+        ),
         ("", ""),
         ("BASELINE", "bare FastAPI POST, one-row INSERT + COMMIT, same engine and uvicorn setup"),
         ("requests", f"{b['ok']} of {b['requests']} ok, {b['errors']} errors"),
@@ -881,11 +922,62 @@ def pg_version() -> str:
     return bindir.parent.name if bindir else "?"
 
 
+def result_name(args: argparse.Namespace) -> str:
+    return "prod" if args.profile == "prod" else str(args.database)
+
+
+def create_database(url: str, name: str) -> str:
+    """A fresh database on the PostgreSQL server ``url`` points at."""
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    server = make_url(url)
+    admin = server.set(database="postgres").render_as_string(hide_password=False)
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return server.set(database=name).render_as_string(hide_password=False)
+
+
+@contextmanager
+def prod_platform(data_dir: Path) -> Iterator[RunningPlatform]:
+    """`paygrid up --profile prod`; on the way out, stop the supervisor and then end, by pid,
+    any of its processes it left running (only if the pid still names the same process)."""
+    from tests.support import start_prod_platform
+
+    running = start_prod_platform(data_dir)
+    try:
+        yield running
+    finally:
+        try:
+            pids = prod_pids(running)
+        except (OSError, ValueError):
+            pids = {}
+        started = {pid: start_time(pid) for pid in pids.values()}
+        running.stop()
+        for pid, when in started.items():
+            if when is not None and start_time(pid) == when:
+                with suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--payments", type=int, default=600)
     parser.add_argument("--concurrency", type=int, default=8)
-    parser.add_argument("--database", choices=("sqlite", "postgres"), default="sqlite")
+    parser.add_argument(
+        "--profile",
+        choices=("embedded", "prod"),
+        default="embedded",
+        help="embedded: `paygrid up` (one process); prod: `paygrid up --profile prod` (one "
+        "process per role; PostgreSQL and NATS started by paygrid)",
+    )
+    parser.add_argument(
+        "--database",
+        choices=("sqlite", "postgres"),
+        default=None,
+        help="embedded profile: sqlite (default) or postgres; the prod profile is postgres",
+    )
     parser.add_argument("--baseline-requests", type=int, default=3000)
     parser.add_argument(
         "--timeout",
@@ -903,25 +995,59 @@ def main() -> int:
     args = parser.parse_args()
     if args.concurrency < 1 or args.payments < 1 or args.baseline_requests < 1:
         parser.error("--payments, --concurrency and --baseline-requests must be positive")
+    if args.profile == "prod" and args.database == "sqlite":
+        parser.error("the prod profile runs on the PostgreSQL it starts: drop --database sqlite")
+    args.database = "postgres" if args.profile == "prod" else args.database or "sqlite"
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix="paygrid-bench-"))
     run_id = uuid.uuid4().hex[:8]
+    by_process: dict[str, CpuProbe] = {}
+    prod_processes: dict[str, int] = {}
     try:
         with ExitStack() as stack:
-            paygrid_url: str | None = None
-            pg: PostgresServer | None = None
-            if args.database == "postgres":
-                from tests.support import postgres_server
-
-                pg = stack.enter_context(postgres_server())
-                baseline_url = pg.create_database("bench_baseline")
-                paygrid_url = pg.create_database("bench_paygrid")
+            if args.profile == "prod":
+                # The supervisor runs PostgreSQL as the postgres user, which must reach
+                # DATA_DIR/postgres; else it falls back to /var/lib/paygrid/<hash>.
+                tmp.chmod(0o755)
+                print("paygrid up --profile prod ...", flush=True)
+                running = stack.enter_context(prod_platform(tmp / "platform"))
+                assert running.database_url is not None
+                prod_processes = prod_pids(running)
+                probes, by_process = prod_probes(prod_processes)
+                idle = settle(probes["paygrid"])
+                print(f"paygrid processes settled at {idle:.2f} cores", flush=True)
+                baseline_url = create_database(running.database_url, "bench_baseline")
+                infra = {"postgres": probes["postgres"], "paygrid (idle)": probes["paygrid"]}
+                print(f"baseline: {args.baseline_requests} requests ...", flush=True)
+                baseline = run_baseline(baseline_url, args, run_id, infra)
             else:
-                baseline_url = f"sqlite:///{tmp / 'baseline.db'}"
-            print(f"baseline: {args.baseline_requests} requests ...", flush=True)
-            baseline = run_baseline(baseline_url, args, run_id, pg)
+                from tests.support import start_platform
+
+                paygrid_url: str | None = None
+                pg: PostgresServer | None = None
+                if args.database == "postgres":
+                    from tests.support import postgres_server
+
+                    pg = stack.enter_context(postgres_server())
+                    baseline_url = pg.create_database("bench_baseline")
+                    paygrid_url = pg.create_database("bench_paygrid")
+                else:
+                    baseline_url = f"sqlite:///{tmp / 'baseline.db'}"
+                print(f"baseline: {args.baseline_requests} requests ...", flush=True)
+                baseline = run_baseline(baseline_url, args, run_id, postgres_probe(pg))
+                running = start_platform(tmp / "platform", paygrid_url)
+                stack.callback(running.stop)
+                platform_pid = running.proc.pid
+                sandbox_pids = children(platform_pid)
+                probes = {
+                    "paygrid": lambda: process_cpu(platform_pid),
+                    "sandbox": lambda: sum(tree_cpu(c) for c in sandbox_pids),
+                    **postgres_probe(pg),
+                }
             print(f"paygrid: {args.payments} payments ...", flush=True)
-            paygrid = run_paygrid(tmp / "platform", paygrid_url, args, run_id, pg)
+            paygrid = run_paygrid(running, probes, by_process, args, run_id)
+            if args.profile == "prod":
+                paygrid["restarts_during_run"] = prod_restarts(running)
     finally:
         if args.keep:
             print(f"kept {tmp}")
@@ -940,9 +1066,16 @@ def main() -> int:
             "the servers",
             "server_stack": "uvicorn via paygrid.runtime._server: 1 worker, uvloop "
             "(server.serve() in uvloop.run, as paygrid.runtime), http=auto (httptools)",
-            "postgres": f"tests.support.postgres_server: PostgreSQL {pg_version()}, fsync=off"
-            if args.database == "postgres"
-            else None,
+            "profile": args.profile,
+            "postgres": (
+                f"started by paygrid up --profile prod: PostgreSQL {pg_version()}, default "
+                "config (fsync on), max_connections=300; baseline on the same server"
+                if args.profile == "prod"
+                else f"tests.support.postgres_server: PostgreSQL {pg_version()}, fsync=off"
+                if args.database == "postgres"
+                else None
+            ),
+            "processes": prod_processes or None,
             "cpus": os.cpu_count(),
             "python": host.python_version(),
             "machine": host.platform(),
@@ -954,7 +1087,7 @@ def main() -> int:
         "ratio_throughput": _ratio(paygrid["payments_per_s"], baseline["req_per_s"], 3),
         "ratio_p50": _ratio(paygrid["create_p50_ms"], baseline["p50_ms"], 2),
     }
-    out = RESULTS_DIR / f"e2e_payments-{args.database}.json"
+    out = RESULTS_DIR / f"e2e_payments-{result_name(args)}.json"
     out.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
     print()
     print(report(result))

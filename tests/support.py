@@ -353,12 +353,23 @@ def free_port_block(size: int) -> int:
     raise RuntimeError("no free port block")
 
 
+def reachable_by_postgres(path: Path) -> None:
+    """As root, PostgreSQL runs as the postgres user and must traverse every parent of the
+    data dir; pytest makes its temp folders private (0700). Add search permission only."""
+    if os.geteuid() != 0:
+        return
+    for folder in [path, *path.parents]:
+        if folder.exists() and folder.stat().st_uid == 0:
+            folder.chmod(folder.stat().st_mode | 0o011)
+
+
 def start_prod_platform(
     data_dir: Path, env: dict[str, str] | None = None, timeout: float = 120.0
 ) -> RunningPlatform:
     """`paygrid up --profile prod`: PostgreSQL and NATS started by paygrid itself."""
     base = free_port_block(11)
     data_dir.mkdir(parents=True, exist_ok=True)
+    reachable_by_postgres(data_dir)
     log_path = data_dir / "paygrid.log"
     full_env = {
         **os.environ,

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import pg_bin
+from tests.support import pg_bin, reachable_by_postgres
 
 pytestmark = [pytest.mark.timeout(600), pytest.mark.postgres]
 
@@ -20,6 +20,7 @@ def test_crash_drill_converges(tmp_path: Path) -> None:
         if os.environ.get("CI"):
             pytest.fail("PostgreSQL binaries missing in CI")
         pytest.skip("PostgreSQL binaries not installed")
+    reachable_by_postgres(tmp_path)
     run = subprocess.run(
         [
             sys.executable,
