@@ -21,6 +21,7 @@ from pathlib import Path
 import httpx
 
 from paygrid.api.client import MerchantClient
+from paygrid.ops.drill import free_port_block
 from paygrid.storage.database import Database
 
 STARTUP_TIMEOUT_S = 60.0
@@ -330,27 +331,6 @@ def nats_server(store_dir: Path) -> Iterator[NatsServer]:
         yield server
     finally:
         server.kill()
-
-
-def free_port_block(size: int) -> int:
-    """A base port with ``size`` free ports after it (best effort, loopback only)."""
-    import random
-
-    for _ in range(200):
-        base = random.randint(20_000, 60_000)
-        try:
-            socks = []
-            for i in range(size):
-                sock = socket.socket()
-                socks.append(sock)
-                sock.bind(("127.0.0.1", base + i))
-            return base
-        except OSError:
-            continue
-        finally:
-            for sock in socks:
-                sock.close()
-    raise RuntimeError("no free port block")
 
 
 def reachable_by_postgres(path: Path) -> None:
