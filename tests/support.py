@@ -21,7 +21,7 @@ from pathlib import Path
 import httpx
 
 from paygrid.api.client import MerchantClient
-from paygrid.ops.drill import free_port_block
+from paygrid.ops.drill import launch_prod
 from paygrid.storage.database import Database
 
 STARTUP_TIMEOUT_S = 60.0
@@ -347,43 +347,18 @@ def start_prod_platform(
     data_dir: Path, env: dict[str, str] | None = None, timeout: float = 120.0
 ) -> RunningPlatform:
     """`paygrid up --profile prod`: PostgreSQL and NATS started by paygrid itself."""
-    base = free_port_block(11)
     data_dir.mkdir(parents=True, exist_ok=True)
     reachable_by_postgres(data_dir)
-    log_path = data_dir / "paygrid.log"
-    full_env = {
-        **os.environ,
-        "PAYGRID_WECHATPAY_BASE_URL": f"http://127.0.0.1:{base + 2}",
-        "PAYGRID_GATEWAY_PORT": str(base + 3),
-        "PAYGRID_PG_PORT": str(base + 4),
-        "PAYGRID_NATS_PORT": str(base + 5),
-        "PAYGRID_OPS_BASE_PORT": str(base + 5 + 1),
-        "PAYGRID_SCHEDULER_INTERVAL_S": "0.5",
-        **(env or {}),
-    }
-    cmd = [
-        sys.executable,
-        "-m",
-        "paygrid.cli",
-        "up",
-        "--profile",
-        "prod",
-        "--data-dir",
-        str(data_dir),
-        "--api-port",
-        str(base),
-        "--cashier-port",
-        str(base + 1),
-    ]
-    proc = subprocess.Popen(cmd, stdout=log_path.open("ab"), stderr=subprocess.STDOUT, env=full_env)
+    launched = launch_prod(data_dir, {"PAYGRID_SCHEDULER_INTERVAL_S": "0.5", **(env or {})})
+    proc = launched.proc
     running = RunningPlatform(
         proc,
         data_dir,
-        f"http://127.0.0.1:{base}",
-        f"http://127.0.0.1:{base + 1}",
-        f"http://127.0.0.1:{base + 2}",
+        launched.api_url,
+        launched.cashier_url,
+        launched.sandbox_url,
         None,
-        log_path,
+        data_dir / "paygrid.log",
     )
     try:
         wait_until(

@@ -68,6 +68,61 @@ def free_port_block(size: int) -> int:
     raise RuntimeError("no free block of ports")
 
 
+PROD_PORTS = 11  # api, cashier, sandbox, gateway, postgres, nats, 5 worker ops ports
+
+
+@dataclass(frozen=True)
+class ProdLaunch:
+    """Where a production profile started by :func:`launch_prod` listens."""
+
+    proc: subprocess.Popen[bytes]
+    api_url: str
+    cashier_url: str
+    sandbox_url: str
+
+
+def launch_prod(data_dir: Path, env: dict[str, str] | None = None) -> ProdLaunch:
+    """Start `paygrid up --profile prod` on a free block of loopback ports (drills, tests,
+    benchmarks); PostgreSQL and NATS are started by paygrid itself."""
+    base = free_port_block(PROD_PORTS)
+    full_env = {
+        **os.environ,
+        "PAYGRID_WECHATPAY_BASE_URL": f"http://127.0.0.1:{base + 2}",
+        "PAYGRID_GATEWAY_PORT": str(base + 3),
+        "PAYGRID_PG_PORT": str(base + 4),
+        "PAYGRID_NATS_PORT": str(base + 5),
+        "PAYGRID_OPS_BASE_PORT": str(base + 6),
+        **(env or {}),
+    }
+    data_dir.mkdir(parents=True, exist_ok=True)
+    with (data_dir / "paygrid.log").open("ab") as log:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "paygrid.cli",
+                "up",
+                "--profile",
+                "prod",
+                "--data-dir",
+                str(data_dir),
+                "--api-port",
+                str(base),
+                "--cashier-port",
+                str(base + 1),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=full_env,
+        )
+    return ProdLaunch(
+        proc,
+        f"http://127.0.0.1:{base}",
+        f"http://127.0.0.1:{base + 1}",
+        f"http://127.0.0.1:{base + 2}",
+    )
+
+
 class Receiver:
     """The merchant's notify_url: answers 200 (or 500 at ``fail_rate``), keeps every POST."""
 
@@ -135,41 +190,17 @@ class Drill:
 
     # --- platform -------------------------------------------------------------------------
     def start(self) -> None:
-        base = free_port_block(11)
-        self.api = f"http://127.0.0.1:{base}"
-        self.sandbox = f"http://127.0.0.1:{base + 2}"
-        env = {
-            **os.environ,
-            "PAYGRID_WECHATPAY_BASE_URL": self.sandbox,
-            "PAYGRID_GATEWAY_PORT": str(base + 3),
-            "PAYGRID_PG_PORT": str(base + 4),
-            "PAYGRID_NATS_PORT": str(base + 5),
-            "PAYGRID_OPS_BASE_PORT": str(base + 6),
-            "PAYGRID_RECOVERY_AFTER_S": "2",
-            "PAYGRID_SCHEDULER_INTERVAL_S": "1",
-            "PAYGRID_NOTIFY_RETRY_SCALE": "0.02",
-        }
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        log = (self.data_dir / "paygrid.log").open("ab")
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "paygrid.cli",
-                "up",
-                "--profile",
-                "prod",
-                "--data-dir",
-                str(self.data_dir),
-                "--api-port",
-                str(base),
-                "--cashier-port",
-                str(base + 1),
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=env,
+        launched = launch_prod(
+            self.data_dir,
+            {
+                "PAYGRID_RECOVERY_AFTER_S": "2",
+                "PAYGRID_SCHEDULER_INTERVAL_S": "1",
+                "PAYGRID_NOTIFY_RETRY_SCALE": "0.02",
+            },
         )
+        self.proc = launched.proc
+        self.api = launched.api_url
+        self.sandbox = launched.sandbox_url
         deadline = time.monotonic() + START_TIMEOUT_S
         while not (self.data_dir / "profile.json").exists():
             if self.proc.poll() is not None or time.monotonic() > deadline:
