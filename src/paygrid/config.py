@@ -202,7 +202,7 @@ def resolve_fields(
         if given is None:
             continue
         source, raw = given
-        values[name] = _parse(name, source, raw, hints[name], fields[name].metadata)
+        values[name] = _parse(source, raw, hints[name], fields[name].metadata)
         sources[name] = source
     profile = values.get("profile", fields["profile"].default) if "profile" in fields else None
     for name, f in fields.items():
@@ -238,7 +238,7 @@ def read_config_file(path: Path, known: set[str]) -> dict[str, object]:
             document = tomllib.load(f)
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read the configuration file: {exc.strerror}") from None
-    except tomllib.TOMLDecodeError as exc:
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
     for key in document:
         if key != CONFIG_TABLE:
@@ -257,7 +257,7 @@ def read_config_file(path: Path, known: set[str]) -> dict[str, object]:
     return values
 
 
-def _parse(name: str, source: str, raw: object, tp: Any, metadata: Mapping[str, Any]) -> Any:
+def _parse(source: str, raw: object, tp: Any, metadata: Mapping[str, Any]) -> Any:
     try:
         value = _coerce(raw, tp)
     except ValueError as exc:
