@@ -6,6 +6,7 @@ import json
 import logging
 import sys
 import time
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated
@@ -34,13 +35,21 @@ app.add_typer(drill_app, name="drill")
 console = Console(soft_wrap=True)
 err = Console(stderr=True)
 
-DataDir = Annotated[Path, typer.Option("--data-dir", help="Where paygrid keeps its data.")]
+# Options that are settings default to None ("not given"): only a flag actually given
+# overrides the environment and the configuration file (config.resolve).
+DataDir = Annotated[
+    Path | None,
+    typer.Option("--data-dir", help="Where paygrid keeps its data (default ./var)."),
+]
 DbUrl = Annotated[
     str | None,
-    typer.Option("--database-url", help="PostgreSQL URL; default SQLite in the data dir."),
+    typer.Option("--database-url", help="PostgreSQL URL (default SQLite in the data dir)."),
+]
+ConfigFile = Annotated[
+    Path | None,
+    typer.Option("--config", help="TOML file with a paygrid table (default $PAYGRID_CONFIG)."),
 ]
 SANDBOX_CHANNELS = ("wechatpay",)
-SANDBOX_PORTS = {"wechatpay": 8101}
 
 
 def _logging(verbose: bool = False) -> None:
@@ -53,40 +62,44 @@ def _logging(verbose: bool = False) -> None:
     logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
+def _settings(**flags: object) -> config.Settings:
+    """The command's settings; a bad one ends it with exit 2 naming where it came from."""
+    try:
+        return config.resolve(flags)
+    except config.ConfigError as exc:
+        typer.echo(f"paygrid: configuration error: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+
 @app.command()
 def up(
-    data_dir: DataDir = Path("var"),
+    data_dir: DataDir = None,
     database_url: DbUrl = None,
-    api_port: Annotated[int, typer.Option(help="Merchant API port.")] = 8000,
-    cashier_port: Annotated[int, typer.Option(help="Cashier port.")] = 8001,
+    api_port: Annotated[int | None, typer.Option(help="Merchant API port (default 8000).")] = None,
+    cashier_port: Annotated[int | None, typer.Option(help="Cashier port (default 8001).")] = None,
     profile: Annotated[
-        str,
+        str | None,
         typer.Option(
             help="embedded (one process, SQLite) or prod (a process per context, "
-            "PostgreSQL, NATS JetStream)."
+            "PostgreSQL, NATS JetStream); default embedded."
         ),
-    ] = "embedded",
-    config_file: Annotated[
-        Path | None, typer.Option("--config", help="TOML file with a [paygrid] table.")
     ] = None,
+    config_file: ConfigFile = None,
     verbose: bool = False,
 ) -> None:
     """Run the whole platform on this machine: the embedded profile (SQLite, in-process bus)
     or the production profile (supervised processes, PostgreSQL, NATS JetStream)."""
-    if profile not in ("embedded", "prod"):
-        err.print(f"[red]--profile must be embedded or prod, not {profile!r}[/]")
-        raise typer.Exit(2)
-    _logging(verbose)
-    settings = config.load(
-        data_dir,
-        config_file,
+    settings = _settings(
+        data_dir=data_dir,
         database_url=database_url,
         api_port=api_port,
         cashier_port=cashier_port,
         profile=profile,
+        config=config_file,
     )
+    _logging(verbose)
     try:
-        if profile == "prod":
+        if settings.profile == "prod":
             _up_prod(settings)
         else:
             from paygrid.runtime import run_embedded
@@ -152,13 +165,13 @@ def run(
     if role not in ROLES:
         err.print(f"[red]unknown role {role!r}; roles: {', '.join(ROLES)}[/]")
         raise typer.Exit(2)
-    run_role(role, config.load())
+    run_role(role, _settings())
 
 
 @app.command()
-def status(data_dir: DataDir = Path("var")) -> None:
+def status(data_dir: DataDir = None, config_file: ConfigFile = None) -> None:
     """The production profile's processes: pid, uptime, restarts, last deaths."""
-    path = data_dir / "status.json"
+    path = _settings(data_dir=data_dir, config=config_file).data_dir / "status.json"
     if not path.exists():
         err.print(f"[red]no {path}: is `paygrid up --profile prod` running here?[/]")
         raise typer.Exit(2)
@@ -181,9 +194,11 @@ def status(data_dir: DataDir = Path("var")) -> None:
 
 
 @app.command()
-def migrate(data_dir: DataDir = Path("var"), database_url: DbUrl = None) -> None:
+def migrate(
+    data_dir: DataDir = None, database_url: DbUrl = None, config_file: ConfigFile = None
+) -> None:
     """Create or upgrade the database schema."""
-    settings = _tool_settings(data_dir, database_url)
+    settings = _tool_settings(data_dir, database_url, config_file)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     Database(settings.db_url).migrate()
     console.print("schema is up to date")
@@ -191,8 +206,9 @@ def migrate(data_dir: DataDir = Path("var"), database_url: DbUrl = None) -> None
 
 @app.command()
 def check(
-    data_dir: DataDir = Path("var"),
+    data_dir: DataDir = None,
     database_url: DbUrl = None,
+    config_file: ConfigFile = None,
     grace_seconds: Annotated[
         int, typer.Option(help="Events younger than this may still be in flight.")
     ] = 60,
@@ -200,7 +216,7 @@ def check(
     """Verify the money invariants on the stored data; exit 1 naming each violation."""
     from paygrid.ops.check import check_database
 
-    settings = _tool_settings(data_dir, database_url)
+    settings = _tool_settings(data_dir, database_url, config_file)
     if settings.database_url is None and not (settings.data_dir / "paygrid.db").exists():
         err.print(f"[red]no database at {settings.data_dir / 'paygrid.db'}[/]")
         raise typer.Exit(2)
@@ -219,8 +235,9 @@ def check(
 @merchant_app.command("create")
 def merchant_create(
     name: Annotated[str, typer.Option("--name", help="Merchant name.")],
-    data_dir: DataDir = Path("var"),
+    data_dir: DataDir = None,
     database_url: DbUrl = None,
+    config_file: ConfigFile = None,
     fee_rate_ppm: Annotated[
         int, typer.Option(help="Merchant fee in parts per million (6000 = 0.60%).")
     ] = 6000,
@@ -229,7 +246,7 @@ def merchant_create(
     """Onboard a merchant and print its credentials (shown once)."""
     from paygrid.merchants.service import create_merchant
 
-    settings = _tool_settings(data_dir, database_url)
+    settings = _tool_settings(data_dir, database_url, config_file)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     db = Database(settings.db_url)
     db.migrate()
@@ -246,13 +263,17 @@ def merchant_create(
             console.print(f"{key:8} {value}")
 
 
-def _tool_settings(data_dir: Path, database_url: str | None) -> config.Settings:
-    """Settings for a command run beside a platform: a production profile started in this
-    data dir left its database URL in profile.json."""
-    marker = data_dir / "profile.json"
-    if database_url is None and marker.exists():
-        database_url = json.loads(marker.read_text()).get("database_url")
-    return config.load(data_dir, database_url=database_url)
+def _tool_settings(
+    data_dir: Path | None, database_url: str | None, config_file: Path | None = None
+) -> config.Settings:
+    """Settings for a command run beside a platform: when no source names a database, a
+    production profile started in this data dir left its database URL in profile.json."""
+    settings = _settings(data_dir=data_dir, database_url=database_url, config=config_file)
+    marker = settings.data_dir / "profile.json"
+    if settings.database_url is None and marker.exists():
+        started = json.loads(marker.read_text())
+        settings = replace(settings, database_url=started.get("database_url"))
+    return settings
 
 
 def _sandbox_channel(channel: str) -> str:
@@ -265,19 +286,24 @@ def _sandbox_channel(channel: str) -> str:
 @sandbox_app.command("credentials")
 def sandbox_credentials(
     channel: str,
-    data_dir: DataDir = Path("var"),
-    url: Annotated[str | None, typer.Option(help="The running sandbox's base URL.")] = None,
+    data_dir: DataDir = None,
+    url: Annotated[
+        str | None,
+        typer.Option(help="The running sandbox's base URL (default $PAYGRID_WECHATPAY_BASE_URL)."),
+    ] = None,
+    config_file: ConfigFile = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Print what a merchant of CHANNEL downloads from its merchant platform: keys and ids."""
     _sandbox_channel(channel)
-    base = url or f"http://127.0.0.1:{SANDBOX_PORTS[channel]}"
+    settings = _settings(data_dir=data_dir, wechatpay_base_url=url, config=config_file)
+    base = settings.wechatpay_base_url
     try:
         creds = httpx.get(f"{base}/sandbox/credentials", timeout=3.0).raise_for_status().json()
     except httpx.HTTPError:
         from paygrid.channels.wechatpay.sandbox import load_or_create_credentials
 
-        creds = load_or_create_credentials(data_dir / "sandbox" / channel)
+        creds = load_or_create_credentials(settings.data_dir / "sandbox" / channel)
     if as_json:
         print(json.dumps(creds, ensure_ascii=False, indent=2))
         return
@@ -288,19 +314,35 @@ def sandbox_credentials(
 @sandbox_app.command("serve")
 def sandbox_serve(
     channel: str,
-    data_dir: DataDir = Path("var/sandbox/wechatpay"),
-    port: int = 8101,
-    host: str = "127.0.0.1",
+    data_dir: DataDir = None,
+    port: Annotated[
+        int | None, typer.Option(help="default: the port of $PAYGRID_WECHATPAY_BASE_URL")
+    ] = None,
+    host: Annotated[
+        str | None, typer.Option(help="default: the host of $PAYGRID_WECHATPAY_BASE_URL")
+    ] = None,
+    config_file: ConfigFile = None,
 ) -> None:
-    """Run one channel sandbox in the foreground."""
+    """Run one channel sandbox in the foreground; its state lives in DATA_DIR/sandbox/CHANNEL,
+    where `paygrid up` keeps it."""
     _sandbox_channel(channel)
+    from urllib.parse import urlsplit
+
     from paygrid.channels.wechatpay.sandbox import run
 
-    run(data_dir, host, port)
+    settings = _settings(data_dir=data_dir, config=config_file)
+    where = urlsplit(settings.wechatpay_base_url)
+    run(
+        settings.data_dir / "sandbox" / channel,
+        host or where.hostname or "127.0.0.1",
+        port or where.port or 8101,
+    )
 
 
-def _notify_service(data_dir: Path, database_url: str | None) -> NotifyService:
-    settings = _tool_settings(data_dir, database_url)
+def _notify_service(
+    data_dir: Path | None, database_url: str | None, config_file: Path | None
+) -> NotifyService:
+    settings = _tool_settings(data_dir, database_url, config_file)
     db = Database(settings.db_url)
     return NotifyService(db, merchant_secret)
 
@@ -309,11 +351,12 @@ def _notify_service(data_dir: Path, database_url: str | None) -> NotifyService:
 def notifications_list(
     payment_id: Annotated[str, typer.Option("--payment-id")],
     mchid: Annotated[str, typer.Option("--mchid")],
-    data_dir: DataDir = Path("var"),
+    data_dir: DataDir = None,
     database_url: DbUrl = None,
+    config_file: ConfigFile = None,
 ) -> None:
     """List a payment's notifications with their delivery attempts."""
-    service = _notify_service(data_dir, database_url)
+    service = _notify_service(data_dir, database_url, config_file)
     rows = service.list_for(mchid, payment_id)
     table = Table("id", "type", "status", "attempts", "next attempt", "last result")
     for n in rows:
@@ -327,10 +370,13 @@ def notifications_list(
 
 @notify_app.command("resend")
 def notifications_resend(
-    notify_id: str, data_dir: DataDir = Path("var"), database_url: DbUrl = None
+    notify_id: str,
+    data_dir: DataDir = None,
+    database_url: DbUrl = None,
+    config_file: ConfigFile = None,
 ) -> None:
     """Deliver a notification again, now, with the same id."""
-    service = _notify_service(data_dir, database_url)
+    service = _notify_service(data_dir, database_url, config_file)
     try:
         view = service.resend(notify_id, None)
     except NotificationNotFound:
@@ -352,7 +398,8 @@ def drill_crash(
     ] = None,
 ) -> None:
     """Start the production profile, drive payments while SIGKILLing random processes (and
-    NATS and PostgreSQL once), then check that nothing was lost or counted twice."""
+    NATS and PostgreSQL once), then check that nothing was lost or counted twice. The drill's
+    platform is its own (fresh PostgreSQL, NATS, ports): it reads no PAYGRID_* setting."""
     from paygrid.ops.drill import run_drill, summary
 
     if not (1 <= payments <= 1000 and 5 <= seconds <= 600):

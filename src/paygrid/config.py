@@ -1,14 +1,101 @@
-"""Configuration: defaults for the embedded profile, overridden by PAYGRID_* environment
-variables (documented in docs/configuration.md) and CLI flags."""
+"""Configuration: one resolution for every command (docs/configuration.md).
+
+Every field of :class:`Settings` is one setting, named ``PAYGRID_<FIELD>`` in the environment,
+``<field>`` (any case) in the ``[paygrid]`` table of the configuration file, and
+``--<field-with-dashes>`` where a command offers it as a flag. Precedence, per setting:
+flags > environment > file (``--config`` / ``PAYGRID_CONFIG``) > defaults. Defaults that
+differ by profile (``setting(..., prod=...)``) are taken after the profile is resolved.
+
+Adding a setting is one line here (and one row in docs/configuration.md)::
+
+    notify_allow_networks: tuple[str, ...] = setting(("127.0.0.0/8",), prod=())
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import tomllib
-from dataclasses import dataclass, field, replace
+import types
+import typing
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo
 
 from paygrid.kernel.clock import DEFAULT_BUSINESS_ZONE
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+ENV_PREFIX = "PAYGRID_"
+CONFIG_ENV = "PAYGRID_CONFIG"
+CONFIG_TABLE = "paygrid"
+PROFILES = ("embedded", "prod")
+WECHATPAY_FEE_RATE_PPM = 2000  # what WeChat Pay charges us (0.20 %)
+MAX_CONFIG_BYTES = 1 << 20
+
+
+class ConfigError(ValueError):
+    """A setting that cannot be used; the message names its source (flag, variable, or file
+    and key)."""
+
+
+Check = Callable[[Any], str | None]  # None when the value is fine, else what is wrong
+T = TypeVar("T")
+_NO_PROD = object()
+
+
+def setting(default: T, *, prod: object = _NO_PROD, check: Check | None = None) -> T:
+    """A settings field: ``default`` (the embedded profile's), ``prod`` the production
+    profile's default when it differs, ``check`` a validation beyond the type."""
+    field: T = dataclasses.field(default=default, metadata={"prod": prod, "check": check})
+    return field
+
+
+def port(value: int) -> str | None:
+    return None if 1 <= value <= 65535 else "not a TCP port (1-65535)"
+
+
+def positive(value: float) -> str | None:
+    return None if value > 0 else "must be greater than 0"
+
+
+def one_of(*allowed: str) -> Check:
+    return lambda v: None if v in allowed else f"must be one of {', '.join(allowed)}"
+
+
+def _zone(value: str) -> str | None:
+    try:
+        ZoneInfo(value)
+    except (ValueError, KeyError, OSError):  # ZoneInfoNotFoundError is a KeyError
+        return "not a time zone name (e.g. Asia/Shanghai)"
+    return None
+
+
+def _cell(value: int) -> str | None:
+    return None if 0 <= value <= 255 else "must be 0-255"
+
+
+def _ops_base(value: int) -> str | None:
+    return None if 1 <= value <= 65535 - 4 else "not a TCP port (1-65531: five ports from it)"
+
+
+def _http_url(value: str) -> str | None:
+    parts = urlsplit(value)
+    return None if parts.scheme in ("http", "https") and parts.hostname else "not an http(s) URL"
+
+
+def _database_url(value: str) -> str | None:
+    if value.startswith(("sqlite:///", "postgresql://", "postgresql+psycopg://")):
+        return None
+    return "must start with postgresql:// or sqlite:///"
+
+
+def _nats_url(value: str) -> str | None:
+    return None if urlsplit(value).scheme in ("nats", "tls") else "must start with nats://"
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,26 +107,33 @@ class ChannelSettings:
 
 @dataclass(frozen=True, slots=True)
 class Settings:
-    data_dir: Path = Path("var")
-    database_url: str | None = None  # None: SQLite under data_dir
-    host: str = "127.0.0.1"
-    api_port: int = 8000
-    cashier_port: int = 8001
-    zone: str = DEFAULT_BUSINESS_ZONE
-    cell: int = 0
-    run_sandboxes: bool = True
-    notify_retry_scale: float = 1.0
-    recovery_after_s: float = 30.0  # 补单: query PAYING payments silent for this long
-    scheduler_interval_s: float = 5.0
-    profile: str = "embedded"  # embedded | prod
-    nats_url: str | None = None  # prod: None starts a nats-server under the data dir
-    gateway_port: int = 8002  # prod: the channel gateway (callbacks)
-    ops_base_port: int = 9100  # prod: worker processes serve /healthz /readyz /metrics here
-    pg_port: int = 55432  # prod: port of the PostgreSQL paygrid starts itself
-    nats_port: int = 4222  # prod: port of the nats-server paygrid starts itself
-    channels: dict[str, ChannelSettings] = field(
-        default_factory=lambda: {"wechatpay": ChannelSettings("http://127.0.0.1:8101", 2000)}
-    )
+    data_dir: Path = setting(Path("var"))
+    database_url: str | None = setting(None, check=_database_url)  # None: SQLite in data_dir
+    host: str = setting("127.0.0.1")
+    api_port: int = setting(8000, check=port)
+    cashier_port: int = setting(8001, check=port)
+    zone: str = setting(DEFAULT_BUSINESS_ZONE, check=_zone)
+    cell: int = setting(0, check=_cell)
+    wechatpay_base_url: str = setting("http://127.0.0.1:8101", check=_http_url)
+    wechatpay_credentials: Path | None = setting(None)  # None: ask the sandbox
+    run_sandboxes: bool = setting(True)  # default False when wechatpay_credentials is set
+    notify_retry_scale: float = setting(1.0, check=positive)
+    recovery_after_s: float = setting(30.0, check=positive)  # 补单 after this much silence
+    scheduler_interval_s: float = setting(5.0, check=positive)
+    profile: str = setting("embedded", check=one_of(*PROFILES))
+    nats_url: str | None = setting(None, check=_nats_url)  # prod: None starts a nats-server
+    gateway_port: int = setting(8002, check=port)  # prod: the channel gateway (callbacks)
+    ops_base_port: int = setting(9100, check=_ops_base)  # prod: workers' /healthz /metrics
+    pg_port: int = setting(55432, check=port)  # prod: the PostgreSQL paygrid starts itself
+    nats_port: int = setting(4222, check=port)  # prod: the nats-server paygrid starts itself
+
+    @property
+    def channels(self) -> dict[str, ChannelSettings]:
+        return {
+            "wechatpay": ChannelSettings(
+                self.wechatpay_base_url, WECHATPAY_FEE_RATE_PPM, self.wechatpay_credentials
+            )
+        }
 
     @property
     def api_base_url(self) -> str:
@@ -62,73 +156,250 @@ class Settings:
         return f"sqlite:///{(self.data_dir / 'paygrid.db').resolve()}"
 
 
-def _env(name: str, file_values: dict[str, str] | None = None) -> str | None:
-    value = os.environ.get(f"PAYGRID_{name}")
-    if value in (None, "") and file_values:
-        value = file_values.get(name)
-    return value if value not in (None, "") else None
+# --- resolution -------------------------------------------------------------------------------
+def env_name(name: str) -> str:
+    return ENV_PREFIX + name.upper()
 
 
-def read_config_file(path: Path) -> dict[str, str]:
-    """A TOML file whose [paygrid] keys are the variable names without PAYGRID_, any case:
-    ``database_url = "postgresql://…"``. The environment overrides it."""
-    with path.open("rb") as f:
-        table = tomllib.load(f).get("paygrid", {})
-    if not isinstance(table, dict):
-        raise ValueError(f"{path}: [paygrid] must be a table")
-    return {str(k).upper(): str(v) for k, v in table.items()}
+def flag_name(name: str) -> str:
+    return "--" + name.replace("_", "-")
 
 
-def load(
-    data_dir: Path | None = None, config_file: Path | None = None, **overrides: object
+def resolve(
+    flags: Mapping[str, object] | None = None, env: Mapping[str, str] | None = None
 ) -> Settings:
-    """Defaults < config file < environment < explicit overrides (CLI flags)."""
-    s = Settings()
-    file_values = read_config_file(config_file) if config_file else {}
-    if config_file is None and _env("CONFIG"):
-        file_values = read_config_file(Path(str(_env("CONFIG"))))
-    env_map = {
-        "data_dir": ("DATA_DIR", Path),
-        "database_url": ("DATABASE_URL", str),
-        "api_port": ("API_PORT", int),
-        "cashier_port": ("CASHIER_PORT", int),
-        "zone": ("ZONE", str),
-        "cell": ("CELL", int),
-        "notify_retry_scale": ("NOTIFY_RETRY_SCALE", float),
-        "recovery_after_s": ("RECOVERY_AFTER_S", float),
-        "scheduler_interval_s": ("SCHEDULER_INTERVAL_S", float),
-        "profile": ("PROFILE", str),
-        "nats_url": ("NATS_URL", str),
-        "gateway_port": ("GATEWAY_PORT", int),
-        "ops_base_port": ("OPS_BASE_PORT", int),
-        "pg_port": ("PG_PORT", int),
-        "nats_port": ("NATS_PORT", int),
-    }
-    for attr, (name, cast) in env_map.items():
-        raw = _env(name, file_values)
-        if raw is not None:
-            s = replace(s, **{attr: cast(raw)})
-    wx_url = _env("WECHATPAY_BASE_URL", file_values)
-    wx_creds = _env("WECHATPAY_CREDENTIALS", file_values)
-    if wx_url or wx_creds:
-        base = s.channels["wechatpay"]
-        s = replace(
-            s,
-            channels={
-                **s.channels,
-                "wechatpay": replace(
-                    base,
-                    base_url=wx_url or base.base_url,
-                    credentials_file=Path(wx_creds) if wx_creds else None,
-                ),
-            },
-        )
-    # Real credentials mean a real gateway: no sandbox unless asked for.
-    run_sandboxes = _env("RUN_SANDBOXES", file_values)
-    s = replace(
-        s, run_sandboxes=run_sandboxes not in ("0", "false") if run_sandboxes else wx_creds is None
-    )
-    if data_dir is not None:
-        s = replace(s, data_dir=data_dir)
-    clean = {k: v for k, v in overrides.items() if v is not None}
-    return replace(s, **clean)  # type: ignore[arg-type]
+    """The settings of one command: defaults < file < environment < ``flags``.
+
+    ``flags`` holds only options given on the command line (a command's options default to
+    None, meaning "not given"); its ``config`` key is the ``--config`` file. Raises
+    :class:`ConfigError` naming the source of the first bad value."""
+    values, sources = resolve_fields(Settings, flags or {}, os.environ if env is None else env)
+    if sources["run_sandboxes"] == "default":  # real credentials mean a real channel
+        values["run_sandboxes"] = values["wechatpay_credentials"] is None
+    settings = Settings(**values)
+    _check_ports(settings, sources)
+    return settings
+
+
+S = TypeVar("S", bound="DataclassInstance")
+
+
+def resolve_fields(
+    cls: type[S], flags: Mapping[str, object], env: Mapping[str, str]
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """Field values of the settings dataclass ``cls`` and where each came from."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    unknown = set(flags) - set(fields) - {"config"}
+    if unknown:
+        raise TypeError(f"no such settings: {sorted(unknown)}")
+    file_path = flags.get("config") or env.get(CONFIG_ENV) or None
+    file_values = read_config_file(Path(str(file_path)), set(fields)) if file_path else {}
+    values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    for name in fields:
+        given = _given(name, flags, env, file_values, file_path)
+        if given is None:
+            continue
+        source, raw = given
+        values[name] = _parse(source, raw, hints[name], fields[name].metadata)
+        sources[name] = source
+    profile = values.get("profile", fields["profile"].default) if "profile" in fields else None
+    for name, f in fields.items():
+        if name not in values:
+            prod = f.metadata.get("prod", _NO_PROD)
+            values[name] = prod if profile == "prod" and prod is not _NO_PROD else f.default
+            sources[name] = "default"
+    return values, sources
+
+
+def _given(
+    name: str,
+    flags: Mapping[str, object],
+    env: Mapping[str, str],
+    file_values: Mapping[str, object],
+    file_path: object,
+) -> tuple[str, object] | None:
+    if flags.get(name) is not None:
+        return flag_name(name), flags[name]
+    if env.get(env_name(name), "") != "":  # an empty variable counts as unset
+        return env_name(name), env[env_name(name)]
+    if name in file_values:
+        return f"{file_path}: [{CONFIG_TABLE}] {name}", file_values[name]
+    return None
+
+
+def read_config_file(path: Path, known: set[str]) -> dict[str, object]:
+    """A TOML file with one ``[paygrid]`` table whose keys are setting names (any case)."""
+    try:
+        if path.stat().st_size > MAX_CONFIG_BYTES:
+            raise ConfigError(f"{path}: larger than {MAX_CONFIG_BYTES} bytes")
+        with path.open("rb") as f:
+            document = tomllib.load(f)
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the configuration file: {exc.strerror}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    for key in document:
+        if key != CONFIG_TABLE:
+            raise ConfigError(f"{path}: unknown key {key!r}: settings go in a [paygrid] table")
+    table = document.get(CONFIG_TABLE, {})
+    if not isinstance(table, dict):
+        raise ConfigError(f"{path}: {CONFIG_TABLE} must be a table ([paygrid])")
+    values: dict[str, object] = {}
+    for key, value in table.items():
+        name = key.lower()
+        if name not in known:
+            raise ConfigError(f"{path}: [{CONFIG_TABLE}] unknown key {key!r}")
+        if name in values:
+            raise ConfigError(f"{path}: [{CONFIG_TABLE}] {name} is given twice")
+        values[name] = value
+    return values
+
+
+def _parse(source: str, raw: object, tp: Any, metadata: Mapping[str, Any]) -> Any:
+    try:
+        value = _coerce(raw, tp)
+    except ValueError as exc:
+        raise ConfigError(f"{source} = {raw!r}: {exc}") from None
+    check: Check | None = metadata.get("check")
+    problem = check(value) if check is not None and value is not None else None
+    if problem:
+        raise ConfigError(f"{source} = {raw!r}: {problem}")
+    return value
+
+
+def _coerce(raw: object, tp: Any) -> Any:
+    """``raw`` (a string from the environment, a TOML value, or a typed flag) as ``tp``."""
+    args = typing.get_args(tp)
+    if isinstance(tp, types.UnionType) and type(None) in args:
+        if raw == "":
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        return _coerce(raw, inner)
+    if typing.get_origin(tp) is tuple:
+        items = raw.split(",") if isinstance(raw, str) else raw
+        if not isinstance(items, list | tuple):
+            raise ValueError("not a list")
+        return tuple(_coerce(str(item).strip(), args[0]) for item in items if str(item).strip())
+    parse = _SCALARS.get(tp)
+    if parse is None:
+        raise TypeError(f"settings of type {tp} are not supported")
+    return parse(raw)
+
+
+def _str(raw: object) -> str:
+    if not isinstance(raw, str):
+        raise ValueError("not a string")
+    if not raw:
+        raise ValueError("must not be empty")
+    if any(ord(c) < 32 or ord(c) == 127 for c in raw):
+        raise ValueError("contains a control character")
+    return raw
+
+
+def _int(raw: object) -> int:
+    if isinstance(raw, int) and not isinstance(raw, bool):
+        return raw
+    if isinstance(raw, str) and raw.strip().lstrip("+-").isdigit() and raw.isascii():
+        return int(raw)
+    raise ValueError("not an integer")
+
+
+def _float(raw: object) -> float:
+    if isinstance(raw, int | float) and not isinstance(raw, bool):
+        value = float(raw)
+    elif isinstance(raw, str):
+        try:
+            value = float(raw)
+        except ValueError:
+            raise ValueError("not a number") from None
+    else:
+        raise ValueError("not a number")
+    if value != value or value in (float("inf"), float("-inf")):
+        raise ValueError("not a finite number")
+    return value
+
+
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
+
+
+def _bool(raw: object) -> bool:
+    if isinstance(raw, bool):
+        return raw
+    if isinstance(raw, str) and raw.strip().lower() in _TRUE + _FALSE:
+        return raw.strip().lower() in _TRUE
+    raise ValueError(f"not a boolean ({'/'.join(_TRUE)} or {'/'.join(_FALSE)})")
+
+
+def _path(raw: object) -> Path:
+    if isinstance(raw, Path):
+        return raw
+    return Path(_str(raw))
+
+
+_SCALARS: dict[object, Callable[[object], object]] = {
+    str: _str,
+    int: _int,
+    float: _float,
+    bool: _bool,
+    Path: _path,
+}
+
+
+def _check_ports(s: Settings, sources: Mapping[str, str]) -> None:
+    """No two things this profile listens on may share a port."""
+    used: dict[str, int] = {"api_port": s.api_port, "cashier_port": s.cashier_port}
+    if s.run_sandboxes:
+        sandbox = urlsplit(s.wechatpay_base_url).port
+        if sandbox is None:
+            raise ConfigError(
+                f"{sources['wechatpay_base_url']} = {s.wechatpay_base_url!r}: needs a port "
+                "(the sandbox listens on it)"
+            )
+        used["wechatpay_base_url"] = sandbox
+    if s.profile == "prod":
+        used["gateway_port"] = s.gateway_port
+        used.update({f"ops_base_port+{i}": s.ops_base_port + i for i in range(5)})
+        if s.database_url is None:
+            used["pg_port"] = s.pg_port
+        if s.nats_url is None:
+            used["nats_port"] = s.nats_port
+    seen: dict[int, str] = {}
+    for name, number in used.items():
+        if number in seen:
+            first = seen[number]
+            raise ConfigError(
+                f"{_source(first, sources)} and {_source(name, sources)} are both port {number}"
+            )
+        seen[number] = name
+
+
+def _source(name: str, sources: Mapping[str, str]) -> str:
+    field = name.split("+")[0]
+    return f"{name} ({sources.get(field, 'default')})"
+
+
+def to_env(s: Settings) -> dict[str, str]:
+    """Every setting as PAYGRID_* variables (unset ones absent): what a child process needs
+    to resolve exactly these settings from its environment alone."""
+    out: dict[str, str] = {}
+    for f in dataclasses.fields(s):
+        value = getattr(s, f.name)
+        if value is None:
+            continue
+        if isinstance(value, bool):
+            text = "true" if value else "false"
+        elif isinstance(value, tuple):
+            text = ",".join(str(v) for v in value)
+        else:
+            text = str(value)
+        out[env_name(f.name)] = text
+    return out
+
+
+def child_env(s: Settings, inherited: Mapping[str, str]) -> dict[str, str]:
+    """``inherited`` without any setting or config file variable, plus ``s`` as variables."""
+    names = {env_name(f.name) for f in dataclasses.fields(s)} | {CONFIG_ENV}
+    return {**{k: v for k, v in inherited.items() if k not in names}, **to_env(s)}

@@ -26,7 +26,7 @@ from pathlib import Path
 import httpx
 
 from paygrid.bootstrap import bootstrap
-from paygrid.config import Settings
+from paygrid.config import Settings, child_env
 from paygrid.roles import ROLES, role_port
 from paygrid.runtime import ensure_demo_merchant
 
@@ -202,18 +202,8 @@ class Supervisor:
         platform = bootstrap(s, consumers=())  # migrates; fetches channel credentials
         creds = ensure_demo_merchant(platform)
         platform.close()
-        role_env = {
-            **env,
-            "PAYGRID_PROFILE": "prod",
-            "PAYGRID_DATA_DIR": str(s.data_dir.resolve()),
-            "PAYGRID_DATABASE_URL": str(s.database_url),
-            "PAYGRID_NATS_URL": str(s.nats_url),
-            "PAYGRID_API_PORT": str(s.api_port),
-            "PAYGRID_CASHIER_PORT": str(s.cashier_port),
-            "PAYGRID_GATEWAY_PORT": str(s.gateway_port),
-            "PAYGRID_OPS_BASE_PORT": str(s.ops_base_port),
-            "PAYGRID_WECHATPAY_BASE_URL": s.channels["wechatpay"].base_url,
-        }
+        # The roles get exactly these settings: every one as a variable, no config file.
+        role_env = child_env(_with(s, data_dir=s.data_dir.resolve()), env)
         for role in ROLES:
             self._launch(
                 Child(

@@ -81,17 +81,28 @@ class ProdLaunch:
     sandbox_url: str
 
 
+def prod_layout(base: int) -> dict[str, str]:
+    """The settings that put a production profile on the ports ``base`` … ``base + 10``."""
+    return {
+        "api_port": str(base),
+        "cashier_port": str(base + 1),
+        "wechatpay_base_url": f"http://127.0.0.1:{base + 2}",
+        "gateway_port": str(base + 3),
+        "pg_port": str(base + 4),
+        "nats_port": str(base + 5),
+        "ops_base_port": str(base + 6),
+    }
+
+
 def launch_prod(data_dir: Path, env: dict[str, str] | None = None) -> ProdLaunch:
     """Start `paygrid up --profile prod` on a free block of loopback ports (drills, tests,
-    benchmarks); PostgreSQL and NATS are started by paygrid itself."""
+    benchmarks); PostgreSQL and NATS are started by paygrid itself. The platform is isolated:
+    no PAYGRID_* variable of ours (a real database URL, a config file) reaches it, only ``env``."""
     base = free_port_block(PROD_PORTS)
+    layout = prod_layout(base)
     full_env = {
-        **os.environ,
-        "PAYGRID_WECHATPAY_BASE_URL": f"http://127.0.0.1:{base + 2}",
-        "PAYGRID_GATEWAY_PORT": str(base + 3),
-        "PAYGRID_PG_PORT": str(base + 4),
-        "PAYGRID_NATS_PORT": str(base + 5),
-        "PAYGRID_OPS_BASE_PORT": str(base + 6),
+        **{k: v for k, v in os.environ.items() if not k.startswith("PAYGRID_")},
+        **{f"PAYGRID_{k.upper()}": v for k, v in layout.items()},
         **(env or {}),
     }
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -107,9 +118,9 @@ def launch_prod(data_dir: Path, env: dict[str, str] | None = None) -> ProdLaunch
                 "--data-dir",
                 str(data_dir),
                 "--api-port",
-                str(base),
+                layout["api_port"],
                 "--cashier-port",
-                str(base + 1),
+                layout["cashier_port"],
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -119,7 +130,7 @@ def launch_prod(data_dir: Path, env: dict[str, str] | None = None) -> ProdLaunch
         proc,
         f"http://127.0.0.1:{base}",
         f"http://127.0.0.1:{base + 1}",
-        f"http://127.0.0.1:{base + 2}",
+        layout["wechatpay_base_url"],
     )
 
 
