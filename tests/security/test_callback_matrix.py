@@ -240,6 +240,7 @@ def test_forged_and_undecryptable_callbacks_get_an_exact_4xx(
     tampered = body.replace(b'"id": "', b'"id": "x', 1)  # the envelope changed after signing
     assert tampered != body
     other_key = genuine_callback(running.data_dir, genuine, apiv3_key="k" * 32)
+    unknown = genuine_callback(running.data_dir, {**genuine, "out_trade_no": "pay_unknown"})
     sign = 401, "SIGN_ERROR"
     cases: list[tuple[str, bytes, dict[str, str], tuple[int, str]]] = [
         ("body changed after signing", tampered, headers, sign),
@@ -250,6 +251,7 @@ def test_forged_and_undecryptable_callbacks_get_an_exact_4xx(
         ("signature probe", body, {**headers, "Wechatpay-Signature": "WECHATPAY/SIGNTEST/x"}, sign),
         ("sealed under another key", *other_key, (400, "DECRYPT_ERROR")),
         ("signed but not JSON", *_signed(running, b"not json"), (400, "PARAM_ERROR")),
+        ("for a payment we do not hold", *unknown, (404, "ORDER_NOT_EXIST")),
     ]
     for case, content, case_headers, (expected, code) in cases:
         reply = post(running, content, case_headers)
