@@ -19,6 +19,7 @@ from paygrid.storage.schema import (
     payment_transitions,
 )
 from tests.conftest import PlatformFactory
+from tests.integration.wechatpay_helpers import genuine_callback
 from tests.support import MerchantReceiver, RunningPlatform, wait_until
 
 pytestmark = pytest.mark.timeout(180)
@@ -242,7 +243,8 @@ def test_forged_callback_is_rejected_and_changes_nothing(
         "Content-Type": "application/json",
     }
     reply = httpx.post(f"{running.api_url}/callbacks/wechatpay", content=forged, headers=headers)
-    assert 400 <= reply.status_code < 600
+    assert reply.status_code == 401, reply.text  # unknown serial: the signature cannot verify
+    assert reply.json()["code"] == "SIGN_ERROR"
     assert client.get_payment(payment["payment_id"]).json()["status"] == "PAYING"
     db = running.database()
     with db.transaction() as conn:
@@ -295,32 +297,6 @@ def test_merchant_close_then_cashier_cannot_pay(
     assert again.status_code == 200 and again.json() == closed.json()
 
 
-def _signed_callback(
-    running: RunningPlatform, transaction: dict[str, Any], apiv3_key: str | None = None
-) -> tuple[bytes, dict[str, str]]:
-    """A callback signed with the sandbox's real platform key (read from its data dir, as only
-    WeChat itself could), its resource encrypted under ``apiv3_key``."""
-    from paygrid.channels.wechatpay.signing import aead_encrypt, load_private_key, sign_response
-
-    creds = json.loads(
-        (running.data_dir / "sandbox" / "wechatpay" / "wechatpay-credentials.json").read_text()
-    )
-    resource = aead_encrypt(apiv3_key or creds["apiv3_key"], json.dumps(transaction), "transaction")
-    envelope = {
-        "id": "evil-" + uuid.uuid4().hex,
-        "create_time": "2026-11-27T10:00:00+08:00",
-        "event_type": "TRANSACTION.SUCCESS",
-        "resource_type": "encrypt-resource",
-        "summary": "支付成功",
-        "resource": {**resource, "original_type": "transaction"},
-    }
-    body = json.dumps(envelope).encode()
-    headers = sign_response(
-        body, load_private_key(creds["public_key_private"]), creds["public_key_id"]
-    )
-    return body, {**headers, "Content-Type": "application/json"}
-
-
 def test_undecryptable_or_wrong_amount_callback_changes_nothing(
     platform_factory: PlatformFactory, merchant: MerchantReceiver
 ) -> None:
@@ -348,16 +324,17 @@ def test_undecryptable_or_wrong_amount_callback_changes_nothing(
         },
     }
     # Signed correctly, but encrypted under another key: refused.
-    body, headers = _signed_callback(running, transaction, apiv3_key="x" * 32)
+    body, headers = genuine_callback(running.data_dir, transaction, apiv3_key="x" * 32)
     reply = httpx.post(f"{running.api_url}/callbacks/wechatpay", content=body, headers=headers)
-    assert 400 <= reply.status_code < 600, reply.text
+    assert reply.status_code == 400, reply.text
+    assert reply.json()["code"] == "DECRYPT_ERROR"
     assert client.get_payment(payment["payment_id"]).json()["status"] == "PAYING"
 
     # Genuine, but for one fen: acknowledged (so the channel stops) and never applied.
     short = {**transaction, "amount": {**transaction["amount"], "total": 1, "payer_total": 1}}
-    body, headers = _signed_callback(running, short)
+    body, headers = genuine_callback(running.data_dir, short)
     reply = httpx.post(f"{running.api_url}/callbacks/wechatpay", content=body, headers=headers)
-    assert reply.status_code in (200, 204), reply.text
+    assert reply.status_code == 204, reply.text
     assert client.get_payment(payment["payment_id"]).json()["status"] == "PAYING"
     check = running.paygrid("check", "--grace-seconds", "0")
     assert check.returncode == 1 and "CALLBACK_ANOMALY" in check.stderr

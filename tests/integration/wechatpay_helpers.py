@@ -3,13 +3,15 @@ receiver on a local port, and the wechatpayv3 SDK pointed at the sandbox."""
 
 from __future__ import annotations
 
+import json
 import os
 import queue
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
@@ -179,3 +181,41 @@ def sdk_client(
 
 def beijing_date(rfc3339: str) -> date:
     return datetime.fromisoformat(rfc3339).astimezone(CHINA).date()
+
+
+def sandbox_credentials(data_dir: Path) -> dict[str, str]:
+    """Everything the WeChat Pay sandbox under ``paygrid up --data-dir DATA_DIR`` holds,
+    including its platform private key (what only WeChat itself has)."""
+    path = data_dir / "sandbox" / "wechatpay" / "wechatpay-credentials.json"
+    loaded: dict[str, str] = json.loads(path.read_text())
+    return loaded
+
+
+def genuine_callback(
+    data_dir: Path,
+    transaction: Mapping[str, Any],
+    *,
+    apiv3_key: str | None = None,
+    associated_data: str = "transaction",
+    notify_id: str | None = None,
+) -> tuple[bytes, dict[str, str]]:
+    """A payment callback as only WeChat could send it: ``transaction`` sealed with
+    AEAD_AES_256_GCM under the APIv3 key (or ``apiv3_key``) with ``associated_data``, the body
+    signed with the sandbox's platform key. Returns (body, headers)."""
+    from paygrid.channels.wechatpay.signing import aead_encrypt, load_private_key, sign_response
+
+    creds = sandbox_credentials(data_dir)
+    plaintext = json.dumps(dict(transaction), ensure_ascii=False)
+    resource = aead_encrypt(apiv3_key or creds["apiv3_key"], plaintext, associated_data)
+    envelope = {
+        "id": notify_id or str(uuid.uuid4()),
+        "create_time": datetime.now(CHINA).isoformat(timespec="seconds"),
+        "event_type": "TRANSACTION.SUCCESS",
+        "resource_type": "encrypt-resource",
+        "summary": "支付成功",
+        "resource": {**resource, "original_type": "transaction"},
+    }
+    body = json.dumps(envelope, ensure_ascii=False).encode("utf-8")
+    key = load_private_key(creds["public_key_private"])
+    headers = sign_response(body, key, creds["public_key_id"])
+    return body, {**headers, "Content-Type": "application/json"}

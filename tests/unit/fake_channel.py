@@ -10,8 +10,10 @@ from datetime import UTC, date, datetime
 from paygrid.channels.ports import (
     BillLine,
     Callback,
+    CallbackRefusal,
     CallbackRejected,
     CallbackReply,
+    ChannelAccount,
     CloseOutcome,
     OrderCreated,
     OrderRequest,
@@ -24,6 +26,7 @@ from paygrid.kernel.money import Money
 @dataclass
 class FakeChannel:
     name: str = "wechatpay"
+    account: ChannelAccount = field(default_factory=lambda: ChannelAccount("fake-mch", "fake-app"))
     orders: dict[str, OrderRequest] = field(default_factory=dict)
     states: dict[str, TradeState] = field(default_factory=dict)
     sent: list[bytes] = field(default_factory=list)  # every callback body ever emitted
@@ -66,6 +69,8 @@ class FakeChannel:
             channel_trade_no=f"wx{payment_ref}",
             amount=order.amount if order else None,
             paid_at=datetime.now(UTC) if state == TradeState.SUCCESS else None,
+            merchant_id=self.account.merchant_id,
+            app_id=self.account.app_id,
         )
 
     def close(self, payment_ref: str) -> CloseOutcome:
@@ -85,13 +90,17 @@ class FakeChannel:
             channel_trade_no=f"wx{data['ref']}",
             amount=Money(data["amount"], "CNY"),
             paid_at=datetime.now(UTC),
+            merchant_id=self.account.merchant_id,
+            app_id=self.account.app_id,
         )
         return Callback(data["id"], trade)
 
     def callback_ack(self) -> CallbackReply:
         return CallbackReply(204)
 
-    def callback_nack(self, reason: str) -> CallbackReply:
+    def callback_nack(
+        self, reason: str, refusal: CallbackRefusal = CallbackRefusal.MALFORMED
+    ) -> CallbackReply:
         return CallbackReply(400, json.dumps({"code": "FAIL", "message": reason}).encode())
 
     def download_bill(self, bill_date: date) -> bytes:

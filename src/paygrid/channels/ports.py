@@ -50,15 +50,29 @@ class OrderCreated:
 
 
 @dataclass(frozen=True, slots=True)
-class Trade:
-    """A trade as the channel holds it (query result or decoded callback)."""
+class ChannelAccount:
+    """Who we are at the channel: every trade of ours carries these ids (WeChat Pay: ``mchid``
+    and ``appid``). ``app_id`` is None for a channel without app ids."""
 
-    payment_ref: str
-    state: TradeState
+    merchant_id: str
+    app_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Trade:
+    """A trade as the channel reports it (query answer or decoded callback): a fact, not a
+    decision. Every field the payment core decides on is explicit; None means the channel left
+    it out or sent it ill-typed, and the core then refuses to change anything on it."""
+
+    payment_ref: str | None  # our id toward the channel (WeChat's out_trade_no)
+    state: TradeState | None
     channel_trade_no: str | None = None
-    amount: Money | None = None
+    amount: Money | None = None  # the order total the channel holds; None if total/currency bad
     paid_at: datetime | None = None
     raw_state: str = ""
+    merchant_id: str | None = None  # the channel merchant the trade belongs to
+    app_id: str | None = None
+    defect: str | None = None  # an authenticated report that breaks the protocol (see adapter)
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,14 +121,31 @@ class ChannelError(Exception):
         self.retryable = retryable
 
 
+class CallbackRefusal(enum.Enum):
+    """Why a callback is refused (not acknowledged, so the channel sends it again later)."""
+
+    BAD_SIGNATURE = "BAD_SIGNATURE"  # signature, its headers, serial or timestamp
+    UNDECRYPTABLE = "UNDECRYPTABLE"  # the encrypted resource does not open under our key
+    MALFORMED = "MALFORMED"  # authentic, but not a notification we can read
+    UNKNOWN_PAYMENT = "UNKNOWN_PAYMENT"  # for a payment we do not hold
+    RETRY_LATER = "RETRY_LATER"  # we could not take it now (the payment is busy)
+
+
 class CallbackRejected(Exception):
-    """A callback whose signature, timestamp or encryption does not verify; it changes nothing."""
+    """A callback that does not verify, decrypt or parse; it changes nothing."""
+
+    def __init__(
+        self, message: str, refusal: CallbackRefusal = CallbackRefusal.BAD_SIGNATURE
+    ) -> None:
+        super().__init__(message)
+        self.refusal = refusal
 
 
 class ChannelAdapter(Protocol):
     """One channel, as the payment core sees it."""
 
     name: str
+    account: ChannelAccount
 
     def create_order(self, request: OrderRequest) -> OrderCreated: ...
 
@@ -128,7 +159,11 @@ class ChannelAdapter(Protocol):
 
     def callback_ack(self) -> CallbackReply: ...
 
-    def callback_nack(self, reason: str) -> CallbackReply: ...
+    def callback_nack(
+        self, reason: str, refusal: CallbackRefusal = CallbackRefusal.MALFORMED
+    ) -> CallbackReply:
+        """The channel's failure answer: an exact status per refusal (the channel retries)."""
+        ...
 
     def download_bill(self, bill_date: date) -> bytes: ...
 

@@ -139,11 +139,23 @@ CHECKS: tuple[tuple[str, str, str], ...] = (
         "event {event_id} ({event_type}) is unpublished past the grace period",
     ),
     (
+        "CAPTURE_UNCONFIRMED",
+        """
+        SELECT payment_id, amount, currency, confirmed_amount, confirmed_currency FROM payments
+        WHERE status='SUCCESS' AND (confirmed_amount IS NULL OR confirmed_currency IS NULL
+              OR confirmed_amount <> amount OR confirmed_currency <> currency)""",
+        "successful payment {payment_id} of {amount} {currency} was confirmed by the channel "
+        "as {confirmed_amount} {confirmed_currency}",
+    ),
+    (
         "CALLBACK_ANOMALY",
         """
-        SELECT channel, notify_id, payment_id, trade_state, outcome FROM channel_callbacks
-        WHERE outcome IN ('ILLEGAL_TRANSITION', 'AMOUNT_MISMATCH')""",
-        "{channel} callback {notify_id} for {payment_id} said {trade_state}: {outcome}",
+        SELECT channel, notify_id, payment_id, trade_state, outcome, detail
+        FROM channel_callbacks
+        WHERE outcome IN ('ILLEGAL_TRANSITION', 'AMOUNT_MISMATCH', 'MISSING_FIELD',
+                          'MERCHANT_MISMATCH', 'PROTOCOL_MISMATCH')""",
+        "{channel} callback {notify_id} for {payment_id} said {trade_state}: {outcome} "
+        "({detail})",
     ),
     (
         "NOTIFICATION_MISSING",

@@ -9,9 +9,12 @@ import enum
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
+
+from paygrid.channels.ports import ChannelAccount, Trade, TradeState
+from paygrid.kernel.money import Money
 
 
 class PaymentStatus(enum.StrEnum):
@@ -33,6 +36,7 @@ TRANSITIONS: Mapping[PaymentStatus, frozenset[PaymentStatus]] = {
     S.CLOSED: frozenset(),
 }
 FINAL = frozenset({S.SUCCESS, S.FAILED, S.CLOSED})
+EVENT_OF = {S.SUCCESS: "payment.succeeded", S.CLOSED: "payment.closed", S.FAILED: "payment.failed"}
 
 
 class IllegalTransition(Exception):
@@ -123,6 +127,128 @@ class Payment:
     created_at: datetime
     updated_at: datetime
     version: int
+    confirmed_amount: Money | None = None  # what the channel confirmed when SUCCESS was applied
 
     def is_expired(self, now: datetime) -> bool:
         return now >= self.expire_at
+
+    def apply_channel_trade(
+        self, trade: Trade, account: ChannelAccount, channel: str, now: datetime
+    ) -> ChannelDecision:
+        """The channel's word (a callback or a 补单 answer) on this payment: applied only when
+        every field the change depends on is present and equal to what we hold."""
+        target = TARGET_OF.get(trade.state) if trade.state is not None else None
+        refused = _refusal(self, trade, account, target)
+        if refused is not None:
+            return ChannelDecision(refused[0], self, problem=refused[1])
+        if target is None or target == self.status:
+            return ChannelDecision(ChannelOutcome.NO_CHANGE, self)
+        if self.status in UNPAID_FINAL and target in UNPAID_FINAL:
+            return ChannelDecision(ChannelOutcome.STALE, self)  # both final, no money moved
+        if target not in TRANSITIONS[self.status]:
+            problem = f"the channel says {target.value} while we hold {self.status.value}"
+            return ChannelDecision(ChannelOutcome.ILLEGAL_TRANSITION, self, problem=problem)
+        after = replace(self, status=target, updated_at=now)
+        if target == S.SUCCESS:
+            after = replace(
+                after,
+                paid_at=trade.paid_at or now,
+                channel_trade_no=trade.channel_trade_no,
+                channel=self.channel or channel,
+                confirmed_amount=trade.amount,
+            )
+        elif target == S.CLOSED:
+            after = replace(after, closed_at=now)
+        return ChannelDecision(ChannelOutcome(f"APPLY_{target.value}"), after, (EVENT_OF[target],))
+
+
+class ChannelOutcome(enum.StrEnum):
+    """What became of one report of the channel; recorded per callback in channel_callbacks."""
+
+    APPLY_SUCCESS = "APPLY_SUCCESS"
+    APPLY_CLOSED = "APPLY_CLOSED"
+    APPLY_FAILED = "APPLY_FAILED"
+    NO_CHANGE = "NO_CHANGE"  # what we hold already, or "not paid yet"
+    DUPLICATE_CALLBACK = "DUPLICATE_CALLBACK"  # this notify id was handled for this payment
+    STALE = "STALE"  # CLOSED vs FAILED: both final, no money moved
+    MISSING_FIELD = "MISSING_FIELD"  # a field the change depends on is absent or ill-typed
+    MERCHANT_MISMATCH = "MERCHANT_MISMATCH"  # another channel merchant's, app's or order's trade
+    AMOUNT_MISMATCH = "AMOUNT_MISMATCH"  # paid total or currency differs from the order
+    PROTOCOL_MISMATCH = "PROTOCOL_MISMATCH"  # authentic, but breaks the channel's protocol
+    ILLEGAL_TRANSITION = "ILLEGAL_TRANSITION"  # e.g. SUCCESS for a payment we closed
+
+
+_O = ChannelOutcome
+# Refused and surfaced: logged as errors, listed by `paygrid check` as CALLBACK_ANOMALY.
+ANOMALIES = frozenset(
+    {
+        _O.MISSING_FIELD,
+        _O.MERCHANT_MISMATCH,
+        _O.AMOUNT_MISMATCH,
+        _O.PROTOCOL_MISMATCH,
+        _O.ILLEGAL_TRANSITION,
+    }
+)
+TARGET_OF: Mapping[TradeState, PaymentStatus] = {
+    TradeState.SUCCESS: S.SUCCESS,
+    TradeState.CLOSED: S.CLOSED,
+    TradeState.FAILED: S.FAILED,
+}
+UNPAID_FINAL = frozenset({S.CLOSED, S.FAILED})
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelDecision:
+    """The payment after the channel's word (the same object when nothing changes), the outcome,
+    the events to emit with the change and, for a refusal, what was wrong."""
+
+    outcome: ChannelOutcome
+    payment: Payment
+    events: tuple[str, ...] = ()
+    problem: str = ""
+
+    @property
+    def changed(self) -> bool:
+        return self.outcome.startswith("APPLY_")
+
+
+def _refusal(
+    payment: Payment, trade: Trade, account: ChannelAccount, target: PaymentStatus | None
+) -> tuple[ChannelOutcome, str] | None:
+    """Why the trade cannot be taken as the truth about ``payment``, or None. A report that
+    would change nothing (not paid yet, not found) needs no more than its state."""
+    if trade.defect is not None:
+        return _O.PROTOCOL_MISMATCH, trade.defect
+    if trade.state is None:
+        return _O.MISSING_FIELD, f"missing or ill-typed: trade state ({trade.raw_state!r})"
+    if target is None:
+        return None
+    missing = [
+        name
+        for name, absent in (
+            ("payment_ref", trade.payment_ref is None),
+            ("merchant_id", trade.merchant_id is None),
+            ("app_id", account.app_id is not None and trade.app_id is None),
+            ("amount", target == S.SUCCESS and trade.amount is None),
+        )
+        if absent
+    ]
+    if missing:
+        return _O.MISSING_FIELD, "missing or ill-typed: " + ", ".join(missing)
+    app_id = account.app_id or trade.app_id
+    if (trade.payment_ref, trade.merchant_id, trade.app_id) != (
+        payment.payment_id,
+        account.merchant_id,
+        app_id,
+    ):
+        return _O.MERCHANT_MISMATCH, (
+            f"trade {trade.payment_ref} of {trade.merchant_id}/{trade.app_id} is not ours "
+            f"({payment.payment_id} of {account.merchant_id}/{app_id})"
+        )
+    if target == S.SUCCESS:
+        paid = trade.amount
+        if paid is None or paid.minor != payment.amount or paid.currency != payment.currency:
+            said = f"{paid.minor} {paid.currency}" if paid is not None else "no amount"
+            order = f"{payment.amount} {payment.currency}"
+            return _O.AMOUNT_MISMATCH, f"the channel holds {said}, the order {order}"
+    return None

@@ -10,7 +10,10 @@ from typing import Any
 
 from sqlalchemy import Connection, Row, insert, select, update
 
-from paygrid.payments.domain import Discount, Item, Payment, PaymentStatus
+from paygrid.channels.ports import Trade
+from paygrid.kernel.clock import utcnow
+from paygrid.kernel.money import Money
+from paygrid.payments.domain import ChannelDecision, Discount, Item, Payment, PaymentStatus
 from paygrid.storage.schema import channel_callbacks, payment_transitions, payments
 
 
@@ -47,6 +50,11 @@ def _payment(row: Row[Any]) -> Payment:
         created_at=row.created_at,
         updated_at=row.updated_at,
         version=row.version,
+        confirmed_amount=(
+            Money(row.confirmed_amount, row.confirmed_currency)
+            if row.confirmed_amount is not None and row.confirmed_currency is not None
+            else None
+        ),
     )
 
 
@@ -78,8 +86,17 @@ def add(conn: Connection, p: Payment) -> None:
             created_at=p.created_at,
             updated_at=p.updated_at,
             version=p.version,
+            **_confirmed(p),
         )
     )
+
+
+def _confirmed(p: Payment) -> dict[str, Any]:
+    paid = p.confirmed_amount
+    return {
+        "confirmed_amount": paid.minor if paid is not None else None,
+        "confirmed_currency": paid.currency if paid is not None else None,
+    }
 
 
 def _item(i: Item) -> dict[str, Any]:
@@ -120,6 +137,7 @@ def save_change(conn: Connection, before: Payment, after: Payment, cause: str) -
             closed_at=after.closed_at,
             updated_at=after.updated_at,
             version=before.version + 1,
+            **_confirmed(after),
         )
     )
     if result.rowcount != 1:
@@ -170,26 +188,32 @@ def record_callback(
     channel: str,
     notify_id: str,
     payment_id: str,
-    trade_state: str,
-    outcome: str,
-    at: datetime,
+    trade: Trade,
+    decision: ChannelDecision,
 ) -> bool:
-    """Remember a channel callback; False if this notify id was already handled."""
-    seen = conn.execute(
-        select(channel_callbacks.c.outcome).where(
-            channel_callbacks.c.channel == channel, channel_callbacks.c.notify_id == notify_id
-        )
-    ).first()
-    if seen is not None:
+    """Remember what the channel said about a payment and what became of it; False if this
+    notify id was already handled for this payment (a redelivery). The same id for another
+    payment is another callback."""
+    key = (
+        channel_callbacks.c.channel == channel,
+        channel_callbacks.c.notify_id == notify_id,
+        channel_callbacks.c.payment_id == payment_id,
+    )
+    if conn.execute(select(channel_callbacks.c.outcome).where(*key)).first() is not None:
         return False
+    said = trade.state.value if trade.state is not None else (trade.raw_state or "MISSING")
+    paid = trade.amount
     conn.execute(
         insert(channel_callbacks).values(
             channel=channel,
             notify_id=notify_id,
             payment_id=payment_id,
-            trade_state=trade_state,
-            outcome=outcome,
-            received_at=at,
+            trade_state=said[:16],
+            outcome=decision.outcome.value,
+            amount=paid.minor if paid is not None else None,
+            currency=paid.currency if paid is not None else None,
+            detail=decision.problem[:256] or None,
+            received_at=utcnow(),
         )
     )
     return True

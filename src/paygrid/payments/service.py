@@ -15,6 +15,7 @@ from sqlalchemy.exc import IntegrityError
 
 from paygrid.bus.outbox import record_event
 from paygrid.channels.ports import (
+    CallbackRefusal,
     CallbackRejected,
     CallbackReply,
     ChannelAdapter,
@@ -22,15 +23,17 @@ from paygrid.channels.ports import (
     CloseOutcome,
     OrderRequest,
     Trade,
-    TradeState,
 )
 from paygrid.kernel.clock import utcnow
 from paygrid.kernel.ids import new_id
 from paygrid.kernel.money import Money
 from paygrid.payments import repository
 from paygrid.payments.domain import (
+    ANOMALIES,
+    EVENT_OF,
+    ChannelDecision,
+    ChannelOutcome,
     Discount,
-    IllegalTransition,
     Item,
     Payment,
     PaymentStatus,
@@ -48,7 +51,6 @@ T = TypeVar("T")
 MAX_OPTIMISTIC_RETRIES = 5
 EXPIRY_BATCH = 100
 RECOVERY_BATCH = 100
-EVENT_OF = {S.SUCCESS: "payment.succeeded", S.CLOSED: "payment.closed", S.FAILED: "payment.failed"}
 CHANNEL_METHODS = frozenset({"native", "h5", "jsapi", "app"})
 
 
@@ -282,45 +284,50 @@ class PaymentService:
             ) from exc
         if outcome == CloseOutcome.ALREADY_PAID:
             # The payer paid just now: take the channel's word for it, then refuse the close.
-            self.apply_trade(payment.channel, adapter.query(payment.payment_id), "close_race")
+            trade = adapter.query(payment.payment_id)
+            self.apply_trade(payment.channel, payment.payment_id, trade, "close_race")
             raise PaymentRejected("PAYMENT_ALREADY_PAID", "the payer paid before the close")
 
     # --- the channel's truth --------------------------------------------------------------
     def handle_callback(
         self, channel: str, headers: Mapping[str, str], body: bytes
     ) -> CallbackReply:
-        """A channel callback (回调): verify, deduplicate by notify id, apply; answer as the
-        channel expects. A repeat, late or out-of-order callback changes nothing."""
+        """A channel callback (回调): verify, deduplicate by (notify id, payment), apply; answer
+        as the channel expects. A repeat, late or out-of-order callback changes nothing."""
         adapter = self._adapter(channel)
         try:
             callback = adapter.parse_callback(headers, body)
         except CallbackRejected as exc:
-            log.warning("rejected %s callback: %s", channel, exc)
-            return adapter.callback_nack("verification failed")
+            # A verified callback we cannot read is a fault on one side: an error, not noise.
+            forged = exc.refusal == CallbackRefusal.BAD_SIGNATURE
+            level = logging.WARNING if forged else logging.ERROR
+            log.log(level, "refused %s callback (%s): %s", channel, exc.refusal.value, exc)
+            return adapter.callback_nack(str(exc), exc.refusal)
         trade = callback.trade
+        ref = trade.payment_ref
+        if ref is None:
+            log.error("%s callback %s names no payment", channel, callback.notify_id)
+            return adapter.callback_nack("no out_trade_no", CallbackRefusal.MALFORMED)
         try:
             outcome = self._mutate_outcome(
-                trade.payment_ref,
+                ref,
                 lambda conn, current: self._apply(
                     conn, current, trade, f"callback:{channel}", callback.notify_id, channel
                 ),
             )
         except PaymentRejected as exc:
-            log.error(
-                "%s callback %s for unknown payment %s",
-                channel,
-                callback.notify_id,
-                trade.payment_ref,
-            )
-            return adapter.callback_nack(exc.message)
-        log.info(
-            "%s callback %s for %s: %s", channel, callback.notify_id, trade.payment_ref, outcome
-        )
+            unknown = exc.code == "PAYMENT_NOT_FOUND"
+            log.error("%s callback %s for %s: %s", channel, callback.notify_id, ref, exc)
+            refusal = CallbackRefusal.UNKNOWN_PAYMENT if unknown else CallbackRefusal.RETRY_LATER
+            return adapter.callback_nack(exc.message, refusal)
+        log.info("%s callback %s for %s: %s", channel, callback.notify_id, ref, outcome)
         return adapter.callback_ack()
 
-    def apply_trade(self, channel: str, trade: Trade, cause: str) -> str:
+    def apply_trade(self, channel: str, payment_id: str, trade: Trade, cause: str) -> str:
+        """Apply a 补单 (query) answer about ``payment_id``; refusals are recorded once per
+        payment, cause and outcome, so `paygrid check` reports them like callbacks."""
         return self._mutate_outcome(
-            trade.payment_ref,
+            payment_id,
             lambda conn, current: self._apply(conn, current, trade, cause, None, channel),
         )
 
@@ -333,59 +340,38 @@ class PaymentService:
         notify_id: str | None,
         channel: str,
     ) -> tuple[Payment, str]:
-        outcome = self._decide(current, trade)
-        if notify_id is not None and not repository.record_callback(
-            conn, channel, notify_id, current.payment_id, trade.state.value, outcome, utcnow()
-        ):
-            return current, "DUPLICATE_CALLBACK"
-        if outcome == "APPLY_SUCCESS":
-            after = self._transition(
-                conn,
-                current,
-                S.SUCCESS,
-                cause,
-                paid_at=trade.paid_at or utcnow(),
-                channel_trade_no=trade.channel_trade_no,
-                channel=current.channel or channel,
-            )
-            return after, outcome
-        if outcome == "APPLY_CLOSED":
-            return self._transition(conn, current, S.CLOSED, cause, closed_at=utcnow()), outcome
-        if outcome == "APPLY_FAILED":
-            return self._transition(conn, current, S.FAILED, cause), outcome
-        if outcome in ("ILLEGAL_TRANSITION", "AMOUNT_MISMATCH"):
+        account = self._adapter(channel).account
+        decision = current.apply_channel_trade(trade, account, channel, utcnow())
+        outcome = decision.outcome
+        payment_id = current.payment_id
+        record = repository.record_callback
+        if notify_id is not None:
+            if not record(conn, channel, notify_id, payment_id, trade, decision):
+                return current, ChannelOutcome.DUPLICATE_CALLBACK
+        elif outcome in ANOMALIES:  # a 补单 answer: one row per payment, cause and outcome
+            record(conn, channel, f"{cause}:{outcome}", payment_id, trade, decision)
+        if outcome in ANOMALIES:
             log.error(
-                "payment %s: channel says %s (%s) while we hold %s: %s, not applied",
+                "payment %s: %s %s (%s) refused: %s: %s",
                 current.payment_id,
-                trade.state.value,
+                channel,
+                cause,
                 trade.raw_state,
-                current.status.value,
                 outcome,
+                decision.problem,
             )
-        return current, outcome
+        if decision.changed:
+            self._store(conn, current, decision, cause)
+        return decision.payment, outcome
 
-    def _decide(self, current: Payment, trade: Trade) -> str:
-        target = {
-            TradeState.SUCCESS: S.SUCCESS,
-            TradeState.CLOSED: S.CLOSED,
-            TradeState.FAILED: S.FAILED,
-        }.get(trade.state)
-        if target is None or target == current.status:
-            return "NO_CHANGE"
-        unpaid_final = (S.CLOSED, S.FAILED)
-        if current.status in unpaid_final and target in unpaid_final:
-            return "STALE"  # closed vs failed: both final, no money moved either way
-        if (
-            target == S.SUCCESS
-            and trade.amount is not None
-            and (trade.amount.minor != current.amount or trade.amount.currency != current.currency)
-        ):
-            return "AMOUNT_MISMATCH"
-        try:
-            check_transition(current.payment_id, current.status, target)
-        except IllegalTransition:
-            return "ILLEGAL_TRANSITION"
-        return f"APPLY_{target.value}"
+    def _store(
+        self, conn: Connection, current: Payment, decision: ChannelDecision, cause: str
+    ) -> None:
+        after = decision.payment
+        check_transition(current.payment_id, current.status, after.status)
+        repository.save_change(conn, current, after, cause)
+        for event in decision.events:
+            record_event(conn, event, after.payment_id, {"payment": self.resource(after)})
 
     def _transition(
         self,
@@ -430,7 +416,8 @@ class PaymentService:
             except ChannelError as exc:
                 log.warning("补单 query for %s failed: %s", payment_id, exc)
                 continue
-            if self.apply_trade(payment.channel, trade, "recovery_query").startswith("APPLY"):
+            outcome = self.apply_trade(payment.channel, payment_id, trade, "recovery_query")
+            if outcome.startswith("APPLY"):
                 changed += 1
             else:
                 self._touch(payment_id)  # queried now: next query after another interval

@@ -99,6 +99,10 @@ payments = Table(
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
     Column("version", Integer, nullable=False),
+    # What the channel confirmed (callback or 补单) when SUCCESS was applied; checked by
+    # `paygrid check` against amount/currency (CAPTURE_UNCONFIRMED).
+    Column("confirmed_amount", BigInteger, nullable=True),
+    Column("confirmed_currency", String(3), nullable=True),
     UniqueConstraint("mchid", "out_trade_no", name="uq_payments_mchid_out_trade_no"),
     Index("ix_payments_status_expire_at", "status", "expire_at"),
 )
@@ -114,14 +118,19 @@ payment_transitions = Table(
     Column("at", UTCDateTime, nullable=False),
 )
 
+# What each channel callback said and what became of it, deduplicated by (notify id, payment);
+# refused 补单 answers too, once per payment and outcome (notify_id "recovery_query:OUTCOME").
 channel_callbacks = Table(
     "channel_callbacks",
     metadata,
     Column("channel", String(32), primary_key=True),
     Column("notify_id", String(128), primary_key=True),
-    Column("payment_id", String(40), nullable=False, index=True),
+    Column("payment_id", String(40), primary_key=True, index=True),
     Column("trade_state", String(16), nullable=False),
     Column("outcome", String(32), nullable=False),
+    Column("amount", BigInteger, nullable=True),  # the total the channel said, if any
+    Column("currency", String(3), nullable=True),
+    Column("detail", String(256), nullable=True),  # why it was refused
     Column("received_at", UTCDateTime, nullable=False),
 )
 

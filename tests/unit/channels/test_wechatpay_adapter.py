@@ -13,6 +13,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from paygrid.channels.ports import (
+    CallbackRefusal,
     CallbackRejected,
     ChannelError,
     CloseOutcome,
@@ -146,10 +147,95 @@ def test_callback_from_the_sandbox_parses(client: TestClient, creds: SandboxCred
     assert callback.notify_id == row.notify_id
     assert callback.trade.amount == Money(4321, "CNY")
     assert callback.trade.state is TradeState.SUCCESS
+    assert (callback.trade.merchant_id, callback.trade.app_id) == (creds.mchid, creds.appid)
+    assert callback.trade.defect is None  # the sandbox seals it as WeChat does: "transaction"
+    assert adapter.account.merchant_id == creds.mchid and adapter.account.app_id == creds.appid
     other_key = dict(creds.merchant_view(), apiv3_key="x" * 32)
     stranger = WechatPayAdapter(WechatPayConfig.from_credentials(other_key, BASE), client)
-    with pytest.raises(CallbackRejected):
+    with pytest.raises(CallbackRejected) as refused:
         stranger.parse_callback(headers, row.body)  # signature fine, AEAD key wrong
+    assert refused.value.refusal is CallbackRefusal.UNDECRYPTABLE
+    tampered = row.body.replace(b'"TRANSACTION.SUCCESS"', b'"TRANSACTION.SUCCESX"')
+    with pytest.raises(CallbackRejected) as refused:
+        adapter.parse_callback(headers, tampered)
+    assert refused.value.refusal is CallbackRefusal.BAD_SIGNATURE
+
+
+def sealed_callback(
+    creds: SandboxCredentials,
+    transaction: object,
+    associated_data: str = "transaction",
+    original_type: str = "transaction",
+) -> tuple[dict[str, str], bytes]:
+    """A callback signed and sealed as the sandbox (WeChat) would, with the given content."""
+    resource = signing.aead_encrypt(creds.apiv3_key, json.dumps(transaction), associated_data)
+    body = json.dumps(
+        {
+            "id": "n-1",
+            "event_type": "TRANSACTION.SUCCESS",
+            "resource_type": "encrypt-resource",
+            "resource": {**resource, "original_type": original_type},
+        }
+    ).encode()
+    key = signing.load_private_key(creds.public_key_private)
+    return signing.sign_response(body, key, creds.public_key_id), body
+
+
+def test_callback_fields_left_out_are_none_not_defaults(creds: SandboxCredentials) -> None:
+    adapter = scripted(creds, lambda request: httpx.Response(500))
+    paid = {"trade_state": "SUCCESS"}
+    cases: list[tuple[object, dict[str, object]]] = [
+        ({"out_trade_no": "R1"}, {"state": None, "amount": None, "merchant_id": None}),
+        ({**paid, "amount": {"currency": "CNY"}}, {"amount": None}),
+        ({**paid, "amount": {"total": 900}}, {"amount": None}),  # no currency: no CNY default
+        ({**paid, "amount": {"total": "900", "currency": "CNY"}}, {"amount": None}),
+        ({**paid, "amount": {"total": True, "currency": "CNY"}}, {"amount": None}),
+        ({"trade_state": "WHAT", "mchid": 7, "appid": ""}, {"state": None, "merchant_id": None}),
+        (
+            {**paid, "amount": {"total": 900, "currency": "USD"}},
+            {"amount": Money(900, "USD"), "state": TradeState.SUCCESS, "payment_ref": None},
+        ),
+    ]
+    for transaction, expected in cases:
+        headers, body = sealed_callback(creds, transaction)
+        trade = adapter.parse_callback(headers, body).trade
+        for name, value in expected.items():
+            assert getattr(trade, name) == value, (transaction, name)
+
+
+@pytest.mark.parametrize(
+    "associated_data, original_type", [("refund", "transaction"), ("", "transaction"),
+                                       ("transaction", "refund")]
+)  # fmt: skip
+def test_resource_sealed_for_something_else_is_a_defect(
+    creds: SandboxCredentials, associated_data: str, original_type: str
+) -> None:
+    """Decrypted with the associated_data it carries (as WeChat does), then required to be a
+    transaction: otherwise the trade carries a defect the payment core refuses."""
+    adapter = scripted(creds, lambda request: httpx.Response(500))
+    transaction = {"out_trade_no": "R1", "trade_state": "SUCCESS", "mchid": creds.mchid}
+    headers, body = sealed_callback(creds, transaction, associated_data, original_type)
+    trade = adapter.parse_callback(headers, body).trade
+    assert trade.defect is not None and "sealed" in trade.defect
+    assert trade.payment_ref == "R1"
+
+
+def test_malformed_authentic_callbacks_are_refused_as_malformed(creds: SandboxCredentials) -> None:
+    adapter = scripted(creds, lambda request: httpx.Response(500))
+    key = signing.load_private_key(creds.public_key_private)
+    for body in (b"[]", b"{", b'{"id": "n", "event_type": "REFUND.SUCCESS"}', b"{}"):
+        headers = signing.sign_response(body, key, creds.public_key_id)
+        with pytest.raises(CallbackRejected) as refused:
+            adapter.parse_callback(headers, body)
+        assert refused.value.refusal is CallbackRefusal.MALFORMED, body
+    headers, body = sealed_callback(creds, ["not", "an", "object"])
+    with pytest.raises(CallbackRejected) as refused:
+        adapter.parse_callback(headers, body)
+    assert refused.value.refusal is CallbackRefusal.MALFORMED
+    unknown_serial = signing.sign_response(body, key, "PUB_KEY_ID_0000")
+    with pytest.raises(CallbackRejected) as refused:
+        adapter.parse_callback(unknown_serial, body)
+    assert refused.value.refusal is CallbackRefusal.BAD_SIGNATURE
 
 
 # --- scripted answers -------------------------------------------------------------------------
@@ -203,11 +289,6 @@ def signed_answer(status: int, payload: object) -> Callable[[SandboxCredentials]
         (error(200, "UNSIGNED"), "INVALID_RESPONSE_SIGNATURE", True),
         (error(404, "ORDER_NOT_EXIST"), "INVALID_RESPONSE_SIGNATURE", True),
         (signed_answer(400, {"code": "PARAM_ERROR", "message": "x"}), "PARAM_ERROR", False),
-        (
-            signed_answer(200, {"trade_state": "WHAT", "out_trade_no": "R"}),
-            "INVALID_RESPONSE",
-            True,
-        ),
     ],
 )
 def test_answers_map_to_channel_errors(
@@ -254,6 +335,23 @@ def test_bill_hash_is_checked(creds: SandboxCredentials) -> None:
 def test_callback_replies(creds: SandboxCredentials) -> None:
     adapter = scripted(creds, lambda request: httpx.Response(500))
     assert adapter.callback_ack().status == 204
-    nack = adapter.callback_nack("签名错误")
-    assert nack.status == 400
-    assert json.loads(nack.body) == {"code": "FAIL", "message": "签名错误"}
+    nack = adapter.callback_nack("签名错误", CallbackRefusal.BAD_SIGNATURE)
+    assert nack.status == 401
+    assert json.loads(nack.body) == {"code": "SIGN_ERROR", "message": "签名错误"}
+    exact = {refusal: adapter.callback_nack("x", refusal).status for refusal in CallbackRefusal}
+    assert exact == {
+        CallbackRefusal.BAD_SIGNATURE: 401,
+        CallbackRefusal.UNDECRYPTABLE: 400,
+        CallbackRefusal.MALFORMED: 400,
+        CallbackRefusal.UNKNOWN_PAYMENT: 404,
+        CallbackRefusal.RETRY_LATER: 503,
+    }
+
+
+def test_query_answer_is_a_fact_with_absent_fields_explicit(creds: SandboxCredentials) -> None:
+    """An unknown trade_state or a missing amount is no ChannelError: the payment core gets the
+    fact with None and refuses it (MISSING_FIELD), recorded for `paygrid check`."""
+    answer = {"trade_state": "WHAT", "out_trade_no": "R", "mchid": creds.mchid}
+    trade = scripted(creds, lambda request: signed(creds, 200, answer)).query("R")
+    assert (trade.state, trade.raw_state, trade.amount) == (None, "WHAT", None)
+    assert (trade.payment_ref, trade.merchant_id, trade.app_id) == ("R", creds.mchid, None)

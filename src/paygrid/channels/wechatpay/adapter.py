@@ -16,7 +16,7 @@ import json
 import threading
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta, timezone
 from typing import Any
 from urllib.parse import quote
@@ -29,8 +29,10 @@ from paygrid import __version__
 from paygrid.channels.ports import (
     BillLine,
     Callback,
+    CallbackRefusal,
     CallbackRejected,
     CallbackReply,
+    ChannelAccount,
     ChannelError,
     CloseOutcome,
     OrderCreated,
@@ -46,12 +48,23 @@ DEFAULT_BASE_URL = "https://api.mch.weixin.qq.com"
 CHINA = timezone(timedelta(hours=8))
 CERT_REFRESH_SECONDS = 60.0  # an unknown serial refetches certificates at most this often
 MAX_BILL_BYTES = 1 << 30
+# The AEAD associated_data WeChat Pay seals a payment notification's resource with (and its
+# resource.original_type); a resource sealed for anything else is not a payment result.
+TRANSACTION_RESOURCE = "transaction"
+MAX_NOTIFY_ID_CHARS = 128
 
 ORDER_PATHS = {
     "native": "/v3/pay/transactions/native",
     "jsapi": "/v3/pay/transactions/jsapi",
     "h5": "/v3/pay/transactions/h5",
     "app": "/v3/pay/transactions/app",
+}
+CALLBACK_REFUSALS: Mapping[CallbackRefusal, tuple[int, str]] = {
+    CallbackRefusal.BAD_SIGNATURE: (401, "SIGN_ERROR"),
+    CallbackRefusal.UNDECRYPTABLE: (400, "DECRYPT_ERROR"),
+    CallbackRefusal.MALFORMED: (400, "PARAM_ERROR"),
+    CallbackRefusal.UNKNOWN_PAYMENT: (404, "ORDER_NOT_EXIST"),
+    CallbackRefusal.RETRY_LATER: (503, "SYSTEM_ERROR"),
 }
 TRADE_STATES = {
     "NOTPAY": TradeState.PENDING,
@@ -129,6 +142,7 @@ class WechatPayAdapter:
         self._certs: dict[int, rsa.RSAPublicKey] = {}
         self._certs_lock = threading.Lock()
         self._certs_fetched = float("-inf")
+        self.account = ChannelAccount(merchant_id=config.mchid, app_id=config.appid)
 
     # --- orders (下单/查单/关单) -------------------------------------------------------------
 
@@ -168,6 +182,8 @@ class WechatPayAdapter:
         return body
 
     def query(self, payment_ref: str) -> Trade:
+        """The channel's answer as a fact; the payment core checks it is the order it asked for,
+        of our merchant and app, for the amount it holds."""
         mchid = _seg(self._config.mchid)
         path = f"/v3/pay/transactions/out-trade-no/{_seg(payment_ref)}?mchid={mchid}"
         try:
@@ -176,10 +192,7 @@ class WechatPayAdapter:
             if exc.code == "ORDER_NOT_EXIST":
                 return Trade(payment_ref, TradeState.NOT_FOUND, raw_state=exc.code)
             raise
-        trade = self._trade(self._json(response))
-        if trade.payment_ref != payment_ref:
-            raise ChannelError("INVALID_RESPONSE", "answer is for another order", retryable=True)
-        return trade
+        return trade_from_transaction(self._json(response))
 
     def close(self, payment_ref: str) -> CloseOutcome:
         path = f"/v3/pay/transactions/out-trade-no/{_seg(payment_ref)}/close"
@@ -193,54 +206,42 @@ class WechatPayAdapter:
             raise
         return CloseOutcome.CLOSED
 
-    def _trade(self, data: Mapping[str, Any]) -> Trade:
-        try:
-            return trade_from_transaction(data)
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ChannelError(
-                "INVALID_RESPONSE", f"bad Transaction: {exc}", retryable=True
-            ) from exc
-
     # --- callbacks (回调) -------------------------------------------------------------------
 
     def parse_callback(self, headers: Mapping[str, str], body: bytes) -> Callback:
+        """Verify the signature, then open the resource: a forged callback is BAD_SIGNATURE, an
+        authentic one that does not open UNDECRYPTABLE, one we cannot read MALFORMED. Missing
+        transaction fields are left None in the trade for the payment core to refuse."""
         try:
             signing.verify_response(headers, body, self._key_for_callback)
-            envelope = json.loads(body)
-            transaction = self._decrypt_resource(envelope)
-            trade = trade_from_transaction(transaction)
-        except (signing.SignatureError, signing.DecryptError) as exc:
-            raise CallbackRejected(str(exc)) from exc
-        except (KeyError, TypeError, ValueError) as exc:
-            raise CallbackRejected(f"malformed callback: {exc}") from exc
-        if transaction.get("mchid") != self._config.mchid:
-            raise CallbackRejected("callback for another merchant")
-        notify_id = envelope.get("id")
-        if not isinstance(notify_id, str) or not notify_id:
-            raise CallbackRejected("callback without id")
-        return Callback(notify_id=notify_id, trade=trade)
-
-    def _decrypt_resource(self, envelope: Any) -> dict[str, Any]:
-        if not isinstance(envelope, dict):
-            raise ValueError("envelope is not an object")
-        event_type = envelope.get("event_type", "")
-        if not isinstance(event_type, str) or not event_type.startswith("TRANSACTION."):
-            raise ValueError(f"unsupported event_type {event_type!r}")
-        resource = envelope["resource"]
-        if envelope.get("resource_type") != "encrypt-resource" or not isinstance(resource, dict):
-            raise ValueError("resource is not an encrypt-resource")
-        if resource.get("algorithm") != signing.AEAD_ALGORITHM:
-            raise ValueError(f"unsupported algorithm {resource.get('algorithm')!r}")
-        plain = signing.aead_decrypt(
-            self._config.apiv3_key,
-            resource["nonce"],
-            resource["ciphertext"],
-            resource.get("associated_data") or "",
-        )
-        transaction = json.loads(plain)
+        except signing.SignatureError as exc:
+            raise CallbackRejected(str(exc), CallbackRefusal.BAD_SIGNATURE) from exc
+        try:
+            notify_id, resource = _notification(json.loads(body))
+            plain = signing.aead_decrypt(
+                self._config.apiv3_key,
+                resource["nonce"],
+                resource["ciphertext"],
+                resource["associated_data"],  # as sealed; checked below
+            )
+        except signing.DecryptError as exc:
+            raise CallbackRejected(str(exc), CallbackRefusal.UNDECRYPTABLE) from exc
+        except (KeyError, TypeError, ValueError, RecursionError) as exc:
+            raise CallbackRejected(f"malformed callback: {exc}", CallbackRefusal.MALFORMED) from exc
+        try:
+            transaction = json.loads(plain)
+        except (ValueError, RecursionError) as exc:
+            raise CallbackRejected("resource is not JSON", CallbackRefusal.MALFORMED) from exc
         if not isinstance(transaction, dict):
-            raise ValueError("resource is not an object")
-        return transaction
+            raise CallbackRejected("resource is not an object", CallbackRefusal.MALFORMED)
+        trade = trade_from_transaction(transaction)
+        sealed_for = (resource["associated_data"], resource.get("original_type"))
+        if sealed_for != (TRANSACTION_RESOURCE, TRANSACTION_RESOURCE):
+            defect = "resource sealed as associated_data={!r}, original_type={!r}".format(
+                *sealed_for
+            )
+            trade = replace(trade, defect=defect[:200])
+        return Callback(notify_id=notify_id, trade=trade)
 
     def _key_for_callback(self, serial: str) -> rsa.RSAPublicKey | None:
         try:
@@ -251,11 +252,15 @@ class WechatPayAdapter:
     def callback_ack(self) -> CallbackReply:
         return CallbackReply(status=204)
 
-    def callback_nack(self, reason: str) -> CallbackReply:
-        """Any 4xx/5xx makes WeChat retry; the body is the shape its docs ask for."""
-        body = json.dumps({"code": "FAIL", "message": reason[:200]}, ensure_ascii=False)
+    def callback_nack(
+        self, reason: str, refusal: CallbackRefusal = CallbackRefusal.MALFORMED
+    ) -> CallbackReply:
+        """WeChat retries on any non-2xx; the body is the ``{code, message}`` its docs ask for.
+        The status is exact per refusal (see docs/wechatpay.md)."""
+        status, code = CALLBACK_REFUSALS[refusal]
+        body = json.dumps({"code": code, "message": reason[:200]}, ensure_ascii=False)
         return CallbackReply(
-            status=400,
+            status=status,
             body=body.encode("utf-8"),
             headers={"Content-Type": "application/json; charset=utf-8"},
         )
@@ -410,42 +415,66 @@ class WechatPayAdapter:
 
 
 def trade_from_transaction(data: Mapping[str, Any]) -> Trade:
-    """A WeChat Transaction object (查询结果/回调明文) as a :class:`Trade`."""
-    raw_state = data["trade_state"]
-    if raw_state not in TRADE_STATES:
-        raise ValueError(f"unknown trade_state {raw_state!r}")
-    ref = data["out_trade_no"]
-    if not isinstance(ref, str) or not ref:
-        raise ValueError("out_trade_no missing")
+    """A WeChat Transaction object (查询结果/回调明文) as a :class:`Trade` fact. A field WeChat
+    left out or sent ill-typed is None, never defaulted: the payment core refuses to act on it."""
+    raw_state = data.get("trade_state")
+    raw = raw_state if isinstance(raw_state, str) else ""
     return Trade(
-        payment_ref=ref,
-        state=TRADE_STATES[raw_state],
+        payment_ref=_opt_str(data, "out_trade_no"),
+        state=TRADE_STATES.get(raw),
         channel_trade_no=_opt_str(data, "transaction_id"),
         amount=_amount(data.get("amount")),
         paid_at=_time(_opt_str(data, "success_time")),
-        raw_state=raw_state,
+        raw_state=raw[:32],
+        merchant_id=_opt_str(data, "mchid"),
+        app_id=_opt_str(data, "appid"),
     )
 
 
+def _notification(envelope: object) -> tuple[str, dict[str, Any]]:
+    """The notify id and the encrypted resource of a payment notification envelope."""
+    if not isinstance(envelope, dict):
+        raise ValueError("envelope is not an object")
+    notify_id = envelope.get("id")
+    if not isinstance(notify_id, str) or not 0 < len(notify_id) <= MAX_NOTIFY_ID_CHARS:
+        raise ValueError("callback without a usable id")
+    event_type = envelope.get("event_type", "")
+    if not isinstance(event_type, str) or not event_type.startswith("TRANSACTION."):
+        raise ValueError(f"unsupported event_type {event_type!r}")
+    resource = envelope.get("resource")
+    if envelope.get("resource_type") != "encrypt-resource" or not isinstance(resource, dict):
+        raise ValueError("resource is not an encrypt-resource")
+    if resource.get("algorithm") != signing.AEAD_ALGORITHM:
+        raise ValueError(f"unsupported algorithm {resource.get('algorithm')!r}")
+    for name in ("nonce", "ciphertext", "associated_data"):
+        if not isinstance(resource.get(name), str):
+            raise ValueError(f"resource.{name} is not a string")
+    return notify_id, resource
+
+
 def _amount(amount: object) -> Money | None:
-    if not isinstance(amount, dict) or "total" not in amount:
+    """``amount.total`` (integer fen) and ``amount.currency``, or None if either is absent,
+    ill-typed or not money. ``payer_total`` (less than total after a coupon) is not the order's
+    amount and is not used."""
+    if not isinstance(amount, dict):
         return None
-    total = amount["total"]
-    if type(total) is not int:
-        raise ValueError("amount.total is not an integer of fen")
+    total, currency = amount.get("total"), amount.get("currency")
+    if type(total) is not int or not isinstance(currency, str):
+        return None
     try:
-        return Money(total, amount.get("currency") or "CNY")
-    except MoneyError as exc:
-        raise ValueError(str(exc)) from exc
+        return Money(total, currency)
+    except MoneyError:
+        return None
 
 
 def _time(text: str | None) -> datetime | None:
     if not text:
         return None
-    parsed = datetime.fromisoformat(text)
-    if parsed.tzinfo is None:
-        raise ValueError(f"time without zone: {text!r}")
-    return parsed
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo is not None else None
 
 
 def rfc3339_china(at: datetime) -> str:
