@@ -18,6 +18,7 @@ from rich.table import Table
 from paygrid import config
 from paygrid.bootstrap import merchant_secret
 from paygrid.notify.service import NotificationNotFound, NotifyService
+from paygrid.notify.url_policy import parse_networks
 from paygrid.storage.database import Database
 
 app = typer.Typer(
@@ -302,7 +303,8 @@ def sandbox_serve(
 def _notify_service(data_dir: Path, database_url: str | None) -> NotifyService:
     settings = _tool_settings(data_dir, database_url)
     db = Database(settings.db_url)
-    return NotifyService(db, merchant_secret)
+    allowed = parse_networks(settings.notify_allowed_networks)
+    return NotifyService(db, merchant_secret, allowed_networks=allowed)
 
 
 @notify_app.command("list")

@@ -37,6 +37,9 @@ class Settings:
     ops_base_port: int = 9100  # prod: worker processes serve /healthz /readyz /metrics here
     pg_port: int = 55432  # prod: port of the PostgreSQL paygrid starts itself
     nats_port: int = 4222  # prod: port of the nats-server paygrid starts itself
+    # Networks notify_url may reach after all (CIDRs, comma-separated); None: the profile's
+    # default, 127.0.0.0/8 embedded (merchants under development), none in prod.
+    notify_allow_networks: str | None = None
     channels: dict[str, ChannelSettings] = field(
         default_factory=lambda: {"wechatpay": ChannelSettings("http://127.0.0.1:8101", 2000)}
     )
@@ -54,6 +57,12 @@ class Settings:
         """Where channels send callbacks: the gateway in prod, the API port when embedded."""
         port = self.gateway_port if self.profile == "prod" else self.api_port
         return f"http://{self.host}:{port}"
+
+    @property
+    def notify_allowed_networks(self) -> str:
+        if self.notify_allow_networks is not None:
+            return self.notify_allow_networks
+        return "" if self.profile == "prod" else "127.0.0.0/8"
 
     @property
     def db_url(self) -> str:
@@ -108,6 +117,12 @@ def load(
         raw = _env(name, file_values)
         if raw is not None:
             s = replace(s, **{attr: cast(raw)})
+    # Set but empty is meaningful here: no exception at all.
+    allow = os.environ.get(
+        "PAYGRID_NOTIFY_ALLOW_NETWORKS", file_values.get("NOTIFY_ALLOW_NETWORKS")
+    )
+    if allow is not None:
+        s = replace(s, notify_allow_networks=allow)
     wx_url = _env("WECHATPAY_BASE_URL", file_values)
     wx_creds = _env("WECHATPAY_CREDENTIALS", file_values)
     if wx_url or wx_creds:

@@ -92,6 +92,9 @@ def launch_prod(data_dir: Path, env: dict[str, str] | None = None) -> ProdLaunch
         "PAYGRID_PG_PORT": str(base + 4),
         "PAYGRID_NATS_PORT": str(base + 5),
         "PAYGRID_OPS_BASE_PORT": str(base + 6),
+        # The merchant receivers of drills and tests listen on the loopback, which the
+        # production profile refuses as a notify_url unless allowed.
+        "PAYGRID_NOTIFY_ALLOW_NETWORKS": "127.0.0.0/8",
         **(env or {}),
     }
     data_dir.mkdir(parents=True, exist_ok=True)
