@@ -14,7 +14,9 @@ from typing import Any
 import pytest
 
 from paygrid.api.client import MerchantClient
+from paygrid.notify.delivery import DeliveryPool, Outcome, Poster
 from paygrid.notify.domain import DELIVERY_DEADLINE_S, MAX_IN_FLIGHT_PER_MERCHANT
+from paygrid.notify.url_policy import parse_networks
 from tests.conftest import PlatformFactory
 from tests.integration.test_payment_flow import order, pay, wait_status
 from tests.support import MerchantReceiver, RunningPlatform, wait_until
@@ -176,3 +178,45 @@ def test_a_merchants_slow_endpoints_delay_only_that_merchant(
     finally:
         hostile.close()
         receiver_b.close()
+
+
+# --- the parts, on their own -----------------------------------------------------------------
+def _post_with_deadline(url: str, deadline_s: float) -> Outcome:
+    async def run() -> Outcome:
+        poster = Poster(parse_networks("127.0.0.0/8"), deadline_s=deadline_s)
+        try:
+            return await poster.post(url, {"Content-Type": "application/json"}, b"{}")
+        finally:
+            await poster.aclose()
+
+    return asyncio.run(run())
+
+
+def test_an_attempt_has_a_total_deadline_not_a_per_read_timeout() -> None:
+    hostile = HostileEndpoints(1)
+    try:
+        for url in (hostile.drip_url, hostile.hanging_urls[0]):
+            started = time.monotonic()
+            outcome = _post_with_deadline(url, deadline_s=1.5)
+            took = time.monotonic() - started
+            assert outcome.reason == "timeout" and outcome.status is None, outcome
+            assert 1.4 <= took < 4.0, took  # the drip answers a byte every 2 s, forever
+        wait_until(lambda: hostile.open_now == 0, timeout=10)  # connections were closed
+    finally:
+        hostile.close()
+
+
+def test_the_pool_caps_each_merchant_and_the_total() -> None:
+    pool = DeliveryPool(capacity=6, per_merchant=2)
+    assert pool.reserve("a1", "A") and pool.reserve("a2", "A")
+    assert not pool.reserve("a3", "A")  # A has its share
+    assert not pool.reserve("a1", "A", force=False)
+    assert pool.reserve("b1", "B") and pool.reserve("b2", "B")
+    assert pool.in_flight() == (["a1", "a2", "b1", "b2"], ["A", "B"])
+    assert pool.reserve("c1", "C") and pool.reserve("d1", "D")
+    assert pool.free() == 0 and not pool.reserve("e1", "E")  # the total is reached
+    assert pool.reserve("a3", "A", force=True)  # a resend someone waits for goes through
+    pool.release("a3", "A")
+    pool.release("a1", "A")
+    assert pool.free() == 1 and pool.reserve("e1", "E")
+    assert "A" not in pool.in_flight()[1]
