@@ -10,8 +10,13 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import ssl
+import threading
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from ipaddress import ip_address
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -259,3 +264,87 @@ def test_notify_url_policy_through_the_api(
     assert view["deliveries"][0]["error"] == "address_not_allowed"
     assert view["deliveries"][0]["http_status"] is None
     assert len(merchant.received) == before
+
+
+# --- TLS through a pinned address: the certificate is checked against the host name --------
+def _self_signed(tmp: Path, name: str) -> tuple[Path, Path]:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(hours=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = tmp / "cert.pem", tmp / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
+@pytest.fixture
+def tls_merchant(tmp_path: Path) -> Iterator[tuple[int, Path, list[tuple[str, str]]]]:
+    """An HTTPS endpoint on the loopback whose certificate names merchant.test only; records
+    the SNI name and Host header of each request."""
+    cert, key = _self_signed(tmp_path, "merchant.test")
+    seen: list[tuple[str, str]] = []
+    sni: list[str] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length", "0")))
+            seen.append((sni[-1] if sni else "", self.headers.get("Host", "")))
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    context.sni_callback = lambda _sock, name, _ctx: sni.append(name or "") and None
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield int(server.server_address[1]), cert, seen
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_tls_to_a_pinned_address_verifies_the_merchants_name(
+    tls_merchant: tuple[int, Path, list[tuple[str, str]]],
+) -> None:
+    port, cert, seen = tls_merchant
+    trusting = ssl.create_default_context(cafile=str(cert))
+
+    def poster(answer: str) -> Poster:
+        transport = httpx.AsyncHTTPTransport(verify=trusting)
+        return Poster(EMBEDDED, resolver=FakeDns([answer]), transport=transport)
+
+    ok = _post(poster("127.0.0.1"), f"https://merchant.test:{port}/notify")
+    assert ok.ok, ok
+    assert seen == [("merchant.test", f"merchant.test:{port}")]
+    # Another name pinned to the same address: the certificate does not match, no delivery.
+    other = _post(poster("127.0.0.1"), f"https://other.test:{port}/notify")
+    assert other.reason == "connection_failed" and len(seen) == 1

@@ -5,9 +5,11 @@ write an internal address in, refused; real merchants' URLs accepted; the allow 
 from __future__ import annotations
 
 from ipaddress import IPv4Address, IPv6Address, ip_address
+from pathlib import Path
 
 import pytest
 
+from paygrid import config
 from paygrid.notify.url_policy import (
     BLOCKED_NETWORKS,
     UrlRefused,
@@ -231,3 +233,20 @@ def test_parse_networks() -> None:
     for bad in ("10.0.0.1/8", "nonsense", "300.0.0.0/8"):
         with pytest.raises(ValueError):
             parse_networks(bad)
+
+
+def test_the_allow_list_setting_depends_on_the_profile(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    for name in ("PAYGRID_NOTIFY_ALLOW_NETWORKS", "PAYGRID_PROFILE", "PAYGRID_CONFIG"):
+        monkeypatch.delenv(name, raising=False)
+    assert config.load().notify_allowed_networks == "127.0.0.0/8"  # embedded: the loopback
+    assert config.load(profile="prod").notify_allowed_networks == ""  # prod: nothing
+    file = tmp_path / "paygrid.toml"
+    file.write_text('[paygrid]\nnotify_allow_networks = "10.20.0.0/16"\n')
+    assert config.load(config_file=file, profile="prod").notify_allowed_networks == "10.20.0.0/16"
+    monkeypatch.setenv("PAYGRID_NOTIFY_ALLOW_NETWORKS", "192.168.7.0/24")
+    assert config.load(config_file=file).notify_allowed_networks == "192.168.7.0/24"
+    monkeypatch.setenv("PAYGRID_NOTIFY_ALLOW_NETWORKS", "")  # set but empty: no exception
+    assert config.load().notify_allowed_networks == ""
+    assert parse_networks(config.load().notify_allowed_networks) == ()
