@@ -21,6 +21,7 @@ from paygrid.ledger.handlers import FeeRates, LedgerConsumer
 from paygrid.merchants import repository as merchant_repo
 from paygrid.notify import service as notify_service
 from paygrid.notify.service import NotifyService
+from paygrid.notify.url_policy import parse_networks
 from paygrid.payments.service import PaymentService, Urls
 from paygrid.storage.database import Database
 from paygrid.storage.leader import LeaderLock
@@ -114,7 +115,13 @@ def bootstrap(
         Urls(settings.cashier_base_url, settings.callback_base_url),
         settings.cell,
     )
-    notify = NotifyService(db, merchant_secret, settings.notify_retry_scale, settings.cell)
+    notify = NotifyService(
+        db,
+        merchant_secret,
+        settings.notify_retry_scale,
+        settings.cell,
+        parse_networks(settings.notify_allow_networks),
+    )
     rates = FeeRates(
         _merchant_rate,
         lambda ch: settings.channels[ch].fee_rate_ppm if ch in settings.channels else 0,

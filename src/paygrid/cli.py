@@ -19,6 +19,7 @@ from rich.table import Table
 from paygrid import config
 from paygrid.bootstrap import merchant_secret
 from paygrid.notify.service import NotificationNotFound, NotifyService
+from paygrid.notify.url_policy import parse_networks
 from paygrid.storage.database import Database
 
 app = typer.Typer(
@@ -344,7 +345,8 @@ def _notify_service(
 ) -> NotifyService:
     settings = _tool_settings(data_dir, database_url, config_file)
     db = Database(settings.db_url)
-    return NotifyService(db, merchant_secret)
+    allowed = parse_networks(settings.notify_allow_networks)
+    return NotifyService(db, merchant_secret, allowed_networks=allowed)
 
 
 @notify_app.command("list")

@@ -48,10 +48,14 @@ T = TypeVar("T")
 _NO_PROD = object()
 
 
-def setting(default: T, *, prod: object = _NO_PROD, check: Check | None = None) -> T:
+def setting(
+    default: T, *, prod: object = _NO_PROD, check: Check | None = None, empty: bool = False
+) -> T:
     """A settings field: ``default`` (the embedded profile's), ``prod`` the production
-    profile's default when it differs, ``check`` a validation beyond the type."""
-    field: T = dataclasses.field(default=default, metadata={"prod": prod, "check": check})
+    profile's default when it differs, ``check`` a validation beyond the type. ``empty``: an
+    empty value is meaningful (e.g. "no networks") instead of counting as unset."""
+    metadata = {"prod": prod, "check": check, "empty": empty}
+    field: T = dataclasses.field(default=default, metadata=metadata)
     return field
 
 
@@ -94,6 +98,18 @@ def _database_url(value: str) -> str | None:
     return "must start with postgresql:// or sqlite:///"
 
 
+def _networks(value: str) -> str | None:
+    from ipaddress import ip_network
+
+    for part in value.split(","):
+        try:
+            if part.strip():
+                ip_network(part.strip(), strict=True)
+        except ValueError:
+            return f"{part.strip()!r} is not a network in CIDR form (e.g. 10.20.0.0/16)"
+    return None
+
+
 def _nats_url(value: str) -> str | None:
     return None if urlsplit(value).scheme in ("nats", "tls") else "must start with nats://"
 
@@ -126,6 +142,8 @@ class Settings:
     ops_base_port: int = setting(9100, check=_ops_base)  # prod: workers' /healthz /metrics
     pg_port: int = setting(55432, check=port)  # prod: the PostgreSQL paygrid starts itself
     nats_port: int = setting(4222, check=port)  # prod: the nats-server paygrid starts itself
+    # Networks a notify_url may reach although internal (CIDRs, comma-separated); empty: none.
+    notify_allow_networks: str = setting("127.0.0.0/8", prod="", check=_networks, empty=True)
 
     @property
     def channels(self) -> dict[str, ChannelSettings]:
@@ -198,7 +216,8 @@ def resolve_fields(
     values: dict[str, Any] = {}
     sources: dict[str, str] = {}
     for name in fields:
-        given = _given(name, flags, env, file_values, file_path)
+        empty_ok = bool(fields[name].metadata.get("empty"))
+        given = _given(name, flags, env, file_values, file_path, empty_ok)
         if given is None:
             continue
         source, raw = given
@@ -219,10 +238,12 @@ def _given(
     env: Mapping[str, str],
     file_values: Mapping[str, object],
     file_path: object,
+    empty_ok: bool = False,
 ) -> tuple[str, object] | None:
     if flags.get(name) is not None:
         return flag_name(name), flags[name]
-    if env.get(env_name(name), "") != "":  # an empty variable counts as unset
+    if env.get(env_name(name), "") != "" or (empty_ok and env_name(name) in env):
+        # an empty variable counts as unset, unless empty means something for this setting
         return env_name(name), env[env_name(name)]
     if name in file_values:
         return f"{file_path}: [{CONFIG_TABLE}] {name}", file_values[name]
@@ -259,7 +280,7 @@ def read_config_file(path: Path, known: set[str]) -> dict[str, object]:
 
 def _parse(source: str, raw: object, tp: Any, metadata: Mapping[str, Any]) -> Any:
     try:
-        value = _coerce(raw, tp)
+        value = "" if metadata.get("empty") and raw == "" else _coerce(raw, tp)
     except ValueError as exc:
         raise ConfigError(f"{source} = {raw!r}: {exc}") from None
     check: Check | None = metadata.get("check")

@@ -26,6 +26,7 @@ from paygrid.api.schemas import CreatePaymentIn
 from paygrid.gateway.app import callback_router
 from paygrid.kernel.clock import DEFAULT_BUSINESS_ZONE, business_date, utcnow
 from paygrid.notify.service import NotificationNotFound, NotifyService
+from paygrid.notify.url_policy import UrlRefused
 from paygrid.ops.observability import add_ops_routes, observe_request, request_id_var
 from paygrid.payments.domain import Discount, Item, OrderInvalid, check_items, request_fingerprint
 from paygrid.payments.errors import PaymentRejected
@@ -167,6 +168,7 @@ def create_app(deps: ApiDeps) -> FastAPI:
                 )
         try:
             cmd = _create_command(principal, body)
+            _check_notify_url(deps.notify, cmd.notify_url)
             payment, created = await call(deps.payments.create, cmd)
         except BaseException:
             if key is not None:
@@ -273,6 +275,14 @@ def create_app(deps: ApiDeps) -> FastAPI:
     app.include_router(callback_router(deps.payments))
 
     return app
+
+
+def _check_notify_url(notify: NotifyService, url: str) -> None:
+    """SSRF guard (notify/url_policy.py): no internal, credential-bearing or obfuscated URL."""
+    try:
+        notify.check_url(url)
+    except UrlRefused as exc:
+        raise ApiError(400, "INVALID_NOTIFY_URL", exc.message, "notify_url") from None
 
 
 def _require_empty_object(body: bytes) -> None:

@@ -8,13 +8,16 @@ import hashlib
 import hmac
 import json
 import secrets
+import time
 from typing import Any
 
 import httpx
 
-from paygrid.api.auth import authorization_header
+from paygrid.api.auth import TIMESTAMP_WINDOW_S, authorization_header
 
 DEFAULT_TIMEOUT_S = 10.0
+NOTIFY_TIMESTAMP_WINDOW_S = TIMESTAMP_WINDOW_S  # ±300 s, as the API asks of merchants
+MAX_TIMESTAMP_DIGITS = 12
 
 
 class MerchantClient:
@@ -77,16 +80,22 @@ class MerchantClient:
         return self.request("POST", f"/v1/notifications/{notify_id}/resend", {})
 
 
-def verify_notification(secret: str, headers: dict[str, str], body: bytes) -> bool:
-    """Merchant side: check Paygrid-Signature over TIMESTAMP\\nNONCE\\nBODY\\n."""
+def verify_notification(
+    secret: str, headers: dict[str, str], body: bytes, now: float | None = None
+) -> bool:
+    """Merchant side: check Paygrid-Signature over TIMESTAMP\\nNONCE\\nBODY\\n, and that
+    Paygrid-Timestamp is within ±300 s of ``now`` (a captured notification replayed later,
+    or one stamped in the future, is refused). Deduplicate accepted ones by Paygrid-Notify-Id."""
     lower = {k.lower(): v for k, v in headers.items()}
+    timestamp = lower.get("paygrid-timestamp", "")
+    if not (timestamp.isascii() and timestamp.isdigit() and len(timestamp) <= MAX_TIMESTAMP_DIGITS):
+        return False
+    current = int(time.time() if now is None else now)
+    if abs(current - int(timestamp)) > NOTIFY_TIMESTAMP_WINDOW_S:
+        return False
     message = (
-        lower.get("paygrid-timestamp", "").encode()
-        + b"\n"
-        + lower.get("paygrid-nonce", "").encode()
-        + b"\n"
-        + body
-        + b"\n"
+        timestamp.encode() + b"\n" + lower.get("paygrid-nonce", "").encode() + b"\n" + body + b"\n"
     )
     expected = base64.b64encode(hmac.new(secret.encode(), message, hashlib.sha256).digest())
-    return hmac.compare_digest(expected.decode(), lower.get("paygrid-signature", ""))
+    signature = lower.get("paygrid-signature", "")
+    return signature.isascii() and hmac.compare_digest(expected.decode(), signature)

@@ -1,29 +1,41 @@
-"""Notification consumer (event -> notification row), delivery worker, list and resend."""
+"""Notification consumer (event -> notification row), delivery worker, list and resend.
+
+The worker claims due notifications and hands each to the delivery pool (notify/delivery.py),
+which runs it as its own task under a total deadline: a round never waits for an attempt, and
+one merchant's slow or dead endpoint holds at most MAX_IN_FLIGHT_PER_MERCHANT slots."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import secrets
 import time
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from datetime import timedelta
+from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
-import httpx
-from sqlalchemy import Connection, Row, insert, select, update
+from sqlalchemy import Connection, Row, Select, func, insert, select, update
 
 from paygrid.bus.inbox import first_delivery
 from paygrid.bus.ports import Event
 from paygrid.kernel.clock import rfc3339, utcnow
 from paygrid.kernel.ids import new_id
+from paygrid.notify.delivery import DeliveryPool, Outcome, Poster
 from paygrid.notify.domain import (
-    DELIVERY_TIMEOUT_S,
+    DELIVERY_DEADLINE_S,
     MAX_ATTEMPTS,
+    MAX_IN_FLIGHT,
+    MAX_IN_FLIGHT_PER_MERCHANT,
+    REASON_CONNECTION_FAILED,
+    REASON_TIMEOUT,
+    REASONS,
     next_attempt_at,
     sign,
+    status_reason,
 )
+from paygrid.notify.url_policy import Network, NotifyTarget, check_url
 from paygrid.storage.database import Database
 from paygrid.storage.schema import notification_attempts, notifications
 
@@ -32,9 +44,18 @@ CONSUMER = "notify"
 EVENT_TYPES = frozenset({"payment.succeeded"})
 CLAIM_LEASE_S = 30  # a claimed notification is not picked again for this long
 BATCH = 50
-WORKERS = 4
+RESEND_WAIT_S = DELIVERY_DEADLINE_S + 30  # the attempt, then recording it
 
 SecretLookup = Callable[[Connection, str], str]
+
+
+@dataclass(frozen=True, slots=True)
+class _Due:
+    notify_id: str
+    mchid: str
+    url: str
+    body: bytes
+    secret: str
 
 
 class NotificationNotFound(Exception):
@@ -48,14 +69,21 @@ class NotifyService:
         secret_for: SecretLookup,
         retry_scale: float = 1.0,
         cell: int = 0,
-        http: httpx.Client | None = None,
+        allowed_networks: Sequence[Network] = (),
+        poster: Poster | None = None,
     ) -> None:
+        """``allowed_networks``: the exceptions to the notify_url policy
+        (PAYGRID_NOTIFY_ALLOW_NETWORKS)."""
         self._db = db
         self._secret_for = secret_for
         self._scale = retry_scale
         self._cell = cell
-        self._http = http or httpx.Client(timeout=DELIVERY_TIMEOUT_S, follow_redirects=False)
-        self._pool = ThreadPoolExecutor(WORKERS, thread_name_prefix="notify")
+        self._poster = poster or Poster(allowed_networks)
+        self._pool = DeliveryPool(MAX_IN_FLIGHT, MAX_IN_FLIGHT_PER_MERCHANT)
+
+    def check_url(self, url: str) -> NotifyTarget:
+        """The notify_url policy, as payment create applies it; raises UrlRefused."""
+        return check_url(url, self._poster.allowed)
 
     # --- consumer -------------------------------------------------------------------------
     def __call__(self, event: Event) -> None:
@@ -94,105 +122,89 @@ class NotifyService:
 
     # --- worker ---------------------------------------------------------------------------
     def deliver_due(self) -> int:
-        """Claim due notifications and deliver them in parallel; return how many were tried."""
+        """Claim due notifications, as many as there are free slots, and start their
+        attempts; return how many were started. Never waits for an attempt."""
+        free = self._pool.free()
+        if free <= 0:
+            return 0
         now = utcnow()
-        with self._db.transaction() as conn:
-            rows = conn.execute(
-                select(notifications.c.notify_id)
-                .where(notifications.c.status == "PENDING", notifications.c.next_attempt_at <= now)
-                .order_by(notifications.c.next_attempt_at)
-                .limit(BATCH)
-            ).all()
-            claimed = []
-            for row in rows:
-                res = conn.execute(
-                    update(notifications)
-                    .where(
-                        notifications.c.notify_id == row.notify_id,
-                        notifications.c.status == "PENDING",
-                        notifications.c.next_attempt_at <= now,
-                    )
-                    .values(next_attempt_at=now + timedelta(seconds=CLAIM_LEASE_S))
-                )
-                if res.rowcount == 1:
-                    claimed.append(row.notify_id)
-        list(self._pool.map(lambda nid: self._attempt(nid, manual=False), claimed))
-        return len(claimed)
+        busy_ids, full_merchants = self._pool.in_flight()
+        reserved: list[Row[Any]] = []
+        try:
+            with self._db.transaction() as conn:
+                for row in conn.execute(_due(now, busy_ids, full_merchants, min(BATCH, free))):
+                    if not self._pool.reserve(row.notify_id, row.mchid):
+                        continue
+                    reserved.append(row)
+                    if not _claim(conn, row.notify_id, now):
+                        reserved.pop()
+                        self._pool.release(row.notify_id, row.mchid)
+                keys = {m: self._secret_for(conn, m) for m in {r.mchid for r in reserved}}
+        except BaseException:
+            for row in reserved:
+                self._pool.release(row.notify_id, row.mchid)
+            raise
+        for row in reserved:
+            due = _Due(row.notify_id, row.mchid, row.url, row.body.encode(), keys[row.mchid])
+            self._pool.submit(due.notify_id, due.mchid, self._job(due, manual=False))
+        return len(reserved)
 
-    def _attempt(self, notify_id: str, manual: bool) -> None:
-        with self._db.transaction() as conn:
-            row = conn.execute(
-                select(notifications).where(notifications.c.notify_id == notify_id)
-            ).first()
-            if row is None:
-                raise NotificationNotFound(notify_id)
-            secret = self._secret_for(conn, row.mchid)
-        status, error, took_ms = self._post(row.url, row.body.encode(), row.notify_id, secret)
-        ok = status is not None and 200 <= status < 300
+    def _job(self, due: _Due, manual: bool) -> Callable[[], Coroutine[Any, Any, None]]:
+        async def attempt() -> None:
+            outcome = await self._poster.post(due.url, _headers(due), due.body)
+            await asyncio.to_thread(self._record, due.notify_id, outcome, manual)
+
+        return attempt
+
+    def _record(self, notify_id: str, outcome: Outcome, manual: bool) -> None:
         now = utcnow()
         with self._db.transaction() as conn:
             current = conn.execute(
-                select(notifications).where(notifications.c.notify_id == notify_id)
-            ).first()
-            assert current is not None
-            attempts = current.attempts + 1
+                update(notifications)
+                .where(notifications.c.notify_id == notify_id)
+                .values(attempts=notifications.c.attempts + 1)
+                .returning(notifications.c.attempts, notifications.c.status)
+            ).one()
             conn.execute(
                 insert(notification_attempts).values(
                     notify_id=notify_id,
-                    attempt_no=attempts,
+                    attempt_no=current.attempts,
                     at=now,
-                    http_status=status,
-                    error=error,
-                    duration_ms=took_ms,
+                    http_status=outcome.status,
+                    error=outcome.reason,
+                    duration_ms=outcome.took_ms,
                     manual=manual,
                 )
             )
-            if ok:
-                values: dict[str, Any] = {
-                    "status": "DELIVERED",
-                    "delivered_at": now,
-                    "next_attempt_at": None,
-                }
-            elif current.status == "PENDING" and not manual:
-                nxt = next_attempt_at(attempts, now, self._scale)
-                values = (
-                    {"status": "FAILED", "next_attempt_at": None}
-                    if nxt is None
-                    else {"next_attempt_at": nxt}
+            values = self._after(outcome, current.status, current.attempts, manual, now)
+            if values:
+                conn.execute(
+                    update(notifications)
+                    .where(notifications.c.notify_id == notify_id)
+                    .values(**values)
                 )
-            else:
-                values = {}  # a failed manual resend leaves the schedule as it was
-            conn.execute(
-                update(notifications)
-                .where(notifications.c.notify_id == notify_id)
-                .values(attempts=attempts, **values)
+        if not outcome.ok:
+            log.info(
+                "notification %s attempt %d failed: %s (%s)",
+                notify_id,
+                current.attempts,
+                outcome.reason,
+                outcome.detail or outcome.status,
             )
-        if not ok:
-            log.info("notification %s attempt %d failed: %s", notify_id, attempts, error or status)
 
-    def _post(
-        self, url: str, body: bytes, notify_id: str, secret: str
-    ) -> tuple[int | None, str | None, int]:
-        timestamp = str(int(time.time()))
-        nonce = secrets.token_hex(16)
-        headers = {
-            "Content-Type": "application/json",
-            "Paygrid-Notify-Id": notify_id,
-            "Paygrid-Timestamp": timestamp,
-            "Paygrid-Nonce": nonce,
-            "Paygrid-Signature": sign(secret, timestamp, nonce, body),
-            "User-Agent": "paygrid-notify/1",
-        }
-        started = time.perf_counter()
-        try:
-            response = self._http.post(url, content=body, headers=headers)
-            return response.status_code, None, int((time.perf_counter() - started) * 1000)
-        except httpx.HTTPError as exc:
+    def _after(
+        self, outcome: Outcome, status: str, attempts: int, manual: bool, now: datetime
+    ) -> dict[str, Any]:
+        if outcome.ok:
+            return {"status": "DELIVERED", "delivered_at": now, "next_attempt_at": None}
+        if status == "PENDING" and not manual:
+            nxt = next_attempt_at(attempts, now, self._scale)
             return (
-                None,
-                f"{type(exc).__name__}: {exc}"[:500],
-                int((time.perf_counter() - started) * 1000),
+                {"status": "FAILED", "next_attempt_at": None}
+                if nxt is None
+                else {"next_attempt_at": nxt}
             )
+        return {}  # a failed manual resend leaves the schedule as it was
 
     # --- merchant-facing ------------------------------------------------------------------
     def list_for(self, mchid: str, payment_id: str | None) -> list[dict[str, Any]]:
@@ -215,7 +227,16 @@ class NotifyService:
     def resend(self, notify_id: str, mchid: str | None) -> dict[str, Any]:
         """Deliver once more, now, with the same id and body (console, CLI or merchant)."""
         self.get(notify_id, mchid)
-        self._attempt(notify_id, manual=True)
+        with self._db.transaction() as conn:
+            row = conn.execute(
+                select(notifications).where(notifications.c.notify_id == notify_id)
+            ).one()
+            secret = self._secret_for(conn, row.mchid)
+        due = _Due(row.notify_id, row.mchid, row.url, row.body.encode(), secret)
+        self._pool.reserve(due.notify_id, due.mchid, force=True)
+        self._pool.submit(due.notify_id, due.mchid, self._job(due, manual=True)).result(
+            RESEND_WAIT_S
+        )
         return self.get(notify_id, mchid)
 
     def _view(self, conn: Connection, row: Row[Any]) -> dict[str, Any]:
@@ -240,7 +261,7 @@ class NotifyService:
                     "attempt": a.attempt_no,
                     "at": rfc3339(a.at),
                     "http_status": a.http_status,
-                    "error": a.error,
+                    "error": _coarse(a.http_status, a.error),
                     "duration_ms": a.duration_ms,
                     "manual": a.manual,
                 }
@@ -249,5 +270,70 @@ class NotifyService:
         }
 
     def close(self) -> None:
-        self._pool.shutdown(wait=True)
-        self._http.close()
+        self._pool.close(self._poster.aclose)
+
+
+def _due(now: datetime, busy_ids: list[str], full: list[str], limit: int) -> Select[Any]:
+    """Due notifications, oldest first, at most MAX_IN_FLIGHT_PER_MERCHANT of each merchant,
+    none in flight here and none of a merchant whose slots are all taken."""
+    n = notifications.c
+    ranked = (
+        select(
+            n.notify_id,
+            n.mchid,
+            n.url,
+            n.body,
+            n.next_attempt_at,
+            func.row_number()
+            .over(partition_by=n.mchid, order_by=(n.next_attempt_at, n.notify_id))
+            .label("rank"),
+        )
+        .where(
+            n.status == "PENDING",
+            n.next_attempt_at <= now,
+            n.notify_id.not_in(busy_ids),
+            n.mchid.not_in(full),
+        )
+        .subquery()
+    )
+    return (
+        select(ranked)
+        .where(ranked.c.rank <= MAX_IN_FLIGHT_PER_MERCHANT)
+        .order_by(ranked.c.next_attempt_at, ranked.c.notify_id)
+        .limit(limit)
+    )
+
+
+def _claim(conn: Connection, notify_id: str, now: datetime) -> bool:
+    """Lease a due notification to this worker; False when another took it first."""
+    claimed = conn.execute(
+        update(notifications)
+        .where(
+            notifications.c.notify_id == notify_id,
+            notifications.c.status == "PENDING",
+            notifications.c.next_attempt_at <= now,
+        )
+        .values(next_attempt_at=now + timedelta(seconds=CLAIM_LEASE_S))
+    )
+    return claimed.rowcount == 1
+
+
+def _coarse(http_status: int | None, error: str | None) -> str | None:
+    """The reason the merchant may see; attempts recorded before reasons were coarse carry
+    exception text (ports, "connection refused"), which is not shown."""
+    if error is None or error in REASONS or error.startswith("http_status_"):
+        return error if error or http_status is None else status_reason(http_status)
+    return REASON_TIMEOUT if "Timeout" in error else REASON_CONNECTION_FAILED
+
+
+def _headers(due: _Due) -> dict[str, str]:
+    timestamp = str(int(time.time()))
+    nonce = secrets.token_hex(16)
+    return {
+        "Content-Type": "application/json",
+        "Paygrid-Notify-Id": due.notify_id,
+        "Paygrid-Timestamp": timestamp,
+        "Paygrid-Nonce": nonce,
+        "Paygrid-Signature": sign(due.secret, timestamp, nonce, due.body),
+        "User-Agent": "paygrid-notify/1",
+    }

@@ -103,6 +103,9 @@ def launch_prod(data_dir: Path, env: dict[str, str] | None = None) -> ProdLaunch
     full_env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("PAYGRID_")},
         **{f"PAYGRID_{k.upper()}": v for k, v in layout.items()},
+        # The merchant receivers of drills and tests listen on the loopback, which the
+        # production profile refuses as a notify_url unless allowed.
+        "PAYGRID_NOTIFY_ALLOW_NETWORKS": "127.0.0.0/8",
         **(env or {}),
     }
     data_dir.mkdir(parents=True, exist_ok=True)
