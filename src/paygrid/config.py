@@ -25,6 +25,7 @@ class Settings:
     host: str = "127.0.0.1"
     api_port: int = 8000
     cashier_port: int = 8001
+    ops_port: int = 8009  # embedded: /healthz /readyz /metrics, on 127.0.0.1 only
     zone: str = DEFAULT_BUSINESS_ZONE
     cell: int = 0
     run_sandboxes: bool = True
@@ -34,7 +35,7 @@ class Settings:
     profile: str = "embedded"  # embedded | prod
     nats_url: str | None = None  # prod: None starts a nats-server under the data dir
     gateway_port: int = 8002  # prod: the channel gateway (callbacks)
-    ops_base_port: int = 9100  # prod: worker processes serve /healthz /readyz /metrics here
+    ops_base_port: int = 9100  # prod: each process serves /healthz /readyz /metrics here
     pg_port: int = 55432  # prod: port of the PostgreSQL paygrid starts itself
     nats_port: int = 4222  # prod: port of the nats-server paygrid starts itself
     channels: dict[str, ChannelSettings] = field(
@@ -92,6 +93,7 @@ def load(
         "database_url": ("DATABASE_URL", str),
         "api_port": ("API_PORT", int),
         "cashier_port": ("CASHIER_PORT", int),
+        "ops_port": ("OPS_PORT", int),
         "zone": ("ZONE", str),
         "cell": ("CELL", int),
         "notify_retry_scale": ("NOTIFY_RETRY_SCALE", float),

@@ -24,6 +24,7 @@ from paygrid.kernel.money import Money
 @dataclass
 class FakeChannel:
     name: str = "wechatpay"
+    currencies: frozenset[str] = frozenset({"CNY"})
     orders: dict[str, OrderRequest] = field(default_factory=dict)
     states: dict[str, TradeState] = field(default_factory=dict)
     sent: list[bytes] = field(default_factory=list)  # every callback body ever emitted

@@ -115,6 +115,7 @@ class ChannelAdapter(Protocol):
     """One channel, as the payment core sees it."""
 
     name: str
+    currencies: frozenset[str]  # ISO 4217 codes the channel takes payments in
 
     def create_order(self, request: OrderRequest) -> OrderCreated: ...
 
