@@ -17,11 +17,12 @@ from urllib.parse import unquote
 
 import httpx
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from paygrid.api.auth import authorization_header
 from paygrid.api.client import MerchantClient
 from paygrid.storage.schema import idempotency_keys, notifications, outbox, payments
+from tests.conftest import PlatformFactory
 from tests.support import PostgresServer, RunningPlatform, start_platform
 
 pytestmark = pytest.mark.timeout(300)
@@ -378,7 +379,44 @@ def test_cashier_refuses_a_bad_payment_id_with_404(ctx: Ctx, payment_id: str) ->
     assert httpx.get(f"{base}/status?t={ctx.token}").status_code == 404
 
 
+def test_a_callback_with_a_400_digit_timestamp_is_refused_not_a_500(ctx: Ctx) -> None:
+    """The channel's own signature check (Wechatpay-Timestamp) must not overflow either."""
+    headers = {
+        "Wechatpay-Timestamp": "9" * 400,
+        "Wechatpay-Nonce": "n" * 32,
+        "Wechatpay-Serial": "PUB_KEY_ID_0000",
+        "Wechatpay-Signature": "c2lnbmF0dXJl",
+        "Content-Type": "application/json",
+    }
+    answer = httpx.post(
+        ctx.running.api_url + "/callbacks/wechatpay", content=b"{}", headers=headers
+    )
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["code"] == "FAIL"  # what WeChat Pay expects of a refusal
+
+
 def test_the_platform_log_has_no_traceback(ctx: Ctx) -> None:
     """After all of the above (this runs last in the module for each database)."""
     log = Path(ctx.running.log_path).read_text(errors="replace")
     assert "Traceback" not in log, log[-4000:]
+
+
+# --- the last resort: a bug still answers with the documented body -----------------------------
+def test_an_unexpected_error_is_still_the_documented_error_body(
+    platform_factory: PlatformFactory,
+) -> None:
+    """A broken schema (a table gone) is no input's doing, and no handler expects it: the
+    answer is still JSON with a code and the request id, which the log line carries too."""
+    running = platform_factory()
+    db = running.database()
+    with db.transaction() as conn:
+        conn.execute(text("DROP TABLE api_nonces"))
+    db.dispose()
+    answer = running.client().get_payment("pay_01M8SVVAKE003MCZ7FDGNWTAWZ")
+    assert answer.status_code == 500, answer.text
+    assert answer.headers["content-type"].startswith("application/json")
+    body = answer.json()
+    assert body["code"] == "INTERNAL_ERROR" and "api_nonces" not in body["message"], body
+    assert body["request_id"].startswith("req_")
+    assert answer.headers["request-id"] == body["request_id"]
+    assert body["request_id"] in running.log()
