@@ -147,6 +147,7 @@ class RunningPlatform:
     sandbox_url: str
     database_url: str | None
     log_path: Path
+    ops_url: str = ""  # /metrics: the operations port (prod: the api process's)
 
     @property
     def credentials(self) -> dict[str, str]:
@@ -191,12 +192,13 @@ class RunningPlatform:
 def start_platform(
     data_dir: Path, database_url: str | None = None, env: dict[str, str] | None = None
 ) -> RunningPlatform:
-    api, cashier, sandbox = free_port(), free_port(), free_port()
+    api, cashier, sandbox, ops = free_port(), free_port(), free_port(), free_port()
     data_dir.mkdir(parents=True, exist_ok=True)
     log_path = data_dir / "paygrid.log"
     full_env = {
         **os.environ,
         "PAYGRID_WECHATPAY_BASE_URL": f"http://127.0.0.1:{sandbox}",
+        "PAYGRID_OPS_PORT": str(ops),
         "PAYGRID_SCHEDULER_INTERVAL_S": "0.5",
         **(env or {}),
     }
@@ -223,6 +225,7 @@ def start_platform(
         f"http://127.0.0.1:{sandbox}",
         database_url,
         log_path,
+        f"http://127.0.0.1:{ops}",
     )
     try:
         wait_http(f"{running.api_url}/healthz", proc=proc)
@@ -359,6 +362,7 @@ def start_prod_platform(
         launched.sandbox_url,
         None,
         data_dir / "paygrid.log",
+        launched.api_ops_url,
     )
     try:
         wait_until(

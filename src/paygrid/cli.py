@@ -117,6 +117,8 @@ def _print_ready(s: config.Settings, creds: dict[str, str]) -> None:
     )
     console.print(f"  merchant API   {s.api_base_url}/v1   (OpenAPI: {s.api_base_url}/docs)")
     console.print(f"  cashier        {s.cashier_base_url}")
+    if s.profile != "prod":
+        console.print(f"  metrics        http://127.0.0.1:{s.ops_port}/metrics (operators)")
     if s.profile == "prod":
         console.print(f"  gateway        {s.callback_base_url}/callbacks/{{channel}}")
         console.print(f"  database       {s.database_url}")

@@ -36,6 +36,7 @@ CONFIG_TABLE = "paygrid"
 PROFILES = ("embedded", "prod")
 WECHATPAY_FEE_RATE_PPM = 2000  # what WeChat Pay charges us (0.20 %)
 MAX_CONFIG_BYTES = 1 << 20
+OPS_PORTS = 8  # prod: ops_base_port + 0..4 the workers, + 5..7 api, cashier, gateway (roles.py)
 
 
 class ConfigError(ValueError):
@@ -84,7 +85,8 @@ def _cell(value: int) -> str | None:
 
 
 def _ops_base(value: int) -> str | None:
-    return None if 1 <= value <= 65535 - 4 else "not a TCP port (1-65531: five ports from it)"
+    last = 65535 - (OPS_PORTS - 1)
+    return None if 1 <= value <= last else f"not a TCP port (1-{last}: {OPS_PORTS} ports from it)"
 
 
 def _http_url(value: str) -> str | None:
@@ -128,6 +130,7 @@ class Settings:
     host: str = setting("127.0.0.1")
     api_port: int = setting(8000, check=port)
     cashier_port: int = setting(8001, check=port)
+    ops_port: int = setting(8009, check=port)  # embedded: /healthz /readyz /metrics
     zone: str = setting(DEFAULT_BUSINESS_ZONE, check=_zone)
     cell: int = setting(0, check=_cell)
     wechatpay_base_url: str = setting("http://127.0.0.1:8101", check=_http_url)
@@ -139,7 +142,7 @@ class Settings:
     profile: str = setting("embedded", check=one_of(*PROFILES))
     nats_url: str | None = setting(None, check=_nats_url)  # prod: None starts a nats-server
     gateway_port: int = setting(8002, check=port)  # prod: the channel gateway (callbacks)
-    ops_base_port: int = setting(9100, check=_ops_base)  # prod: workers' /healthz /metrics
+    ops_base_port: int = setting(9100, check=_ops_base)  # prod: each process's /metrics
     pg_port: int = setting(55432, check=port)  # prod: the PostgreSQL paygrid starts itself
     nats_port: int = setting(4222, check=port)  # prod: the nats-server paygrid starts itself
     # Networks a notify_url may reach although internal (CIDRs, comma-separated); empty: none.
@@ -372,6 +375,8 @@ _SCALARS: dict[object, Callable[[object], object]] = {
 def _check_ports(s: Settings, sources: Mapping[str, str]) -> None:
     """No two things this profile listens on may share a port."""
     used: dict[str, int] = {"api_port": s.api_port, "cashier_port": s.cashier_port}
+    if s.profile != "prod":
+        used["ops_port"] = s.ops_port
     if s.run_sandboxes:
         sandbox = urlsplit(s.wechatpay_base_url).port
         if sandbox is None:
@@ -382,7 +387,7 @@ def _check_ports(s: Settings, sources: Mapping[str, str]) -> None:
         used["wechatpay_base_url"] = sandbox
     if s.profile == "prod":
         used["gateway_port"] = s.gateway_port
-        used.update({f"ops_base_port+{i}": s.ops_base_port + i for i in range(5)})
+        used.update({f"ops_base_port+{i}": s.ops_base_port + i for i in range(OPS_PORTS)})
         if s.database_url is None:
             used["pg_port"] = s.pg_port
         if s.nats_url is None:

@@ -11,6 +11,10 @@
 | ledger    | consumer: capture vouchers                                  | ops_base_port+2  |
 | notifier  | consumer: notifications; delivery worker                    | ops_base_port+3  |
 | scheduler | housekeeping: nonce purge, outbox gauges                    | ops_base_port+4  |
+
+Every process serves /healthz, /readyz and /metrics on its operations port: the workers' port
+above, ops_base_port+5, +6, +7 for api, cashier and gateway, whose public ports serve the health
+routes only.
 """
 
 from __future__ import annotations
@@ -21,7 +25,6 @@ import time
 from collections.abc import Callable, Mapping
 from datetime import timedelta
 
-import uvicorn
 import uvloop
 from fastapi import FastAPI
 from sqlalchemy import func, select
@@ -36,7 +39,7 @@ from paygrid.config import Settings
 from paygrid.gateway.app import create_gateway_app
 from paygrid.kernel.clock import utcnow
 from paygrid.ops import observability as obs
-from paygrid.runtime import Loop, merchant_lookup
+from paygrid.runtime import Loop, _serve, _server, merchant_lookup
 from paygrid.storage.schema import outbox
 
 log = logging.getLogger("paygrid.roles")
@@ -50,6 +53,13 @@ def role_port(role: str, s: Settings) -> int:
     if role in HTTP_ROLES:
         return {"api": s.api_port, "cashier": s.cashier_port, "gateway": s.gateway_port}[role]
     return s.ops_base_port + WORKER_ROLES.index(role)
+
+
+def ops_port(role: str, s: Settings) -> int:
+    """Where a role serves /metrics: never on the public port of an HTTP role."""
+    if role in HTTP_ROLES:
+        return s.ops_base_port + len(WORKER_ROLES) + HTTP_ROLES.index(role)
+    return role_port(role, s)
 
 
 def connect_bus(url: str, name: str) -> JetStreamBus:
@@ -89,18 +99,12 @@ def run_role(role: str, settings: Settings) -> None:
     for loop in loops:
         loop.start()
     log.info("role %s up on port %d", role, role_port(role, settings))
-    server = uvicorn.Server(
-        uvicorn.Config(
-            app,
-            host=settings.host,
-            port=role_port(role, settings),
-            log_level="warning",
-            access_log=False,
-            lifespan="off",
-        )
-    )
+    servers = [_server(app, settings.host, role_port(role, settings))]
+    if role in HTTP_ROLES:
+        ops = obs.ops_app(checks)
+        servers.append(_server(ops, settings.host, ops_port(role, settings)))
     try:
-        uvloop.run(server.serve())
+        uvloop.run(_serve(servers, lambda: None))
     finally:
         for loop in loops:
             loop.stopping.set()

@@ -29,9 +29,11 @@ from paygrid.cashier.app import MerchantView, create_cashier_app
 from paygrid.config import Settings
 from paygrid.merchants import repository as merchant_repo
 from paygrid.merchants.service import create_merchant
+from paygrid.ops import observability as obs
 
 log = logging.getLogger("paygrid")
 SANDBOX_START_TIMEOUT_S = 30.0
+OPS_HOST = "127.0.0.1"  # metrics and health for operators: never on a public interface
 DEMO_MERCHANT_NAME = "Demo Merchant 演示商户"
 
 
@@ -180,7 +182,8 @@ def run_embedded(settings: Settings, on_ready: Callable[[Platform, dict[str, str
             settings.host,
             settings.cashier_port,
         )
-        uvloop.run(_serve([api, cashier], lambda: on_ready(platform, creds)))
+        ops = _server(obs.ops_app({"database": platform.db.ping}), OPS_HOST, settings.ops_port)
+        uvloop.run(_serve([api, cashier, ops], lambda: on_ready(platform, creds)))
         for loop in loops:
             loop.stopping.set()
         for loop in loops:

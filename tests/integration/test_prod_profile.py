@@ -127,8 +127,9 @@ def test_prod_profile_pays_and_survives_kills(
 
     for role, port in (("api", prod.api_url),):
         assert httpx.get(f"{port}/readyz").status_code == 200, role
-    metrics = httpx.get(f"{prod.api_url}/metrics").text
+    metrics = httpx.get(f"{prod.ops_url}/metrics").text  # the api's operations port
     assert "paygrid_http_requests_total" in metrics
+    assert httpx.get(f"{prod.api_url}/metrics").status_code == 404  # not on the public port
 
     def invariants_hold() -> bool:
         return prod.paygrid("check", "--grace-seconds", "0").returncode == 0

@@ -27,6 +27,7 @@ from paygrid.kernel.money import Money
 class FakeChannel:
     name: str = "wechatpay"
     account: ChannelAccount = field(default_factory=lambda: ChannelAccount("fake-mch", "fake-app"))
+    currencies: frozenset[str] = frozenset({"CNY"})
     orders: dict[str, OrderRequest] = field(default_factory=dict)
     states: dict[str, TradeState] = field(default_factory=dict)
     sent: list[bytes] = field(default_factory=list)  # every callback body ever emitted

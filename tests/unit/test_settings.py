@@ -31,6 +31,7 @@ SAMPLES: dict[str, tuple[object, object, object]] = {
     "host": ("127.0.0.2", "127.0.0.3", "127.0.0.4"),
     "api_port": (18000, 18001, 18002),
     "cashier_port": (18010, 18011, 18012),
+    "ops_port": (18030, 18031, 18032),
     "zone": ("UTC", "Europe/Paris", "Asia/Tokyo"),
     "cell": (1, 2, 3),
     "wechatpay_base_url": (

@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any, TypeVar
@@ -25,9 +26,11 @@ from paygrid.api.errors import PAYMENT_CODE_STATUS, ApiError
 from paygrid.api.schemas import CreatePaymentIn
 from paygrid.gateway.app import callback_router
 from paygrid.kernel.clock import DEFAULT_BUSINESS_ZONE, business_date, utcnow
+from paygrid.kernel.ids import is_id
 from paygrid.notify.service import NotificationNotFound, NotifyService
 from paygrid.notify.url_policy import UrlRefused
-from paygrid.ops.observability import add_ops_routes, observe_request, request_id_var
+from paygrid.ops.http_limits import BodyLimit
+from paygrid.ops.observability import add_health_routes, observe_request, request_id_var
 from paygrid.payments.domain import Discount, Item, OrderInvalid, check_items, request_fingerprint
 from paygrid.payments.errors import PaymentRejected
 from paygrid.payments.service import CreatePayment, PaymentService
@@ -41,6 +44,9 @@ MAX_BODY_BYTES = 64 * 1024
 DEFAULT_EXPIRY = timedelta(hours=2)
 MIN_EXPIRY = timedelta(minutes=1)
 MAX_EXPIRY = timedelta(days=7)
+FIRST_BILL_DATE = date(2000, 1, 1)  # no bill before; also keeps day arithmetic in range
+_BILL_DATE = re.compile(r"\d{4}-\d{2}-\d{2}", re.ASCII)
+_OUT_TRADE_NO = re.compile(r"[A-Za-z0-9_\-|*.:]{1,64}", re.ASCII)  # as in CreatePaymentIn
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +84,9 @@ def create_app(deps: ApiDeps) -> FastAPI:
         description="Merchant API v1. Every call is signed (PAYGRID-HMAC-SHA256); "
         "amounts are integers of minor units (fen).",
     )
+
+    # Added before the request-id middleware, so it runs inside it: a 413 carries the id too.
+    app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
 
     @app.middleware("http")
     async def request_id(
@@ -120,6 +129,18 @@ def create_app(deps: ApiDeps) -> FastAPI:
             request, 503, "DATABASE_UNAVAILABLE", "the database is unavailable; retry later"
         )
 
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        """Last resort: no input may get here, but if one does, the answer is still the
+        documented error body (the traceback goes to the log, never to the client)."""
+        request_id = getattr(request.state, "request_id", "")
+        log.error("unexpected error %s on %s", request_id, request.url.path, exc_info=exc)
+        response = _error_response(
+            request, 500, "INTERNAL_ERROR", "unexpected error; quote the request id to support"
+        )
+        response.headers["Request-Id"] = request_id
+        return response
+
     async def call(fn: Callable[..., T], *args: Any) -> T:
         try:
             return await run_in_threadpool(fn, *args)
@@ -127,9 +148,7 @@ def create_app(deps: ApiDeps) -> FastAPI:
             raise ApiError(PAYMENT_CODE_STATUS.get(exc.code, 400), exc.code, exc.message) from None
 
     async def signed(request: Request) -> tuple[Principal, bytes]:
-        body = await request.body()
-        if len(body) > MAX_BODY_BYTES:
-            raise ApiError(413, "BODY_TOO_LARGE", f"body exceeds {MAX_BODY_BYTES} bytes")
+        body = await request.body()  # at most MAX_BODY_BYTES: BodyLimit refused anything more
         raw_path = request.scope.get("raw_path") or request.url.path.encode()
         path = raw_path.decode("latin-1")
         query = request.scope.get("query_string", b"").decode("latin-1")
@@ -147,8 +166,8 @@ def create_app(deps: ApiDeps) -> FastAPI:
     def payment_json(payment: Any) -> dict[str, Any]:
         return deps.payments.resource(payment)
 
-    # --- health and metrics: /healthz, /readyz, /metrics ---------------------------------
-    add_ops_routes(app, {"database": deps.db.ping})
+    # --- health: /healthz, /readyz (metrics are on the operations port, not here) --------
+    add_health_routes(app, {"database": deps.db.ping})
 
     # --- payments -------------------------------------------------------------------------
     @app.post("/v1/payments", status_code=201, tags=["payments"])
@@ -167,7 +186,7 @@ def create_app(deps: ApiDeps) -> FastAPI:
                     headers={"Idempotent-Replayed": "true"},
                 )
         try:
-            cmd = _create_command(principal, body)
+            cmd = _create_command(principal, body, deps.payments.currencies)
             _check_notify_url(deps.notify, cmd.notify_url)
             payment, created = await call(deps.payments.create, cmd)
         except BaseException:
@@ -183,6 +202,7 @@ def create_app(deps: ApiDeps) -> FastAPI:
     @app.get("/v1/payments/{payment_id}", tags=["payments"])
     async def get_payment(payment_id: str, request: Request) -> dict[str, Any]:
         principal, _ = await signed(request)
+        _require_payment_id(payment_id)
         payment = await call(deps.payments.get, payment_id, principal.merchant.mchid)
         return payment_json(payment)
 
@@ -190,11 +210,11 @@ def create_app(deps: ApiDeps) -> FastAPI:
     async def find_payment(request: Request) -> dict[str, Any]:
         principal, _ = await signed(request)
         out_trade_no = request.query_params.get("out_trade_no")
-        if not out_trade_no:
+        if not out_trade_no or not _OUT_TRADE_NO.fullmatch(out_trade_no):
             raise ApiError(
                 400,
                 "INVALID_OUT_TRADE_NO",
-                "out_trade_no query parameter is required",
+                "out_trade_no query parameter is required: 1-64 of A-Z a-z 0-9 _ - | * . :",
                 "out_trade_no",
             )
         payment = await call(
@@ -206,6 +226,7 @@ def create_app(deps: ApiDeps) -> FastAPI:
     async def close_payment(payment_id: str, request: Request) -> Response:
         principal, body = await signed(request)
         _require_empty_object(body)
+        _require_payment_id(payment_id)
         key = request.headers.get("idempotency-key")
         mchid = principal.merchant.mchid
         if key is not None:
@@ -215,7 +236,10 @@ def create_app(deps: ApiDeps) -> FastAPI:
             )
             if replay is not None:
                 return Response(
-                    replay.body, status_code=replay.status, media_type="application/json"
+                    replay.body,
+                    status_code=replay.status,
+                    media_type="application/json",
+                    headers={"Idempotent-Replayed": "true"},
                 )
         try:
             payment = await call(deps.payments.close, payment_id, mchid)
@@ -232,12 +256,7 @@ def create_app(deps: ApiDeps) -> FastAPI:
     @app.get("/v1/bills/{bill_date}", tags=["bills"])
     async def merchant_bill(bill_date: str, request: Request) -> Response:
         principal, _ = await signed(request)
-        try:
-            day = date.fromisoformat(bill_date)
-        except ValueError:
-            raise ApiError(
-                400, "INVALID_BILL_DATE", "bill date must be yyyy-mm-dd", "bill_date"
-            ) from None
+        day = _bill_day(bill_date)
         today = business_date(utcnow(), deps.zone)
         if day > today:
             raise ApiError(
@@ -259,6 +278,10 @@ def create_app(deps: ApiDeps) -> FastAPI:
     async def list_notifications(request: Request) -> dict[str, Any]:
         principal, _ = await signed(request)
         payment_id = request.query_params.get("payment_id")
+        if payment_id is not None and not is_id(payment_id, "pay"):
+            raise ApiError(
+                400, "INVALID_PAYMENT_ID", "payment_id is not a payment id", "payment_id"
+            )
         items = await call(deps.notify.list_for, principal.merchant.mchid, payment_id)
         return {"data": items}
 
@@ -267,6 +290,8 @@ def create_app(deps: ApiDeps) -> FastAPI:
         principal, body = await signed(request)
         _require_empty_object(body)
         try:
+            if not is_id(notify_id, "ntf"):
+                raise NotificationNotFound(notify_id)
             return await call(deps.notify.resend, notify_id, principal.merchant.mchid)
         except NotificationNotFound:
             raise ApiError(404, "NOTIFICATION_NOT_FOUND", f"no notification {notify_id}") from None
@@ -285,28 +310,54 @@ def _check_notify_url(notify: NotifyService, url: str) -> None:
         raise ApiError(400, "INVALID_NOTIFY_URL", exc.message, "notify_url") from None
 
 
-def _require_empty_object(body: bytes) -> None:
-    if body.strip() in (b"", b"{}"):
-        return
+def _require_payment_id(payment_id: str) -> None:
+    """A path that cannot name a payment is not looked up (nor are its bytes sent to SQL)."""
+    if not is_id(payment_id, "pay"):
+        raise ApiError(404, "PAYMENT_NOT_FOUND", "no such payment")
+
+
+def _bill_day(text: str) -> date:
+    if not _BILL_DATE.fullmatch(text):
+        raise ApiError(400, "INVALID_BILL_DATE", "bill date must be yyyy-mm-dd", "bill_date")
     try:
-        parsed = json.loads(body)
+        day = date.fromisoformat(text)
     except ValueError:
-        raise ApiError(400, "MALFORMED_JSON", "body is not valid JSON") from None
-    if not isinstance(parsed, dict):
-        raise ApiError(400, "MALFORMED_JSON", "body must be a JSON object")
+        raise ApiError(400, "INVALID_BILL_DATE", "no such date", "bill_date") from None
+    if day < FIRST_BILL_DATE:
+        raise ApiError(
+            400, "INVALID_BILL_DATE", f"no bills before {FIRST_BILL_DATE.isoformat()}", "bill_date"
+        )
+    return day
 
 
-def _create_command(principal: Principal, body: bytes) -> CreatePayment:
+def _json_object(body: bytes) -> dict[str, Any]:
+    """The body as a JSON object; anything else (including nesting deeper than the parser
+    recurses) is 400 MALFORMED_JSON."""
     try:
         parsed = json.loads(body)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         raise ApiError(400, "MALFORMED_JSON", f"body is not valid JSON: {exc}") from None
     if not isinstance(parsed, dict):
         raise ApiError(400, "MALFORMED_JSON", "body must be a JSON object")
+    return parsed
+
+
+def _require_empty_object(body: bytes) -> None:
+    if body.strip() in (b"", b"{}"):
+        return
+    _json_object(body)
+
+
+def _create_command(
+    principal: Principal, body: bytes, currencies: Callable[[Iterable[str]], frozenset[str]]
+) -> CreatePayment:
+    _json_object(body)
     try:
         req = CreatePaymentIn.model_validate_json(body)
     except ValidationError as exc:
         first = exc.errors()[0]
+        if first["type"] == "json_invalid":  # e.g. nested too deep, or a lone surrogate
+            raise ApiError(400, "MALFORMED_JSON", first["msg"]) from None
         code, field = _field_code(tuple(first["loc"]))
         raise ApiError(400, code, f"{field}: {first['msg']}", field) from None
     merchant = principal.merchant
@@ -317,8 +368,14 @@ def _create_command(principal: Principal, body: bytes) -> CreatePayment:
             f"channel {req.channel} is not enabled for this merchant",
             "channel",
         )
-    if req.channel is not None and req.amount.currency != "CNY":
-        raise ApiError(400, "INVALID_CURRENCY", f"{req.channel} takes CNY only", "amount.currency")
+    channels = merchant.methods if req.channel is None else (req.channel,)
+    if req.amount.currency not in currencies(channels):
+        raise ApiError(
+            400,
+            "UNSUPPORTED_CURRENCY",
+            f"{req.amount.currency} is not taken by {' or '.join(channels) or 'any channel'}",
+            "amount.currency",
+        )
     if req.method != "cashier" and req.channel is None:
         raise ApiError(400, "INVALID_CHANNEL", f"method {req.method} needs a channel", "channel")
     items = tuple(Item(i.sku, i.name, i.quantity, i.unit_amount) for i in req.items or ())

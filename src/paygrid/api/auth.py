@@ -25,6 +25,7 @@ SCHEME = "PAYGRID-HMAC-SHA256"
 TIMESTAMP_WINDOW_S = 300
 MAX_NONCE_LEN = 64
 _PARAM_RE = re.compile(r'(\w+)="([^"]*)"')
+_TIMESTAMP_RE = re.compile(r"[0-9]{1,12}")  # Unix seconds, ASCII digits only
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,10 +87,9 @@ def authenticate(
     db: Database, header: str | None, method: str, path_and_query: str, body: bytes
 ) -> Principal:
     fields = parse_header(header)
-    try:
-        ts = int(fields["timestamp"])
-    except ValueError:
-        raise _unauthorized("TIMESTAMP_INVALID", "timestamp must be Unix seconds") from None
+    if not _TIMESTAMP_RE.fullmatch(fields["timestamp"]):
+        raise _unauthorized("TIMESTAMP_INVALID", "timestamp must be Unix seconds")
+    ts = int(fields["timestamp"])
     if abs(time.time() - ts) > TIMESTAMP_WINDOW_S:
         raise _unauthorized(
             "TIMESTAMP_EXPIRED", f"timestamp is more than {TIMESTAMP_WINDOW_S}s from server time"
@@ -105,7 +105,8 @@ def authenticate(
     expected = sign(
         key.secret, string_to_sign(method, path_and_query, fields["timestamp"], nonce, body)
     )
-    if not hmac.compare_digest(expected, fields["signature"]):
+    # As bytes: compare_digest refuses str with non-ASCII characters (a header is latin-1).
+    if not hmac.compare_digest(expected.encode(), fields["signature"].encode()):
         raise _unauthorized("SIGNATURE_INVALID", "signature does not match the request")
     _use_nonce(db, merchant.mchid, nonce)
     return Principal(merchant, key.key_id)

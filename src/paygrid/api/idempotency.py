@@ -12,6 +12,7 @@ from sqlalchemy import delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from paygrid.api.errors import ApiError
+from paygrid.api.schemas import has_control_characters
 from paygrid.kernel.clock import utcnow
 from paygrid.storage.database import Database
 from paygrid.storage.schema import idempotency_keys
@@ -33,11 +34,11 @@ def request_hash(method: str, path: str, body: bytes) -> str:
 
 def begin(db: Database, mchid: str, key: str, fingerprint: str) -> Replay | None:
     """Reserve the key, or return the stored response of the first request."""
-    if not key or len(key) > MAX_KEY_LEN:
+    if not key or len(key) > MAX_KEY_LEN or has_control_characters(key):
         raise ApiError(
             400,
             "INVALID_IDEMPOTENCY_KEY",
-            f"Idempotency-Key must be 1..{MAX_KEY_LEN} characters",
+            f"Idempotency-Key must be 1..{MAX_KEY_LEN} characters, no control characters",
             "Idempotency-Key",
         )
     now = utcnow()

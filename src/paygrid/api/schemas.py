@@ -1,8 +1,10 @@
 """Request bodies of the merchant API, validated strictly: amounts are JSON integers (a float
-or a string is refused), URLs are absolute http(s), currencies are ISO 4217."""
+or a string is refused), URLs are absolute http(s), currencies are ISO 4217, no text holds a
+control character."""
 
 from __future__ import annotations
 
+import unicodedata
 from datetime import datetime
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
@@ -14,6 +16,31 @@ from paygrid.kernel.money import MAX_MINOR_UNITS, is_known_currency
 MAX_ITEMS = 100
 MAX_DISCOUNTS = 20
 MAX_URL_LEN = 512
+
+
+# Never in a text field: C0 controls (NUL, tab, line feeds...), DEL, C1 controls, unpaired
+# surrogates, the Unicode line/paragraph separators and the bidirectional overrides that can
+# make a description on the cashier page read differently from what it says.
+_FORBIDDEN_CATEGORIES = frozenset({"Cc", "Cs", "Zl", "Zp"})
+_BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
+def has_control_characters(value: str) -> bool:
+    return any(
+        unicodedata.category(c) in _FORBIDDEN_CATEGORIES or c in _BIDI_CONTROLS for c in value
+    )
+
+
+def _printable(value: str) -> str:
+    if has_control_characters(value):
+        raise ValueError("must not contain control characters")
+    return value
+
+
+def _url_characters(value: str) -> str:
+    if has_control_characters(value) or any(c.isspace() for c in value):
+        raise ValueError("must not contain control characters or spaces")
+    return value
 
 
 def _url(value: str) -> str:
@@ -35,9 +62,9 @@ def _aware(value: datetime) -> datetime:
     return value
 
 
-Url = Annotated[str, AfterValidator(_url)]
+Url = Annotated[str, AfterValidator(_url_characters), AfterValidator(_url)]
 Fen = Annotated[int, Field(ge=0, le=MAX_MINOR_UNITS)]
-Text = Annotated[str, Field(min_length=1, max_length=128)]
+Text = Annotated[str, Field(min_length=1, max_length=128), AfterValidator(_printable)]
 
 
 class _Strict(BaseModel):
@@ -50,7 +77,7 @@ class AmountIn(_Strict):
 
 
 class ItemIn(_Strict):
-    sku: Annotated[str, Field(min_length=1, max_length=64)]
+    sku: Annotated[str, Field(min_length=1, max_length=64), AfterValidator(_printable)]
     name: Text
     quantity: Annotated[int, Field(ge=1, le=1_000_000)]
     unit_amount: Fen
@@ -72,7 +99,7 @@ class CreatePaymentIn(_Strict):
     channel: Literal["wechatpay"] | None = None
     method: Literal["cashier", "native", "h5", "jsapi", "app"] = "cashier"
     expire_at: Annotated[datetime, AfterValidator(_aware)] | None = None
-    attach: Annotated[str, Field(max_length=512)] | None = None
+    attach: Annotated[str, Field(max_length=512), AfterValidator(_printable)] | None = None
     items: Annotated[list[ItemIn], Field(max_length=MAX_ITEMS)] | None = None
     discounts: Annotated[list[DiscountIn], Field(max_length=MAX_DISCOUNTS)] | None = None
 

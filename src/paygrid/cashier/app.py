@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hmac
 import io
+import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,19 +20,72 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from PIL import Image
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from paygrid.kernel.clock import DEFAULT_BUSINESS_ZONE, utcnow
+from paygrid.kernel.ids import is_id
 from paygrid.kernel.money import format_major
-from paygrid.ops.observability import Check, add_ops_routes
+from paygrid.ops.http_limits import BodyLimit
+from paygrid.ops.observability import Check, add_health_routes
 from paygrid.payments.domain import Payment, PaymentStatus
 from paygrid.payments.errors import PaymentRejected
 from paygrid.payments.service import PaymentService
 
 HERE = Path(__file__).parent
+log = logging.getLogger(__name__)
 METHOD_LABELS = {"wechatpay": "微信支付 WeChat Pay"}
 POLL_INTERVAL_MS = 1500
 QR_CSS_PX = 264  # the <img>'s size on the page; the PNG is twice that for HiDPI screens
 QR_QUIET_ZONE = 4  # modules of white around the code, as ISO/IEC 18004 asks
+MAX_BODY_BYTES = 64 * 1024  # the only body is the method form
+
+# The page loads its own CSS, JS and QR image and polls its own status URL; nothing inline,
+# nothing from elsewhere, never framed (clickjacking), and no Referer with the token in it.
+SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; "
+    "img-src 'self'; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; "
+    "base-uri 'none'",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "X-Content-Type-Options": "nosniff",
+}
+
+# What the page may say when starting a payment failed: a fixed text per known code. The
+# ``error`` query parameter only selects one of these; any other value shows nothing, so a
+# crafted link cannot put its own words on a genuine cashier page.
+ERROR_MESSAGES = {
+    "UNKNOWN_METHOD": "请选择可用的支付方式 Choose one of the offered methods",
+    "PAYMENT_ALREADY_PAID": "订单已支付 This payment is already paid",
+    "PAYMENT_CLOSED": "订单已关闭 This payment is closed",
+    "PAYMENT_FAILED": "订单支付失败 This payment failed",
+    "PAYMENT_EXPIRED": "订单已过期 This payment has expired",
+    "UNSUPPORTED_CURRENCY": "该支付方式不支持此币种 This method does not take this currency",
+    "CHANNEL_UNAVAILABLE": "支付通道暂不可用，请稍后再试 The channel is unavailable; try again",
+    "CHANNEL_ERROR": "支付通道拒绝了此订单 The channel refused this payment",
+    "CONCURRENT_UPDATE": "系统繁忙，请重试 Busy; please try again",
+}
+
+
+class SecurityHeaders:
+    """Adds :data:`SECURITY_HEADERS` to every response of the app it wraps."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                for name, value in SECURITY_HEADERS.items():
+                    headers[name] = value
+            await send(message)
+
+        await self.app(scope, receive, with_headers)
 
 
 def qr_png(text: str, css_px: int = QR_CSS_PX) -> bytes:
@@ -73,15 +127,22 @@ def create_cashier_app(
     checks: Mapping[str, Check] | None = None,
 ) -> FastAPI:
     app = FastAPI(title="paygrid cashier", docs_url=None, redoc_url=None, openapi_url=None)
+    app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
+    app.add_middleware(SecurityHeaders)  # outermost: the 413 carries the headers too
     templates = Jinja2Templates(directory=str(HERE / "templates"))
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
 
     def load(payment_id: str, token: str) -> Payment:
+        if not is_id(payment_id, "pay"):
+            raise LookupError(payment_id)
         try:
             payment = payments.get(payment_id)
         except PaymentRejected:
             payment = None
-        if payment is None or not hmac.compare_digest(payment.cashier_token, token):
+        # As bytes: compare_digest refuses str with non-ASCII characters.
+        if payment is None or not hmac.compare_digest(
+            payment.cashier_token.encode(), token.encode()
+        ):
             raise LookupError(payment_id)
         return payment
 
@@ -97,7 +158,17 @@ def create_cashier_app(
             return "EXPIRED"
         return payment.status.value
 
-    add_ops_routes(app, checks or {})
+    add_health_routes(app, checks or {})
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> Response:
+        """Last resort: a plain page, the traceback only in the log."""
+        log.error("unexpected error on %s", request.url.path, exc_info=exc)
+        return HTMLResponse(
+            "<!doctype html><title>Error</title><p>Something went wrong; please try again.</p>",
+            status_code=500,
+            headers=SECURITY_HEADERS,
+        )
 
     @app.get("/pay/{payment_id}", response_class=HTMLResponse)
     async def page(request: Request, payment_id: str, t: str = "", error: str = "") -> Response:
@@ -130,7 +201,7 @@ def create_cashier_app(
             "poll_ms": POLL_INTERVAL_MS,
             "expires": payment.expire_at.astimezone(ZoneInfo(zone)).strftime("%Y-%m-%d %H:%M"),
             "qr_px": QR_CSS_PX,
-            "error": error[:200],
+            "error": ERROR_MESSAGES.get(error, ""),
         }
         return templates.TemplateResponse(request, "pay.html", context)
 
@@ -143,7 +214,7 @@ def create_cashier_app(
         merchant = await run_in_threadpool(merchant_of, payment.mchid)
         target = f"/pay/{payment_id}?t={t}"
         if method not in merchant.methods:
-            return RedirectResponse(target + "&error=unknown+method", status_code=303)
+            return RedirectResponse(target + "&error=UNKNOWN_METHOD", status_code=303)
         try:
             await run_in_threadpool(payments.start_channel_payment, payment_id, method, "native")
         except PaymentRejected as exc:

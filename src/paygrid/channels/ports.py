@@ -146,6 +146,7 @@ class ChannelAdapter(Protocol):
 
     name: str
     account: ChannelAccount
+    currencies: frozenset[str]  # ISO 4217 codes the channel takes payments in
 
     def create_order(self, request: OrderRequest) -> OrderCreated: ...
 

@@ -33,6 +33,18 @@ def _decode(body: str) -> int:
     return value
 
 
+def is_id(value: str, prefix: str) -> bool:
+    """Whether ``value`` has the shape of an id of this kind (``pay_`` + 26 base32 characters):
+    anything else names nothing and need not be looked up."""
+    head, sep, body = value.partition("_")
+    return (
+        head == prefix
+        and bool(sep)
+        and len(body) == _BODY_LEN
+        and all(c in _ALPHABET for c in body)
+    )
+
+
 def cell_of(identifier: str) -> int:
     body = identifier.rsplit("_", 1)[-1]
     if len(body) != _BODY_LEN or any(c not in _ALPHABET for c in body):

@@ -68,7 +68,7 @@ def free_port_block(size: int) -> int:
     raise RuntimeError("no free block of ports")
 
 
-PROD_PORTS = 11  # api, cashier, sandbox, gateway, postgres, nats, 5 worker ops ports
+PROD_PORTS = 14  # api, cashier, sandbox, gateway, postgres, nats, 5 worker + 3 HTTP ops ports
 
 
 @dataclass(frozen=True)
@@ -79,6 +79,7 @@ class ProdLaunch:
     api_url: str
     cashier_url: str
     sandbox_url: str
+    api_ops_url: str  # the api process's /metrics
 
 
 def prod_layout(base: int) -> dict[str, str]:
@@ -134,6 +135,7 @@ def launch_prod(data_dir: Path, env: dict[str, str] | None = None) -> ProdLaunch
         f"http://127.0.0.1:{base}",
         f"http://127.0.0.1:{base + 1}",
         layout["wechatpay_base_url"],
+        f"http://127.0.0.1:{int(layout['ops_base_port']) + 5}",  # the api's: roles.ops_port
     )
 
 

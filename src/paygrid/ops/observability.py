@@ -1,4 +1,6 @@
-"""Per-process operations surface: JSON logs, /healthz, /readyz, Prometheus /metrics."""
+"""Per-process operations surface: JSON logs, /healthz, /readyz, Prometheus /metrics.
+
+Metrics are served only on an operations port (``ops_app``), never on a public one."""
 
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from fastapi import FastAPI, Response
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
 
 from paygrid.kernel import context
+from paygrid.ops.http_limits import BodyLimit
 
 request_id_var = context.request_id
 _PAYMENT_ID = re.compile(r"\bpay_[0-9A-Z]{26}\b")
@@ -83,9 +86,9 @@ def json_logging(role: str, level: int = logging.INFO) -> None:
 Check = Callable[[], bool]
 
 
-def add_ops_routes(app: FastAPI, checks: Mapping[str, Check]) -> None:
+def add_health_routes(app: FastAPI, checks: Mapping[str, Check]) -> None:
     """/healthz: the process answers. /readyz: every dependency check passes (else 503).
-    /metrics: Prometheus text format."""
+    Public ports (API, cashier, gateway) serve these two only."""
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:
@@ -106,6 +109,11 @@ def add_ops_routes(app: FastAPI, checks: Mapping[str, Check]) -> None:
             media_type="application/json",
         )
 
+
+def add_ops_routes(app: FastAPI, checks: Mapping[str, Check]) -> None:
+    """The health routes and /metrics (Prometheus text format), for an operations port."""
+    add_health_routes(app, checks)
+
     @app.get("/metrics", include_in_schema=False)
     def metrics() -> Response:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
@@ -117,6 +125,8 @@ def observe_request(app_name: str, method: str, route: str, status: int, started
 
 
 def ops_app(checks: Mapping[str, Check]) -> FastAPI:
+    """A process's operations port: /healthz, /readyz, /metrics (loopback by default)."""
     app = FastAPI(title="paygrid ops", docs_url=None, redoc_url=None, openapi_url=None)
+    app.add_middleware(BodyLimit)
     add_ops_routes(app, checks)
     return app

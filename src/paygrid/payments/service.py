@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import TypeVar
@@ -107,10 +107,25 @@ class PaymentService:
     def resource(self, payment: Payment) -> dict[str, object]:
         return payment_resource(payment, self.urls.cashier_base_url)
 
+    @property
+    def channel_names(self) -> frozenset[str]:
+        return frozenset(self._channels)
+
+    def currencies(self, channels: Iterable[str]) -> frozenset[str]:
+        """The currencies any of ``channels`` takes (channels not configured here take none)."""
+        found: frozenset[str] = frozenset()
+        for name in channels:
+            adapter = self._channels.get(name)
+            if adapter is not None:
+                found |= adapter.currencies
+        return found
+
     # --- create ---------------------------------------------------------------------------
     def create(self, cmd: CreatePayment) -> tuple[Payment, bool]:
         """Create once per (merchant, out_trade_no); a repeat with the same body returns the
         existing payment (created=False), a different body is DUPLICATE_OUT_TRADE_NO."""
+        if cmd.channel is not None:
+            _check_currency(self._adapter(cmd.channel), cmd.currency)
         existing = self._existing(cmd)
         if existing is not None:
             return self._continue(existing, cmd), False
@@ -183,6 +198,7 @@ class PaymentService:
         if payment.status == S.PAYING and payment.channel == channel and payment.code_url:
             return payment
         self._ensure_payable(payment)
+        _check_currency(adapter, payment.currency)
         if payment.channel is not None and payment.channel != channel:
             self._close_at_channel(payment)  # one live channel order at a time
         if payment.channel != channel:
@@ -459,3 +475,11 @@ class PaymentService:
         self, payment_id: str, change: Callable[[Connection, Payment], tuple[Payment, str]]
     ) -> str:
         return self._retrying(payment_id, change)[1]
+
+
+def _check_currency(adapter: ChannelAdapter, currency: str) -> None:
+    if currency not in adapter.currencies:
+        raise PaymentRejected(
+            "UNSUPPORTED_CURRENCY",
+            f"{adapter.name} takes {', '.join(sorted(adapter.currencies))}, not {currency}",
+        )

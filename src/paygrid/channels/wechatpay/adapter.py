@@ -130,6 +130,7 @@ class WechatPayConfig:
 
 class WechatPayAdapter:
     name = "wechatpay"
+    currencies = frozenset({"CNY"})  # Native, H5, JSAPI and App payments are in yuan
 
     def __init__(self, config: WechatPayConfig, http: httpx.Client | None = None) -> None:
         self._config = config

@@ -88,8 +88,8 @@ def rsa_verify(public_key: rsa.RSAPublicKey, message: bytes, signature_b64: str)
 
 def check_skew(timestamp: str, now: float | None = None, max_skew: int = MAX_SKEW_SECONDS) -> None:
     """Reject a timestamp that is not integer seconds within ``max_skew`` of now (防重放)."""
-    if not timestamp.isdigit():
-        raise SignatureError(f"bad timestamp {timestamp!r}")
+    if not (timestamp.isascii() and timestamp.isdigit() and len(timestamp) <= 12):
+        raise SignatureError(f"bad timestamp {timestamp[:20]!r}")  # 400 digits overflow a float
     current = time.time() if now is None else now
     if abs(current - int(timestamp)) > max_skew:
         raise SignatureError("timestamp outside the allowed window")

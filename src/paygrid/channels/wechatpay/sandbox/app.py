@@ -31,6 +31,7 @@ from paygrid.channels.wechatpay.sandbox.service import WechatPaySandbox
 from paygrid.channels.wechatpay.sandbox.settings import SandboxSettings, SettingsError
 from paygrid.channels.wechatpay.sandbox.store import Order
 from paygrid.kernel.money import format_major
+from paygrid.ops.http_limits import BodyLimit
 
 MAX_BODY_BYTES = 64 * 1024
 JSON_TYPE = "application/json; charset=utf-8"
@@ -50,12 +51,13 @@ def json_response(status: int, payload: object) -> Response:
     return Response(_json_bytes(payload), status_code=status, media_type=JSON_TYPE)
 
 
-class _TooLarge(Exception):
-    pass
+def _too_large(_: Scope, limit: int) -> bytes:
+    return _json_bytes({"code": "PARAM_ERROR", "message": f"请求体过大（上限 {limit} 字节）"})
 
 
 class ProtocolMiddleware:
-    """Bounded bodies everywhere; on ``/v3``: faults, then a signed answer (应答签名)."""
+    """On ``/v3``: faults, then a signed answer (应答签名). Bodies are bounded by the
+    :class:`BodyLimit` around it."""
 
     def __init__(self, app: ASGIApp, sandbox: WechatPaySandbox) -> None:
         self.app = app
@@ -65,11 +67,7 @@ class ProtocolMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        try:
-            body = await _read_body(receive)
-        except _TooLarge:
-            await _send_plain(send, 413, {"code": "PARAM_ERROR", "message": "请求体过大"})
-            return
+        body = await _read_body(receive)
         replay = _replay(body, receive)
         if not scope["path"].startswith("/v3/"):
             await self.app(scope, replay, send)
@@ -97,17 +95,13 @@ class ProtocolMiddleware:
 
 
 async def _read_body(receive: Receive) -> bytes:
+    """The whole body: at most MAX_BODY_BYTES, as ``receive`` is BodyLimit's."""
     chunks: list[bytes] = []
-    size = 0
     while True:
         message = await receive()
         if message["type"] != "http.request":
             break
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > MAX_BODY_BYTES:
-            raise _TooLarge
-        chunks.append(chunk)
+        chunks.append(message.get("body", b""))
         if not message.get("more_body", False):
             break
     return b"".join(chunks)
@@ -187,6 +181,7 @@ def create_app(data_dir: Path, public_base_url: str) -> FastAPI:
     app = FastAPI(title="paygrid WeChat Pay sandbox", lifespan=lifespan, docs_url=None)
     app.state.sandbox = sandbox
     app.add_middleware(ProtocolMiddleware, sandbox=sandbox)
+    app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES, refusal=_too_large)  # outermost
     _add_error_handlers(app)
     _add_protocol_routes(app, sandbox)
     _add_sandbox_routes(app, sandbox)
@@ -341,7 +336,7 @@ def _add_knob_routes(app: FastAPI, sandbox: WechatPaySandbox) -> None:
 def _object_of(body: bytes) -> dict[str, Any]:
     try:
         data = json.loads(body or b"{}")
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         raise ApiError(400, "PARAM_ERROR", "请求体不是合法的 JSON") from exc
     if not isinstance(data, dict):
         raise ApiError(400, "PARAM_ERROR", "请求体必须是 JSON 对象")
