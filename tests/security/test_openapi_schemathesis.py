@@ -36,13 +36,18 @@ from schemathesis.specs.openapi.checks import (
 from tests.integration.test_payment_flow import order, pay, wait_status
 from tests.integration.wechatpay_helpers import beijing_date
 from tests.security.schemathesis_signing import PaygridSigner
-from tests.support import MerchantReceiver, RunningPlatform, start_platform, wait_until
-
-pytestmark = pytest.mark.timeout(420)
+from tests.support import (
+    MerchantReceiver,
+    PostgresServer,
+    RunningPlatform,
+    start_platform,
+    wait_until,
+)
 
 EXAMPLES = int(os.environ.get("PAYGRID_SCHEMATHESIS_EXAMPLES", "40"))
 SEED = int(os.environ.get("PAYGRID_SCHEMATHESIS_SEED", "20260807"))
 BUDGET_S = float(os.environ.get("PAYGRID_SCHEMATHESIS_BUDGET_S", "240"))
+pytestmark = pytest.mark.timeout(BUDGET_S + 180)  # + starting paygrid and PostgreSQL
 HOOKS = Path(__file__).with_name("schemathesis_signing.py")
 CHECKS = (
     "not_a_server_error",
@@ -82,9 +87,15 @@ class Live:
         return self.running.api_url
 
 
-@pytest.fixture(scope="module")
-def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
-    running = start_platform(tmp_path_factory.mktemp("openapi") / "var")
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def live(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Live]:
+    database_url = None
+    if request.param == "postgres":
+        server: PostgresServer = request.getfixturevalue("postgres")
+        database_url = server.create_database("openapi_" + uuid.uuid4().hex[:8])
+    running = start_platform(tmp_path_factory.mktemp("openapi") / "var", database_url)
     merchant = MerchantReceiver()
     try:
         client = running.client()
