@@ -21,6 +21,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from paygrid.api import idempotency
+from paygrid.api import openapi as doc
 from paygrid.api.auth import Principal, authenticate
 from paygrid.api.errors import PAYMENT_CODE_STATUS, ApiError
 from paygrid.api.schemas import CreatePaymentIn
@@ -82,8 +83,11 @@ def create_app(deps: ApiDeps) -> FastAPI:
         title="paygrid merchant API",
         version="1",
         description="Merchant API v1. Every call is signed (PAYGRID-HMAC-SHA256); "
-        "amounts are integers of minor units (fen).",
+        "amounts are integers of minor units (fen). Every refusal is a 4xx or 5xx with the "
+        "error body {code, message, request_id}.",
+        redirect_slashes=False,
     )
+    doc.install(app)
 
     # Added before the request-id middleware, so it runs inside it: a 413 carries the id too.
     app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
@@ -170,7 +174,26 @@ def create_app(deps: ApiDeps) -> FastAPI:
     add_health_routes(app, {"database": deps.db.ping})
 
     # --- payments -------------------------------------------------------------------------
-    @app.post("/v1/payments", status_code=201, tags=["payments"])
+    @app.post(
+        "/v1/payments",
+        status_code=201,
+        tags=["payments"],
+        operation_id="createPayment",
+        summary="Create a payment",
+        response_class=Response,
+        responses=doc.responses(
+            {
+                201: (doc.Payment, "Created: the new payment."),
+                200: (doc.Payment, "The existing payment: this out_trade_no with the same body."),
+            },
+            (409, 502),
+            replayable=True,
+            links=doc.PAYMENT_LINKS,
+        ),
+        openapi_extra=doc.operation(
+            doc.IDEMPOTENCY_KEY, body=doc.json_body(CreatePaymentIn, doc.CREATE_EXAMPLE)
+        ),
+    )
     async def create_payment(request: Request) -> Response:
         principal, body = await signed(request)
         key = request.headers.get("idempotency-key")
@@ -199,14 +222,30 @@ def create_app(deps: ApiDeps) -> FastAPI:
             await run_in_threadpool(idempotency.complete, deps.db, mchid, key, status, text)
         return Response(text, status_code=status, media_type="application/json")
 
-    @app.get("/v1/payments/{payment_id}", tags=["payments"])
+    @app.get(
+        "/v1/payments/{payment_id}",
+        tags=["payments"],
+        operation_id="getPayment",
+        summary="Get a payment",
+        response_model=None,
+        responses=doc.responses({200: (doc.Payment, "The payment.")}, (404,)),
+        openapi_extra=doc.operation(doc.PAYMENT_ID),
+    )
     async def get_payment(payment_id: str, request: Request) -> dict[str, Any]:
         principal, _ = await signed(request)
         _require_payment_id(payment_id)
         payment = await call(deps.payments.get, payment_id, principal.merchant.mchid)
         return payment_json(payment)
 
-    @app.get("/v1/payments", tags=["payments"])
+    @app.get(
+        "/v1/payments",
+        tags=["payments"],
+        operation_id="findPayment",
+        summary="Find a payment by out_trade_no",
+        response_model=None,
+        responses=doc.responses({200: (doc.Payment, "The payment.")}, (404,)),
+        openapi_extra=doc.operation(doc.OUT_TRADE_NO),
+    )
     async def find_payment(request: Request) -> dict[str, Any]:
         principal, _ = await signed(request)
         out_trade_no = request.query_params.get("out_trade_no")
@@ -222,7 +261,19 @@ def create_app(deps: ApiDeps) -> FastAPI:
         )
         return payment_json(payment)
 
-    @app.post("/v1/payments/{payment_id}/close", tags=["payments"])
+    @app.post(
+        "/v1/payments/{payment_id}/close",
+        tags=["payments"],
+        operation_id="closePayment",
+        summary="Close a payment",
+        response_class=Response,
+        responses=doc.responses(
+            {200: (doc.Payment, "The payment, now CLOSED (also when it already was).")},
+            (404, 409, 502),
+            replayable=True,
+        ),
+        openapi_extra=doc.operation(doc.PAYMENT_ID, doc.IDEMPOTENCY_KEY, body=doc.EMPTY_BODY),
+    )
     async def close_payment(payment_id: str, request: Request) -> Response:
         principal, body = await signed(request)
         _require_empty_object(body)
@@ -253,7 +304,30 @@ def create_app(deps: ApiDeps) -> FastAPI:
         return Response(text, status_code=200, media_type="application/json")
 
     # --- bills (商户对账单) -------------------------------------------------------------------
-    @app.get("/v1/bills/{bill_date}", tags=["bills"])
+    @app.get(
+        "/v1/bills/{bill_date}",
+        tags=["bills"],
+        operation_id="getBill",
+        summary="The merchant's daily bill (CSV)",
+        response_class=Response,
+        responses=doc.csv_responses(
+            "The payments that succeeded on that business date, one CSV row each (columns in "
+            "docs/merchant-api.md; amounts in fen).",
+            {
+                "Content-Disposition": {
+                    "description": "attachment; filename=paygrid-bill-<mchid>-<date>.csv",
+                    "required": True,
+                    "schema": {"type": "string"},
+                },
+                "Paygrid-Bill-Complete": {
+                    "description": "false while the business day is still running.",
+                    "required": True,
+                    "schema": {"type": "string", "enum": ["true", "false"]},
+                },
+            },
+        ),
+        openapi_extra=doc.operation(doc.BILL_DATE),
+    )
     async def merchant_bill(bill_date: str, request: Request) -> Response:
         principal, _ = await signed(request)
         day = _bill_day(bill_date)
@@ -274,7 +348,18 @@ def create_app(deps: ApiDeps) -> FastAPI:
         )
 
     # --- notifications --------------------------------------------------------------------
-    @app.get("/v1/notifications", tags=["notifications"])
+    @app.get(
+        "/v1/notifications",
+        tags=["notifications"],
+        operation_id="listNotifications",
+        summary="List notifications and their delivery attempts",
+        response_model=None,
+        responses=doc.responses(
+            {200: (doc.NotificationList, "The notifications, oldest first (at most 200).")},
+            links=doc.NOTIFICATION_LINKS,
+        ),
+        openapi_extra=doc.operation(doc.PAYMENT_FILTER),
+    )
     async def list_notifications(request: Request) -> dict[str, Any]:
         principal, _ = await signed(request)
         payment_id = request.query_params.get("payment_id")
@@ -285,7 +370,17 @@ def create_app(deps: ApiDeps) -> FastAPI:
         items = await call(deps.notify.list_for, principal.merchant.mchid, payment_id)
         return {"data": items}
 
-    @app.post("/v1/notifications/{notify_id}/resend", tags=["notifications"])
+    @app.post(
+        "/v1/notifications/{notify_id}/resend",
+        tags=["notifications"],
+        operation_id="resendNotification",
+        summary="Deliver a notification again, now",
+        response_model=None,
+        responses=doc.responses(
+            {200: (doc.Notification, "The notification, with this attempt.")}, (404,)
+        ),
+        openapi_extra=doc.operation(doc.NOTIFY_ID, body=doc.EMPTY_BODY),
+    )
     async def resend_notification(notify_id: str, request: Request) -> dict[str, Any]:
         principal, body = await signed(request)
         _require_empty_object(body)

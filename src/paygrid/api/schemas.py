@@ -16,6 +16,8 @@ from paygrid.kernel.money import MAX_MINOR_UNITS, is_known_currency
 MAX_ITEMS = 100
 MAX_DISCOUNTS = 20
 MAX_URL_LEN = 512
+OUT_TRADE_NO_PATTERN = r"^[A-Za-z0-9_\-|*.:]+$"
+CURRENCIES = ("CNY",)  # what the channels take (wechatpay: CNY); documented in the OpenAPI
 
 
 # Never in a text field: C0 controls (NUL, tab, line feeds...), DEL, C1 controls, unpaired
@@ -62,7 +64,18 @@ def _aware(value: datetime) -> datetime:
     return value
 
 
-Url = Annotated[str, AfterValidator(_url_characters), AfterValidator(_url)]
+Url = Annotated[
+    str,
+    AfterValidator(_url_characters),
+    AfterValidator(_url),
+    Field(
+        json_schema_extra={
+            "format": "uri",
+            "pattern": "^[Hh][Tt][Tt][Pp][Ss]?://",
+            "maxLength": MAX_URL_LEN,
+        }
+    ),
+]
 Fen = Annotated[int, Field(ge=0, le=MAX_MINOR_UNITS)]
 Text = Annotated[str, Field(min_length=1, max_length=128), AfterValidator(_printable)]
 
@@ -73,7 +86,9 @@ class _Strict(BaseModel):
 
 class AmountIn(_Strict):
     total: Annotated[int, Field(gt=0, le=MAX_MINOR_UNITS)]
-    currency: Annotated[str, AfterValidator(_currency)]
+    currency: Annotated[
+        str, AfterValidator(_currency), Field(json_schema_extra={"enum": list(CURRENCIES)})
+    ]
 
 
 class ItemIn(_Strict):
@@ -89,15 +104,15 @@ class DiscountIn(_Strict):
 
 
 class CreatePaymentIn(_Strict):
-    out_trade_no: Annotated[
-        str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_\-|*.:]+$")
-    ]
+    out_trade_no: Annotated[str, Field(min_length=1, max_length=64, pattern=OUT_TRADE_NO_PATTERN)]
     amount: AmountIn
     description: Text
     notify_url: Url
     return_url: Url | None = None
     channel: Literal["wechatpay"] | None = None
-    method: Literal["cashier", "native", "h5", "jsapi", "app"] = "cashier"
+    # Not "h5" or "jsapi": their channel order needs the payer's IP address or openid, which
+    # this body does not carry, so the channel would refuse every one (after the payment).
+    method: Literal["cashier", "native", "app"] = "cashier"
     expire_at: Annotated[datetime, AfterValidator(_aware)] | None = None
     attach: Annotated[str, Field(max_length=512), AfterValidator(_printable)] | None = None
     items: Annotated[list[ItemIn], Field(max_length=MAX_ITEMS)] | None = None

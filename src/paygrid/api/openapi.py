@@ -1,0 +1,375 @@
+"""The served OpenAPI document of the merchant API, made exact.
+
+The handlers read the raw body and the raw query (the signature covers the exact bytes), so
+FastAPI cannot infer the request side: each route declares its parameters, body and every
+response it can give with the helpers below, and :func:`install` finishes the document: the
+signing scheme, the request-body schemas, and no 422 (FastAPI's validation error, which this
+API never answers: every refusal is a 400 with the error body)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any, Literal
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.config import JsonDict
+from pydantic.json_schema import SkipJsonSchema, models_json_schema
+
+from paygrid.api.auth import MAX_NONCE_LEN, SCHEME, TIMESTAMP_WINDOW_S
+from paygrid.api.idempotency import MAX_KEY_LEN
+from paygrid.api.schemas import MAX_URL_LEN, OUT_TRADE_NO_PATTERN, CreatePaymentIn
+from paygrid.kernel.money import MAX_MINOR_UNITS
+
+SECURITY_SCHEME = "PaygridSignature"
+_ID_BODY = "[0-9A-HJKMNP-TV-Z]{26}"  # Crockford base32, kernel.ids
+PAYMENT_ID_PATTERN = f"^pay_{_ID_BODY}$"
+NOTIFY_ID_PATTERN = f"^ntf_{_ID_BODY}$"
+REQUEST_ID_PATTERN = "^req_[0-9a-f]{20}$"
+CURRENCY_PATTERN = "^[A-Z]{3}$"
+DATE_TIME: JsonDict = {"format": "date-time"}
+
+
+# --- response bodies --------------------------------------------------------------------
+class _Out(BaseModel):
+    """Documentation of a response body; ``extra="forbid"`` documents that no other member
+    appears (the schemathesis run checks every answer against these)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class ErrorBody(_Out):
+    """Every refusal: a machine code, a human message, the request id (also in the Request-Id
+    header), and the field at fault when there is one."""
+
+    code: str = Field(pattern="^[A-Z][A-Z0-9_]*$", examples=["INVALID_AMOUNT"])
+    message: str
+    request_id: str = Field(pattern=REQUEST_ID_PATTERN)
+    field: str | SkipJsonSchema[None] = Field(default=None, examples=["amount.total"])
+
+
+class Amount(_Out):
+    total: int = Field(gt=0, le=MAX_MINOR_UNITS, description="minor units (fen)")
+    currency: str = Field(pattern=CURRENCY_PATTERN, examples=["CNY"])
+
+
+class Item(_Out):
+    sku: str = Field(min_length=1, max_length=64)
+    name: str = Field(min_length=1, max_length=128)
+    quantity: int = Field(ge=1, le=1_000_000)
+    unit_amount: int = Field(ge=0, le=MAX_MINOR_UNITS)
+
+
+class Discount(_Out):
+    name: str = Field(min_length=1, max_length=128)
+    amount: int = Field(ge=0, le=MAX_MINOR_UNITS)
+
+
+class Payment(_Out):
+    """The payment as GET returns it (and as notifications carry it)."""
+
+    payment_id: str = Field(pattern=PAYMENT_ID_PATTERN)
+    mchid: str = Field(pattern="^m[0-9]{10}$")
+    out_trade_no: str = Field(pattern=OUT_TRADE_NO_PATTERN, max_length=64)
+    amount: Amount
+    description: str = Field(min_length=1, max_length=128)
+    status: Literal["CREATED", "PAYING", "SUCCESS", "FAILED", "CLOSED"]
+    channel: Literal["wechatpay"] | None
+    method: Literal["cashier", "native", "h5", "jsapi", "app"]
+    cashier_url: str = Field(description="the hosted cashier page for the payer")
+    notify_url: str = Field(max_length=MAX_URL_LEN)
+    return_url: str | None = Field(max_length=MAX_URL_LEN)
+    expire_at: str = Field(json_schema_extra=DATE_TIME)
+    attach: str | None = Field(max_length=512)
+    items: list[Item]
+    discounts: list[Discount]
+    channel_trade_no: str | None
+    created_at: str = Field(json_schema_extra=DATE_TIME)
+    paid_at: str | None = Field(json_schema_extra=DATE_TIME)
+    closed_at: str | None = Field(json_schema_extra=DATE_TIME)
+    code_url: str | SkipJsonSchema[None] = Field(
+        default=None, description="once a channel order exists (native method: the QR code)"
+    )
+    refunded_amount: int | SkipJsonSchema[None] = Field(
+        default=None, ge=0, description="present when SUCCESS"
+    )
+
+
+class Delivery(_Out):
+    attempt: int = Field(ge=1)
+    at: str = Field(json_schema_extra=DATE_TIME)
+    http_status: int | None = Field(description="null when no HTTP answer came")
+    error: str | None
+    duration_ms: int = Field(ge=0)
+    manual: bool = Field(description="a resend asked for by the merchant or an operator")
+
+
+class Notification(_Out):
+    id: str = Field(pattern=NOTIFY_ID_PATTERN)
+    type: str = Field(examples=["payment.succeeded"])
+    payment_id: str = Field(pattern=PAYMENT_ID_PATTERN)
+    url: str = Field(max_length=MAX_URL_LEN)
+    status: Literal["PENDING", "DELIVERED", "FAILED"]
+    attempts: int = Field(ge=0)
+    max_attempts: int = Field(ge=1)
+    next_attempt_at: str | None = Field(json_schema_extra=DATE_TIME)
+    created_at: str = Field(json_schema_extra=DATE_TIME)
+    delivered_at: str | None = Field(json_schema_extra=DATE_TIME)
+    deliveries: list[Delivery]
+
+
+class NotificationList(_Out):
+    data: list[Notification] = Field(max_length=200)
+
+
+# --- parameters and bodies ----------------------------------------------------------------
+def path_param(name: str, description: str, schema: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "path",
+        "required": True,
+        "description": description,
+        "schema": {"type": "string", **schema},
+    }
+
+
+def query_param(
+    name: str, description: str, schema: Mapping[str, Any], *, required: bool
+) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "query",
+        "required": required,
+        "description": description,
+        "schema": {"type": "string", **schema},
+    }
+
+
+PAYMENT_ID = path_param(
+    "payment_id",
+    "The payment's id; an id that names no payment of yours is 404 PAYMENT_NOT_FOUND.",
+    {"pattern": PAYMENT_ID_PATTERN},
+)
+NOTIFY_ID = path_param(
+    "notify_id",
+    "The notification's id; an id that names no notification of yours is 404 "
+    "NOTIFICATION_NOT_FOUND.",
+    {"pattern": NOTIFY_ID_PATTERN},
+)
+BILL_DATE = path_param(
+    "bill_date",
+    "The business date (Asia/Shanghai), yyyy-mm-dd; today gives the day so far, a later "
+    "date or another form is 400 INVALID_BILL_DATE.",
+    {"format": "date", "pattern": "^[0-9]{4}-[0-9]{2}-[0-9]{2}$"},
+)
+OUT_TRADE_NO = query_param(
+    "out_trade_no",
+    "The merchant's order number given at creation; missing is 400 INVALID_OUT_TRADE_NO, "
+    "one that names no payment of yours is 404 PAYMENT_NOT_FOUND.",
+    {"pattern": OUT_TRADE_NO_PATTERN, "minLength": 1, "maxLength": 64},
+    required=True,
+)
+PAYMENT_FILTER = query_param(
+    "payment_id",
+    "Only the notifications of this payment (none when it names no payment of yours).",
+    {"pattern": PAYMENT_ID_PATTERN},
+    required=False,
+)
+IDEMPOTENCY_KEY = {
+    "name": "Idempotency-Key",
+    "in": "header",
+    "required": False,
+    "description": "The same key with the same request returns the first response byte for "
+    "byte (header Idempotent-Replayed: true); with another request 409 "
+    "IDEMPOTENCY_KEY_REUSED; while the first still runs 409 IDEMPOTENCY_REQUEST_IN_PROGRESS. "
+    "A refused request does not consume the key.",
+    "schema": {"type": "string", "minLength": 1, "maxLength": MAX_KEY_LEN},
+}
+
+
+def operation(
+    *parameters: Mapping[str, Any], body: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """``openapi_extra`` of a route: its parameters and request body as the handler reads
+    them (the route's own path parameters are replaced by these in :func:`install`)."""
+    extra: dict[str, Any] = {}
+    if parameters:
+        extra["parameters"] = [dict(p) for p in parameters]
+    if body is not None:
+        extra["requestBody"] = dict(body)
+    return extra
+
+
+def json_body(model: type[BaseModel], example: Mapping[str, Any]) -> dict[str, Any]:
+    schema = {"$ref": f"#/components/schemas/{model.__name__}"}
+    return {
+        "required": True,
+        "content": {"application/json": {"schema": schema, "example": dict(example)}},
+    }
+
+
+CREATE_EXAMPLE = {
+    "out_trade_no": "order-20260101-0001",
+    "amount": {"total": 1200, "currency": "CNY"},
+    "description": "book",
+    "notify_url": "http://127.0.0.1:8080/paygrid/notify",
+    "items": [{"sku": "B1", "name": "book", "quantity": 1, "unit_amount": 1200}],
+}
+
+
+EMPTY_BODY = {
+    "required": False,
+    "description": "No body, or {} (the members of an object are ignored).",
+    "content": {"application/json": {"schema": {"type": "object"}}},
+}
+
+# --- responses ----------------------------------------------------------------------------
+_REQUEST_ID_HEADER = {
+    "Request-Id": {
+        "description": "This request's id, as in the error body and the logs.",
+        "required": True,
+        "schema": {"type": "string", "pattern": REQUEST_ID_PATTERN},
+    }
+}
+_REPLAYED_HEADER = {
+    "Idempotent-Replayed": {
+        "description": "true when this is the stored response of an earlier request with the "
+        "same Idempotency-Key.",
+        "required": False,
+        "schema": {"type": "string", "enum": ["true"]},
+    }
+}
+ERRORS: Mapping[int, str] = {
+    400: "Refused input (nothing changed): MALFORMED_JSON, INVALID_<FIELD> (e.g. "
+    "INVALID_AMOUNT, INVALID_CURRENCY, INVALID_NOTIFY_URL, INVALID_EXPIRE_AT, INVALID_CHANNEL, "
+    "INVALID_OUT_TRADE_NO, INVALID_BILL_DATE, INVALID_IDEMPOTENCY_KEY), ITEMS_TOTAL_MISMATCH, "
+    "INVALID_DISCOUNTS, CHANNEL_NOT_SUPPORTED; `field` names the member at fault.",
+    401: f"The {SCHEME} signature is missing or wrong: UNAUTHORIZED, SIGNATURE_INVALID, "
+    "TIMESTAMP_EXPIRED, TIMESTAMP_INVALID, NONCE_REUSED, NONCE_INVALID.",
+    404: "PAYMENT_NOT_FOUND or NOTIFICATION_NOT_FOUND: nothing of yours has this id.",
+    409: "The request conflicts with the payment's state or an earlier request: "
+    "DUPLICATE_OUT_TRADE_NO, IDEMPOTENCY_KEY_REUSED, IDEMPOTENCY_REQUEST_IN_PROGRESS, "
+    "PAYMENT_ALREADY_PAID, PAYMENT_CLOSED, PAYMENT_FAILED, PAYMENT_EXPIRED, CONCURRENT_UPDATE.",
+    413: "BODY_TOO_LARGE: the body exceeds 64 KiB.",
+    502: "CHANNEL_ERROR: the payment channel refused the call; retry may not help.",
+    503: "DATABASE_UNAVAILABLE, or CHANNEL_UNAVAILABLE: retry later, with the same "
+    "Idempotency-Key.",
+}
+COMMON_ERRORS = (400, 401, 413, 503)
+
+
+def _error(status: int) -> dict[str, Any]:
+    return {"model": ErrorBody, "description": ERRORS[status], "headers": _REQUEST_ID_HEADER}
+
+
+def _payment_link(operation_id: str, parameter: str, member: str) -> dict[str, Any]:
+    return {"operationId": operation_id, "parameters": {parameter: f"$response.body#/{member}"}}
+
+
+PAYMENT_LINKS = {
+    "GetPayment": _payment_link("getPayment", "payment_id", "payment_id"),
+    "FindPayment": _payment_link("findPayment", "out_trade_no", "out_trade_no"),
+    "ClosePayment": _payment_link("closePayment", "payment_id", "payment_id"),
+    "ListNotifications": _payment_link("listNotifications", "payment_id", "payment_id"),
+}
+
+NOTIFICATION_LINKS = {
+    "ResendNotification": {
+        "operationId": "resendNotification",
+        "parameters": {"notify_id": "$response.body#/data/0/id"},
+    }
+}
+
+
+def responses(
+    ok: Mapping[int, tuple[type[BaseModel], str]],
+    errors: Iterable[int] = (),
+    *,
+    replayable: bool = False,
+    links: Mapping[str, Any] | None = None,
+) -> dict[int | str, dict[str, Any]]:
+    """``responses`` of a JSON route: its successes, the common errors and ``errors``."""
+    headers = {**_REQUEST_ID_HEADER, **(_REPLAYED_HEADER if replayable else {})}
+    out: dict[int | str, dict[str, Any]] = {
+        status: {"model": model, "description": text, "headers": headers}
+        for status, (model, text) in ok.items()
+    }
+    if links:
+        for response in out.values():
+            response["links"] = dict(links)
+    for status in sorted({*COMMON_ERRORS, *errors}):
+        out[status] = _error(status)
+    return out
+
+
+def csv_responses(description: str, headers: Mapping[str, Any]) -> dict[int | str, Any]:
+    ok = {
+        "description": description,
+        "content": {"text/csv": {"schema": {"type": "string"}}},
+        "headers": {**_REQUEST_ID_HEADER, **headers},
+    }
+    return {200: ok, **{status: _error(status) for status in COMMON_ERRORS}}
+
+
+SECURITY_DESCRIPTION = f"""Every request is signed:
+
+    Authorization: {SCHEME} mchid="…",key_id="…",nonce="…",timestamp="…",signature="…"
+    signature = base64(HMAC-SHA256(key = the key's secret as UTF-8,
+        message = METHOD \\n PATH?QUERY \\n TIMESTAMP \\n NONCE \\n BODY \\n))
+
+PATH?QUERY is the request target exactly as sent (just the path without a query); BODY the
+exact bytes sent (empty for GET). The timestamp (Unix seconds) must be within
+±{TIMESTAMP_WINDOW_S} s of the server's clock; a nonce (at most {MAX_NONCE_LEN} characters)
+is accepted once. Any failure is 401. src/paygrid/api/client.py is a complete client."""
+
+
+# --- the document -------------------------------------------------------------------------
+def install(app: FastAPI) -> None:
+    """Serve the finished document at /openapi.json (and so in /docs)."""
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            document = get_openapi(
+                title=app.title,
+                version=app.version,
+                description=app.description,
+                routes=app.routes,
+            )
+            app.openapi_schema = finish(document)
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def finish(document: dict[str, Any]) -> dict[str, Any]:
+    components = document.setdefault("components", {})
+    schemas = components.setdefault("schemas", {})
+    for name in ("HTTPValidationError", "ValidationError"):
+        schemas.pop(name, None)
+    _, defs = models_json_schema(
+        [(CreatePaymentIn, "validation")], ref_template="#/components/schemas/{model}"
+    )
+    schemas.update(defs["$defs"])
+    components["securitySchemes"] = {
+        SECURITY_SCHEME: {
+            "type": "apiKey",
+            "in": "header",
+            "name": "Authorization",
+            "description": SECURITY_DESCRIPTION,
+        }
+    }
+    document["security"] = [{SECURITY_SCHEME: []}]
+    for path_item in document.get("paths", {}).values():
+        for op in path_item.values():
+            op["responses"].pop("422", None)
+            if "parameters" in op:
+                op["parameters"] = _last_of_each(op["parameters"])
+    return document
+
+
+def _last_of_each(parameters: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """FastAPI lists a handler's path parameter; the route's own declaration comes after it
+    and replaces it."""
+    by_key = {(p["name"], p["in"]): p for p in parameters}
+    return list(by_key.values())
