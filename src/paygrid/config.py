@@ -37,6 +37,8 @@ class Settings:
     ops_base_port: int = 9100  # prod: worker processes serve /healthz /readyz /metrics here
     pg_port: int = 55432  # prod: port of the PostgreSQL paygrid starts itself
     nats_port: int = 4222  # prod: port of the nats-server paygrid starts itself
+    kek_file: Path | None = None  # key-encryption key file; embedded default DATA/keys/kek
+    kek: str | None = field(default=None, repr=False)  # or the KEK itself, base64 of 32 bytes
     channels: dict[str, ChannelSettings] = field(
         default_factory=lambda: {"wechatpay": ChannelSettings("http://127.0.0.1:8101", 2000)}
     )
@@ -103,6 +105,8 @@ def load(
         "ops_base_port": ("OPS_BASE_PORT", int),
         "pg_port": ("PG_PORT", int),
         "nats_port": ("NATS_PORT", int),
+        "kek_file": ("KEK_FILE", Path),
+        "kek": ("KEK", str),
     }
     for attr, (name, cast) in env_map.items():
         raw = _env(name, file_values)

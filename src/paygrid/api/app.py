@@ -9,7 +9,7 @@ import logging
 import secrets
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass
 from datetime import date, timedelta
 from typing import Any, TypeVar
 
@@ -25,6 +25,7 @@ from paygrid.api.errors import PAYMENT_CODE_STATUS, ApiError
 from paygrid.api.schemas import CreatePaymentIn
 from paygrid.gateway.app import callback_router
 from paygrid.kernel.clock import DEFAULT_BUSINESS_ZONE, business_date, utcnow
+from paygrid.merchants.vault import Vault
 from paygrid.notify.service import NotificationNotFound, NotifyService
 from paygrid.ops.observability import add_ops_routes, observe_request, request_id_var
 from paygrid.payments.domain import Discount, Item, OrderInvalid, check_items, request_fingerprint
@@ -48,6 +49,8 @@ class ApiDeps:
     payments: PaymentService
     notify: NotifyService
     zone: str = DEFAULT_BUSINESS_ZONE
+    _: KW_ONLY
+    vault: Vault  # opens the merchants' sealed secrets
 
 
 def _error_response(
@@ -136,6 +139,7 @@ def create_app(deps: ApiDeps) -> FastAPI:
         principal = await run_in_threadpool(
             authenticate,
             deps.db,
+            deps.vault,
             request.headers.get("authorization"),
             request.method,
             target,
