@@ -4,8 +4,8 @@ Each secret gets its own random 96-bit nonce; the associated data binds the ciph
 merchant, its key id and the KEK that sealed it, so a sealed value copied onto another key row
 does not open. The KEK's id (a fingerprint, not the key) is stored beside each ciphertext, so
 the KEK itself can be rotated later and a wrong KEK is named, not guessed at. The HMAC check of
-every request needs the plain secret: it is opened on lookup (well under a microsecond of
-AES-GCM per request, measured), never written anywhere.
+every request needs the plain secret: it is opened on lookup (about 5 µs per request measured,
+against some 700 µs for reading the key row, so nothing is cached), never written anywhere.
 """
 
 from __future__ import annotations
