@@ -20,6 +20,10 @@ run: install  ## start the whole platform on the embedded default
 
 run-prod: install  ## the production profile: a process per context, PostgreSQL, NATS
 	bash scripts/install-system-deps.sh
+	@# The production profile requires a KEK: a local one in .paygrid-kek unless one is set.
+	if [ -z "$$PAYGRID_KEK$$PAYGRID_KEK_FILE" ]; then \
+	  [ -s .paygrid-kek ] || (umask 077; head -c32 /dev/urandom | base64 > .paygrid-kek); \
+	  export PAYGRID_KEK_FILE=.paygrid-kek; fi; \
 	$(VENV)/bin/paygrid up --profile prod
 
 $(VENV)/.test-installed: $(VENV)/.installed

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,11 +17,14 @@ from paygrid.bus.ports import MessageBus
 from paygrid.bus.relay import OutboxRelay
 from paygrid.channels.ports import ChannelAdapter
 from paygrid.config import ChannelSettings, Settings
+from paygrid.datadir import private_dir, write_private
+from paygrid.kernel.clock import utcnow
 from paygrid.ledger import handlers as ledger_handlers
 from paygrid.ledger.handlers import FeeRates, LedgerConsumer
 from paygrid.merchants import repository as merchant_repo
+from paygrid.merchants.vault import Vault, VaultError, new_kek_text, parse_kek
 from paygrid.notify import service as notify_service
-from paygrid.notify.service import NotifyService
+from paygrid.notify.service import NotifyService, SecretLookup
 from paygrid.notify.url_policy import parse_networks
 from paygrid.payments.service import PaymentService, Urls
 from paygrid.storage.database import Database
@@ -39,6 +43,7 @@ class Platform:
     channels: dict[str, ChannelAdapter]
     payments: PaymentService
     notify: NotifyService
+    vault: Vault
 
     def close(self) -> None:
         self.notify.close()
@@ -58,9 +63,8 @@ def channel_credentials(name: str, cs: ChannelSettings, data_dir: Path) -> dict[
             response = httpx.get(f"{cs.base_url}/sandbox/credentials", timeout=2.0)
             response.raise_for_status()
             creds: dict[str, str] = response.json()
-            cache.parent.mkdir(parents=True, exist_ok=True)
-            cache.write_text(json.dumps(creds, indent=2))
-            cache.chmod(0o600)
+            private_dir(cache.parent)
+            write_private(cache, json.dumps(creds, indent=2))
             return creds
         except httpx.HTTPError:
             if cache.exists():
@@ -85,10 +89,86 @@ def _merchant_rate(conn: Connection, mchid: str) -> int:
     return merchant.fee_rate_ppm
 
 
-def merchant_secret(conn: Connection, mchid: str) -> str:
-    key = merchant_repo.first_key(conn, mchid)
-    assert key is not None, f"merchant {mchid} has no active key"
-    return key.secret
+class KekError(RuntimeError):
+    """No usable key-encryption key: paygrid refuses to start rather than guess."""
+
+
+def default_kek_file(settings: Settings) -> Path:
+    return settings.data_dir / "keys" / "kek"
+
+
+def load_vault(settings: Settings) -> Vault:
+    """The key-encryption key from PAYGRID_KEK or PAYGRID_KEK_FILE; the embedded profile
+    generates DATA/keys/kek on first start, the production profile requires one."""
+    if settings.kek and settings.kek_file:
+        raise KekError("set PAYGRID_KEK or PAYGRID_KEK_FILE, not both")
+    try:
+        if settings.kek:
+            return Vault(parse_kek(settings.kek, "PAYGRID_KEK"))
+        path = settings.kek_file
+        if path is None and settings.profile == "prod":
+            raise KekError(
+                "the production profile needs a key-encryption key: set PAYGRID_KEK_FILE to a "
+                "file holding base64 of 32 random bytes, or PAYGRID_KEK (docs/production.md)"
+            )
+        if path is None:
+            path = default_kek_file(settings)
+            create_kek_file(path)
+        try:
+            text = path.read_text(encoding="ascii")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise KekError(f"cannot read the KEK file {path}: {exc}") from None
+        if path.stat().st_mode & 0o077:
+            log.warning("KEK file %s is readable by group or others: chmod 600 it", path)
+        return Vault(parse_kek(text, str(path)))
+    except VaultError as exc:
+        raise KekError(str(exc)) from None
+
+
+def create_kek_file(path: Path) -> None:
+    """Write a new random KEK to ``path`` (0600) unless the file exists."""
+    private_dir(path.parent)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    except FileExistsError:
+        return
+    with os.fdopen(fd, "w", encoding="ascii") as handle:
+        handle.write(new_kek_text() + "\n")
+    log.warning("generated a key-encryption key in %s: back it up (docs/operations.md)", path)
+
+
+def check_vault(db: Database, vault: Vault) -> None:
+    """Refuse a KEK other than the one the stored secrets are sealed under."""
+    with db.read() as conn:
+        foreign = merchant_repo.kek_ids(conn) - {vault.kek_id}
+    if foreign:
+        raise KekError(
+            f"merchant secrets in the database are sealed under {', '.join(sorted(foreign))} "
+            f"but the configured key-encryption key is {vault.kek_id}: configure the KEK they "
+            "were sealed with (PAYGRID_KEK_FILE or PAYGRID_KEK)"
+        )
+
+
+def migrate_schema(db: Database, vault: Vault) -> None:
+    """Upgrade the schema, sealing secrets an older version stored in plain text."""
+
+    def seal(mchid: str, key_id: str, secret: str) -> tuple[str, str]:
+        sealed = vault.seal(mchid, key_id, secret)
+        return sealed.kek_id, sealed.blob
+
+    db.migrate(seal)
+
+
+def secret_lookup(vault: Vault) -> SecretLookup:
+    """Notifications are signed with the merchant's newest valid key (after a rotation: the
+    new one, also during the old key's grace period)."""
+
+    def secret_for(conn: Connection, mchid: str) -> str:
+        key = merchant_repo.newest_key(conn, vault, mchid, utcnow())
+        assert key is not None, f"merchant {mchid} has no valid key"
+        return key.secret
+
+    return secret_for
 
 
 CONSUMERS = ("ledger", "notify")
@@ -104,9 +184,11 @@ def bootstrap(
     """Wire one process: ``consumers`` names the bus consumers this process runs (all of
     them in the embedded profile, one per process in prod)."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    vault = load_vault(settings)
     db = Database(settings.db_url)
     if migrate:
-        db.migrate()
+        migrate_schema(db, vault)
+    check_vault(db, vault)
     channels = channels if channels is not None else build_channels(settings)
     bus = bus or InProcessBus()
     payments = PaymentService(
@@ -117,7 +199,7 @@ def bootstrap(
     )
     notify = NotifyService(
         db,
-        merchant_secret,
+        secret_lookup(vault),
         settings.notify_retry_scale,
         settings.cell,
         parse_networks(settings.notify_allow_networks),
@@ -142,4 +224,5 @@ def bootstrap(
         channels,
         payments,
         notify,
+        vault,
     )

@@ -16,8 +16,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from paygrid import config
-from paygrid.bootstrap import merchant_secret
+from paygrid import config, datadir
+from paygrid.bootstrap import KekError, check_vault, load_vault, migrate_schema, secret_lookup
+from paygrid.merchants.domain import DEFAULT_ROTATION_GRACE
+from paygrid.merchants.vault import Vault
 from paygrid.notify.service import NotificationNotFound, NotifyService
 from paygrid.notify.url_policy import parse_networks
 from paygrid.storage.database import Database
@@ -51,6 +53,12 @@ ConfigFile = Annotated[
     typer.Option("--config", help="TOML file with a paygrid table (default $PAYGRID_CONFIG)."),
 ]
 SANDBOX_CHANNELS = ("wechatpay",)
+
+
+@app.callback()
+def _private_files() -> None:
+    # Everything paygrid and its children create is owner-only (docs/operations.md).
+    datadir.restrict_umask()
 
 
 def _logging(verbose: bool = False) -> None:
@@ -143,14 +151,16 @@ def _up_prod(settings: config.Settings) -> None:
         supervisor.stop()
         raise
     _print_ready(supervisor.s, creds)
-    (settings.data_dir / "profile.json").write_text(
+    datadir.write_private(
+        settings.data_dir / "profile.json",
         json.dumps(
             {
                 "profile": "prod",
                 "database_url": supervisor.s.database_url,
                 "nats_url": supervisor.s.nats_url,
+                "kek_file": str(settings.kek_file.resolve()) if settings.kek_file else None,
             }
-        )
+        ),
     )
     supervisor.run()
 
@@ -203,7 +213,7 @@ def migrate(
     """Create or upgrade the database schema."""
     settings = _tool_settings(data_dir, database_url, config_file)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    Database(settings.db_url).migrate()
+    _tool_database(settings)
     console.print("schema is up to date")
 
 
@@ -223,8 +233,7 @@ def check(
     if settings.database_url is None and not (settings.data_dir / "paygrid.db").exists():
         err.print(f"[red]no database at {settings.data_dir / 'paygrid.db'}[/]")
         raise typer.Exit(2)
-    db = Database(settings.db_url)
-    db.migrate()
+    db, _ = _tool_database(settings)
     violations = check_database(db, timedelta(seconds=grace_seconds))
     if not violations:
         console.print("[green]all money invariants hold[/]")
@@ -251,10 +260,9 @@ def merchant_create(
 
     settings = _tool_settings(data_dir, database_url, config_file)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    db = Database(settings.db_url)
-    db.migrate()
+    db, vault = _tool_database(settings)
     try:
-        onboarded = create_merchant(db, name, fee_rate_ppm)
+        onboarded = create_merchant(db, vault, name, fee_rate_ppm)
     except ValueError as exc:
         err.print(f"[red]{exc}[/]")
         raise typer.Exit(2) from None
@@ -266,17 +274,75 @@ def merchant_create(
             console.print(f"{key:8} {value}")
 
 
+@merchant_app.command("rotate-key")
+def merchant_rotate_key(
+    mchid: Annotated[str, typer.Option("--mchid", help="The merchant's number.")],
+    grace_seconds: Annotated[
+        int,
+        typer.Option(help="How long the merchant's current keys keep working (0 = refuse now)."),
+    ] = int(DEFAULT_ROTATION_GRACE.total_seconds()),
+    data_dir: DataDir = None,
+    database_url: DbUrl = None,
+    config_file: ConfigFile = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Issue a new API key (printed once); the old keys are refused after the grace period.
+    Notifications are signed with the new key from now on."""
+    from paygrid.merchants.service import MerchantNotFound, rotate_key
+
+    settings = _tool_settings(data_dir, database_url, config_file)
+    db, vault = _tool_database(settings)
+    try:
+        rotation = rotate_key(db, vault, mchid, timedelta(seconds=grace_seconds))
+    except MerchantNotFound:
+        err.print(f"[red]no merchant {mchid}[/]")
+        raise typer.Exit(2) from None
+    except (ValueError, OverflowError) as exc:
+        err.print(f"[red]--grace-seconds: {exc}[/]")
+        raise typer.Exit(2) from None
+    if as_json:
+        print(json.dumps(rotation.as_dict(), ensure_ascii=False))
+        return
+    for key, value in rotation.as_dict().items():
+        console.print(f"{key:18} {value}")
+
+
 def _tool_settings(
     data_dir: Path | None, database_url: str | None, config_file: Path | None = None
 ) -> config.Settings:
-    """Settings for a command run beside a platform: when no source names a database, a
-    production profile started in this data dir left its database URL in profile.json."""
-    settings = _settings(data_dir=data_dir, database_url=database_url, config=config_file)
+    """Settings for a command run beside a platform. A production profile started in this
+    data dir left its profile, database URL and KEK file in profile.json: where no source
+    names them, those apply (so the prod defaults, e.g. the notify allow list, hold too)."""
+    flags: dict[str, object] = {
+        "data_dir": data_dir,
+        "database_url": database_url,
+        "config": config_file,
+    }
+    settings = _settings(**flags)
     marker = settings.data_dir / "profile.json"
-    if settings.database_url is None and marker.exists():
-        started = json.loads(marker.read_text())
+    if not marker.exists():
+        return settings
+    started = json.loads(marker.read_text())
+    if settings.profile != started.get("profile", settings.profile):
+        settings = _settings(**flags, profile=started["profile"])
+    if settings.database_url is None:
         settings = replace(settings, database_url=started.get("database_url"))
+    if settings.kek is None and settings.kek_file is None and started.get("kek_file"):
+        settings = replace(settings, kek_file=Path(started["kek_file"]))
     return settings
+
+
+def _tool_database(settings: config.Settings) -> tuple[Database, Vault]:
+    """The platform's database, migrated, and the vault its merchant secrets open with."""
+    try:
+        vault = load_vault(settings)
+        db = Database(settings.db_url)
+        migrate_schema(db, vault)
+        check_vault(db, vault)
+    except KekError as exc:
+        err.print(f"[red]{exc}[/]")
+        raise typer.Exit(2) from None
+    return db, vault
 
 
 def _sandbox_channel(channel: str) -> str:
@@ -346,9 +412,9 @@ def _notify_service(
     data_dir: Path | None, database_url: str | None, config_file: Path | None
 ) -> NotifyService:
     settings = _tool_settings(data_dir, database_url, config_file)
-    db = Database(settings.db_url)
+    db, vault = _tool_database(settings)
     allowed = parse_networks(settings.notify_allow_networks)
-    return NotifyService(db, merchant_secret, allowed_networks=allowed)
+    return NotifyService(db, secret_lookup(vault), allowed_networks=allowed)
 
 
 @notify_app.command("list")

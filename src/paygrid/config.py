@@ -50,13 +50,19 @@ _NO_PROD = object()
 
 
 def setting(
-    default: T, *, prod: object = _NO_PROD, check: Check | None = None, empty: bool = False
+    default: T,
+    *,
+    prod: object = _NO_PROD,
+    check: Check | None = None,
+    empty: bool = False,
+    secret: bool = False,
 ) -> T:
     """A settings field: ``default`` (the embedded profile's), ``prod`` the production
     profile's default when it differs, ``check`` a validation beyond the type. ``empty``: an
-    empty value is meaningful (e.g. "no networks") instead of counting as unset."""
-    metadata = {"prod": prod, "check": check, "empty": empty}
-    field: T = dataclasses.field(default=default, metadata=metadata)
+    empty value is meaningful (e.g. "no networks") instead of counting as unset. ``secret``:
+    never shown (repr, error messages)."""
+    metadata = {"prod": prod, "check": check, "empty": empty, "secret": secret}
+    field: T = dataclasses.field(default=default, metadata=metadata, repr=not secret)
     return field
 
 
@@ -147,6 +153,8 @@ class Settings:
     nats_port: int = setting(4222, check=port)  # prod: the nats-server paygrid starts itself
     # Networks a notify_url may reach although internal (CIDRs, comma-separated); empty: none.
     notify_allow_networks: str = setting("127.0.0.0/8", prod="", check=_networks, empty=True)
+    kek_file: Path | None = setting(None)  # key-encryption key file; embedded: DATA/keys/kek
+    kek: str | None = setting(None, secret=True)  # or the KEK itself, base64 of 32 bytes
 
     @property
     def channels(self) -> dict[str, ChannelSettings]:
@@ -282,14 +290,15 @@ def read_config_file(path: Path, known: set[str]) -> dict[str, object]:
 
 
 def _parse(source: str, raw: object, tp: Any, metadata: Mapping[str, Any]) -> Any:
+    shown = "(hidden)" if metadata.get("secret") else repr(raw)
     try:
         value = "" if metadata.get("empty") and raw == "" else _coerce(raw, tp)
     except ValueError as exc:
-        raise ConfigError(f"{source} = {raw!r}: {exc}") from None
+        raise ConfigError(f"{source} = {shown}: {exc}") from None
     check: Check | None = metadata.get("check")
     problem = check(value) if check is not None and value is not None else None
     if problem:
-        raise ConfigError(f"{source} = {raw!r}: {problem}")
+        raise ConfigError(f"{source} = {shown}: {problem}")
     return value
 
 

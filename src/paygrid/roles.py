@@ -116,7 +116,9 @@ def run_role(role: str, settings: Settings) -> None:
 def _app(role: str, platform: Platform, checks: Mapping[str, obs.Check]) -> FastAPI:
     s = platform.settings
     if role == "api":
-        return create_app(ApiDeps(platform.db, platform.payments, platform.notify, s.zone))
+        return create_app(
+            ApiDeps(platform.db, platform.payments, platform.notify, s.zone, vault=platform.vault)
+        )
     if role == "cashier":
         return create_cashier_app(platform.payments, merchant_lookup(platform), s.zone, checks)
     if role == "gateway":

@@ -22,6 +22,7 @@ import uvicorn
 import uvloop
 from fastapi import FastAPI
 
+from paygrid import datadir
 from paygrid.api.app import ApiDeps, create_app
 from paygrid.api.auth import purge_nonces
 from paygrid.bootstrap import Platform, bootstrap
@@ -119,13 +120,13 @@ def ensure_demo_merchant(platform: Platform) -> dict[str, str]:
     if path.exists():
         creds: dict[str, str] = json.loads(path.read_text())
         with platform.db.transaction() as conn:
-            if merchant_repo.get_key(conn, creds["mchid"], creds["key_id"]) is not None:
+            key = merchant_repo.get_key(conn, platform.vault, creds["mchid"], creds["key_id"])
+            if key is not None:
                 return creds
-    onboarded = create_merchant(platform.db, DEMO_MERCHANT_NAME)
+    onboarded = create_merchant(platform.db, platform.vault, DEMO_MERCHANT_NAME)
     creds = onboarded.credentials()
     creds["api_base_url"] = platform.settings.api_base_url + "/v1"
-    path.write_text(json.dumps(creds, indent=2, ensure_ascii=False) + "\n")
-    path.chmod(0o600)
+    datadir.write_private(path, json.dumps(creds, indent=2, ensure_ascii=False) + "\n")
     return creds
 
 
@@ -156,7 +157,7 @@ def _server(app: FastAPI, host: str, port: int) -> uvicorn.Server:
 
 def run_embedded(settings: Settings, on_ready: Callable[[Platform, dict[str, str]], None]) -> None:
     """Run everything on one machine: sandboxes as children, the rest in this process."""
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    datadir.secure(settings.data_dir)
     children: list[subprocess.Popen[bytes]] = []
     try:
         if settings.run_sandboxes:
@@ -168,7 +169,15 @@ def run_embedded(settings: Settings, on_ready: Callable[[Platform, dict[str, str
         for loop in loops:
             loop.start()
         api = _server(
-            create_app(ApiDeps(platform.db, platform.payments, platform.notify, settings.zone)),
+            create_app(
+                ApiDeps(
+                    platform.db,
+                    platform.payments,
+                    platform.notify,
+                    settings.zone,
+                    vault=platform.vault,
+                )
+            ),
             settings.host,
             settings.api_port,
         )
@@ -223,4 +232,4 @@ def pid_file(data_dir: Path) -> Path:
 
 
 def write_pid(data_dir: Path) -> None:
-    pid_file(data_dir).write_text(str(os.getpid()))
+    datadir.write_private(pid_file(data_dir), str(os.getpid()))

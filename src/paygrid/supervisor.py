@@ -25,7 +25,8 @@ from pathlib import Path
 
 import httpx
 
-from paygrid.bootstrap import bootstrap
+from paygrid import datadir
+from paygrid.bootstrap import bootstrap, load_vault
 from paygrid.config import Settings, child_env
 from paygrid.roles import ROLES, role_port
 from paygrid.runtime import ensure_demo_merchant
@@ -83,6 +84,7 @@ def _pg_dir(data_dir: Path) -> Path:
         return wanted
     fallback = Path("/var/lib/paygrid") / hashlib.sha256(str(wanted).encode()).hexdigest()[:16]
     log.info("postgres cannot reach %s; its files go to %s", wanted, fallback)
+    datadir.private_dir(fallback.parent, traverse_group="postgres")
     return fallback
 
 
@@ -119,6 +121,7 @@ def postgres_child(s: Settings, env: dict[str, str]) -> Child:
         )
     argv = [str(bindir / "postgres"), "-D", str(data), "-p", str(s.pg_port), "-k", str(root)]
     argv += ["-c", "listen_addresses=127.0.0.1", "-c", "max_connections=300"]
+    argv += ["-c", "unix_socket_permissions=0700"]
     return Child("postgres", argv, env, s.data_dir / "logs" / "postgres.log", user=_pg_user())
 
 
@@ -167,12 +170,16 @@ class Supervisor:
         self.s = settings
         self.children: list[Child] = []
         self.stopping = False
-        (settings.data_dir / "logs").mkdir(parents=True, exist_ok=True)
+        # A PostgreSQL we start as root runs as postgres: it must pass through the data dir.
+        own_pg_as_root = settings.database_url is None and os.geteuid() == 0
+        datadir.secure(settings.data_dir, "postgres" if own_pg_as_root else None)
+        datadir.private_dir(settings.data_dir / "logs")
 
     # --- start ----------------------------------------------------------------------------
     def prepare(self) -> dict[str, str]:
         """Start the infrastructure, migrate, provision; return the roles' environment."""
         s = self.s
+        load_vault(s)  # no usable KEK: refuse before starting anything
         env = {k: v for k, v in os.environ.items()}
         if s.database_url is None:
             pg = postgres_child(s, env)
@@ -203,7 +210,9 @@ class Supervisor:
         creds = ensure_demo_merchant(platform)
         platform.close()
         # The roles get exactly these settings: every one as a variable, no config file.
-        role_env = child_env(_with(s, data_dir=s.data_dir.resolve()), env)
+        # Paths are absolute so a role finds them whatever its working directory.
+        kek_file = s.kek_file.resolve() if s.kek_file else None
+        role_env = child_env(_with(s, data_dir=s.data_dir.resolve(), kek_file=kek_file), env)
         for role in ROLES:
             self._launch(
                 Child(
@@ -313,10 +322,7 @@ class Supervisor:
             "stopping": self.stopping,
             "processes": rows,
         }
-        path = self.s.data_dir / "status.json"
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(body, indent=1))
-        tmp.replace(path)
+        datadir.write_private(self.s.data_dir / "status.json", json.dumps(body, indent=1))
 
 
 def _with(s: Settings, **changes: object) -> Settings:

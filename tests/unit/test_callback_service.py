@@ -5,6 +5,7 @@ deduplicated by (notify id, payment), refused 补单 answers are recorded once a
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import timedelta
@@ -16,6 +17,7 @@ from sqlalchemy import select, update
 from paygrid.kernel.clock import utcnow
 from paygrid.kernel.money import Money
 from paygrid.merchants.service import create_merchant
+from paygrid.merchants.vault import KEK_BYTES, Vault
 from paygrid.ops.check import check_database
 from paygrid.payments.domain import PaymentStatus
 from paygrid.payments.service import CreatePayment, PaymentService, Urls
@@ -34,7 +36,7 @@ class Setup:
         self.service = PaymentService(
             self.db, {"wechatpay": self.channel}, Urls("http://cashier", "http://api")
         )
-        self.mchid = create_merchant(self.db, "m").merchant.mchid
+        self.mchid = create_merchant(self.db, Vault(os.urandom(KEK_BYTES)), "m").merchant.mchid
         self.count = 0
 
     def create(self, total: int = 900) -> str:

@@ -20,7 +20,7 @@ from hypothesis.stateful import (
 )
 from sqlalchemy import func, select, update
 
-from paygrid.bootstrap import merchant_secret
+from paygrid.bootstrap import secret_lookup
 from paygrid.bus.inprocess import InProcessBus
 from paygrid.bus.relay import OutboxRelay, row_to_event
 from paygrid.channels.ports import OrderRequest, TradeState
@@ -30,6 +30,7 @@ from paygrid.ledger.handlers import EVENT_TYPES as LEDGER_EVENTS
 from paygrid.ledger.handlers import FeeRates, LedgerConsumer
 from paygrid.merchants import repository as merchant_repo
 from paygrid.merchants.service import create_merchant
+from paygrid.merchants.vault import KEK_BYTES, Vault
 from paygrid.notify.service import EVENT_TYPES as NOTIFY_EVENTS
 from paygrid.notify.service import NotifyService
 from paygrid.ops.check import check_database
@@ -61,11 +62,12 @@ class PaymentLifecycle(RuleBasedStateMachine):
             lambda ch: 2000,
         )
         self.ledger = LedgerConsumer(self.db, rates, "Asia/Shanghai")
-        self.notify = NotifyService(self.db, merchant_secret)
+        vault = Vault(os.urandom(KEK_BYTES))
+        self.notify = NotifyService(self.db, secret_lookup(vault))
         self.bus.subscribe("ledger", LEDGER_EVENTS, self.ledger)
         self.bus.subscribe("notify", NOTIFY_EVENTS, self.notify)
         self.relay = OutboxRelay(self.db, self.bus)
-        self.mchid = create_merchant(self.db, "prop").merchant.mchid
+        self.mchid = create_merchant(self.db, vault, "prop").merchant.mchid
         self.counter = 0
 
     def teardown(self) -> None:

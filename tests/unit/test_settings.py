@@ -50,6 +50,12 @@ SAMPLES: dict[str, tuple[object, object, object]] = {
     "ops_base_port": (19100, 19200, 19300),
     "pg_port": (15432, 15433, 15434),
     "nats_port": (14222, 14223, 14224),
+    "kek_file": (Path("/srv/kek-file"), Path("/srv/kek-env"), Path("/srv/kek-flag")),
+    "kek": (
+        "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=",
+        "AgICAgICAgICAgICAgICAgICAgICAgICAgICAgICAgI=",
+        "AwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwM=",
+    ),
     "notify_allow_networks": ("10.1.0.0/16", "10.2.0.0/16", "192.168.0.0/24,10.3.0.0/16"),
 }
 FIELDS = [f.name for f in dataclasses.fields(Settings)]

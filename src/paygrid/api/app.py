@@ -10,7 +10,7 @@ import re
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass
 from datetime import date, timedelta
 from typing import Any, TypeVar
 
@@ -28,6 +28,7 @@ from paygrid.api.schemas import CreatePaymentIn
 from paygrid.gateway.app import callback_router
 from paygrid.kernel.clock import DEFAULT_BUSINESS_ZONE, business_date, utcnow
 from paygrid.kernel.ids import is_id
+from paygrid.merchants.vault import Vault
 from paygrid.notify.service import NotificationNotFound, NotifyService
 from paygrid.notify.url_policy import UrlRefused
 from paygrid.ops.http_limits import BodyLimit
@@ -56,6 +57,8 @@ class ApiDeps:
     payments: PaymentService
     notify: NotifyService
     zone: str = DEFAULT_BUSINESS_ZONE
+    _: KW_ONLY
+    vault: Vault  # opens the merchants' sealed secrets
 
 
 def _error_response(
@@ -160,6 +163,7 @@ def create_app(deps: ApiDeps) -> FastAPI:
         principal = await run_in_threadpool(
             authenticate,
             deps.db,
+            deps.vault,
             request.headers.get("authorization"),
             request.method,
             target,

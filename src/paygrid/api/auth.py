@@ -18,6 +18,7 @@ from paygrid.api.errors import ApiError
 from paygrid.kernel.clock import utcnow
 from paygrid.merchants import repository as merchants
 from paygrid.merchants.domain import Merchant
+from paygrid.merchants.vault import Vault
 from paygrid.storage.database import Database
 from paygrid.storage.schema import api_nonces
 
@@ -84,7 +85,12 @@ def parse_header(value: str | None) -> dict[str, str]:
 
 
 def authenticate(
-    db: Database, header: str | None, method: str, path_and_query: str, body: bytes
+    db: Database,
+    vault: Vault,
+    header: str | None,
+    method: str,
+    path_and_query: str,
+    body: bytes,
 ) -> Principal:
     fields = parse_header(header)
     if not _TIMESTAMP_RE.fullmatch(fields["timestamp"]):
@@ -99,7 +105,7 @@ def authenticate(
         raise _unauthorized("NONCE_INVALID", f"nonce longer than {MAX_NONCE_LEN} characters")
     with db.read() as conn:
         merchant = merchants.get(conn, fields["mchid"])
-        key = merchants.get_key(conn, fields["mchid"], fields["key_id"])
+        key = merchants.get_key(conn, vault, fields["mchid"], fields["key_id"])
     if merchant is None or key is None or key.status != "ACTIVE" or not merchant.active:
         raise _unauthorized("UNAUTHORIZED", "unknown merchant or key")
     expected = sign(
@@ -108,6 +114,8 @@ def authenticate(
     # As bytes: compare_digest refuses str with non-ASCII characters (a header is latin-1).
     if not hmac.compare_digest(expected.encode(), fields["signature"].encode()):
         raise _unauthorized("SIGNATURE_INVALID", "signature does not match the request")
+    if not key.valid_at(utcnow()):  # told only to whoever holds the secret
+        raise _unauthorized("KEY_EXPIRED", "this key was rotated and its grace period is over")
     _use_nonce(db, merchant.mchid, nonce)
     return Principal(merchant, key.key_id)
 

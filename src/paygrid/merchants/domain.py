@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 DEFAULT_FEE_RATE_PPM = 6_000  # 0.60% merchant rate (DESIGN.md fee example)
 DEFAULT_METHODS = ("wechatpay",)
 SECRET_BYTES = 32
+DEFAULT_ROTATION_GRACE = timedelta(hours=24)  # the old key keeps working this long
+MAX_ROTATION_GRACE = timedelta(days=30)
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +33,10 @@ class ApiKey:
     mchid: str
     secret: str
     status: str
+    expires_at: datetime | None = None  # set when a newer key replaced this one
+
+    def valid_at(self, now: datetime) -> bool:
+        return self.status == "ACTIVE" and (self.expires_at is None or now < self.expires_at)
 
 
 def new_mchid() -> str:

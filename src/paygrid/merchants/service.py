@@ -1,19 +1,22 @@
-"""Merchant use cases: onboarding (进件) with a first API key."""
+"""Merchant use cases: onboarding (进件) with a first API key; key rotation."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 from paygrid.kernel.clock import utcnow
 from paygrid.merchants import repository
 from paygrid.merchants.domain import (
     DEFAULT_FEE_RATE_PPM,
     DEFAULT_METHODS,
+    MAX_ROTATION_GRACE,
     ApiKey,
     Merchant,
     new_api_key,
     new_mchid,
 )
+from paygrid.merchants.vault import Vault
 from paygrid.storage.database import Database
 
 MAX_NAME_LEN = 128
@@ -34,8 +37,13 @@ class Onboarded:
         }
 
 
+class MerchantNotFound(Exception):
+    pass
+
+
 def create_merchant(
     db: Database,
+    vault: Vault,
     name: str,
     fee_rate_ppm: int = DEFAULT_FEE_RATE_PPM,
     methods: tuple[str, ...] = DEFAULT_METHODS,
@@ -55,5 +63,36 @@ def create_merchant(
     )
     key = new_api_key(merchant.mchid)
     with db.transaction() as conn:
-        repository.add(conn, merchant, key)
+        repository.add(conn, merchant, key, vault)
     return Onboarded(merchant, key)
+
+
+@dataclass(frozen=True, slots=True)
+class Rotation:
+    key: ApiKey  # the new key: shown once
+    old_key_ids: list[str]  # still valid until old_keys_expire_at
+    old_keys_expire_at: datetime
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "mchid": self.key.mchid,
+            "key_id": self.key.key_id,
+            "secret": self.key.secret,
+            "old_key_ids": self.old_key_ids,
+            "old_keys_expire_at": self.old_keys_expire_at.isoformat(),
+        }
+
+
+def rotate_key(db: Database, vault: Vault, mchid: str, grace: timedelta) -> Rotation:
+    """Issue a new API key; the merchant's other keys keep working for ``grace``, then are
+    refused. Notifications are signed with the new key from now on."""
+    if not timedelta(0) <= grace <= MAX_ROTATION_GRACE:
+        raise ValueError(f"grace must be between 0 and {MAX_ROTATION_GRACE.days} days")
+    key = new_api_key(mchid)
+    now = utcnow()
+    with db.transaction() as conn:
+        if repository.get_for_update(conn, mchid) is None:
+            raise MerchantNotFound(mchid)
+        repository.add_key(conn, key, vault, now)
+        old = repository.expire_keys(conn, mchid, key.key_id, now + grace)
+    return Rotation(key, old, now + grace)

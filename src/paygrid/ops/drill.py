@@ -29,6 +29,7 @@ import httpx
 from sqlalchemy import func, select
 
 from paygrid.api.client import MerchantClient, verify_notification
+from paygrid.bootstrap import create_kek_file
 from paygrid.ops.check import check_database
 from paygrid.storage.database import Database
 from paygrid.storage.schema import notifications, outbox, payments
@@ -110,6 +111,10 @@ def launch_prod(data_dir: Path, env: dict[str, str] | None = None) -> ProdLaunch
         **(env or {}),
     }
     data_dir.mkdir(parents=True, exist_ok=True)
+    if not (full_env.get("PAYGRID_KEK") or full_env.get("PAYGRID_KEK_FILE")):
+        # The production profile requires a KEK; the harness plays the operator who made one.
+        full_env["PAYGRID_KEK_FILE"] = str((data_dir / "keys" / "kek").resolve())
+        create_kek_file(Path(full_env["PAYGRID_KEK_FILE"]))
     with (data_dir / "paygrid.log").open("ab") as log:
         proc = subprocess.Popen(
             [

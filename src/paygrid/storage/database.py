@@ -6,7 +6,7 @@ instead of failing on a read-to-write upgrade; PostgreSQL runs READ COMMITTED wi
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -21,6 +21,7 @@ SQLITE_BUSY_TIMEOUT_MS = 10_000
 PG_POOL_SIZE = 10
 READ_ONLY_OPTION = "paygrid_read_only"
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+SecretSealer = Callable[[str, str, str], tuple[str, str]]  # (mchid, key_id, secret) -> sealed
 
 
 class DatabaseUnavailable(Exception):
@@ -104,14 +105,28 @@ class Database:
             return False
         return True
 
-    def migrate(self) -> None:
-        """Bring the schema to the newest Alembic revision (idempotent)."""
+    def migrate(self, seal_secret: SecretSealer | None = None) -> None:
+        """Bring the schema to the newest Alembic revision (idempotent). ``seal_secret``
+        seals merchant secrets an older revision stored in plain text (migration 0003)."""
         cfg = Config()
         cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
         cfg.set_main_option("sqlalchemy.url", self.url.replace("%", "%%"))
+        cfg.attributes["seal_secret"] = seal_secret
         with self.engine.begin() as conn:
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, "head")
+        if cfg.attributes.get("sealed_plaintext_rows") and self.is_sqlite:
+            self._vacuum()
+
+    def _vacuum(self) -> None:
+        """Rewrite the SQLite file so the plaintext pages a migration replaced are gone from
+        it and from its WAL (PostgreSQL keeps dead tuples until its own vacuum: rotate)."""
+        raw = self.engine.raw_connection()
+        try:
+            raw.driver_connection.execute("VACUUM")  # type: ignore[union-attr]
+            raw.driver_connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # type: ignore[union-attr]
+        finally:
+            raw.close()
 
     def dispose(self) -> None:
         self.engine.dispose()

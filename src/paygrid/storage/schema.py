@@ -45,9 +45,12 @@ merchant_keys = Table(
     metadata,
     Column("key_id", String(40), primary_key=True),
     Column("mchid", String(32), ForeignKey("merchants.mchid"), nullable=False),
-    Column("secret", String(128), nullable=False),
     Column("status", String(16), nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
+    # The secret, sealed under a key-encryption key (merchants/vault.py); never in plain text.
+    Column("kek_id", String(40), nullable=False),
+    Column("sealed_secret", String(255), nullable=False),  # base64(nonce || AES-GCM)
+    Column("expires_at", UTCDateTime, nullable=True),  # set by a rotation: refused from then on
 )
 
 # --- api (merchant open API) ----------------------------------------------------------------

@@ -67,7 +67,7 @@ def load_or_create_credentials(data_dir: Path) -> dict[str, str]:
 def load_or_create_sandbox_credentials(data_dir: Path) -> SandboxCredentials:
     path = data_dir / CREDENTIALS_FILE
     if not path.exists():
-        data_dir.mkdir(parents=True, exist_ok=True)
+        data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         _write_once(path, json.dumps(asdict(generate_credentials()), indent=2))
     values = json.loads(path.read_text(encoding="utf-8"))
     return SandboxCredentials(**values)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from paygrid.channels.wechatpay.sandbox.app import DEFAULT_PORT, run
@@ -14,6 +15,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="0 picks a free port")
     args = parser.parse_args(argv)
+    os.umask(0o077)  # its state holds the channel's private keys: owner-only files
     run(args.data_dir, args.host, args.port)
 
 

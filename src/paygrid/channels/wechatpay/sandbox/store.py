@@ -130,7 +130,7 @@ def _notification(row: tuple[Any, ...]) -> Notification:
 
 class Store:
     def __init__(self, data_dir: Path) -> None:
-        data_dir.mkdir(parents=True, exist_ok=True)
+        data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._lock = threading.RLock()
         self._db = sqlite3.connect(
             data_dir / DB_FILE, check_same_thread=False, isolation_level=None, timeout=10
