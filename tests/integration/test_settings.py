@@ -16,6 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from paygrid.bootstrap import create_kek_file
 from paygrid.kernel.ids import cell_of
 from paygrid.ops.drill import PROD_PORTS, free_port_block, prod_layout
 from tests.integration.test_payment_flow import order, pay, wait_status
@@ -318,6 +319,8 @@ def test_prod_profile_from_environment_with_ports_from_file(
     data = Path(tempfile.mkdtemp(prefix="paygrid-settings-prod-"))
     reachable_by_postgres(data)
     layout = prod_layout(free_port_block(PROD_PORTS))
+    kek = tmp_path / "kek"
+    create_kek_file(kek)
     cfg = write_config(
         tmp_path / "paygrid.toml",
         {
@@ -325,6 +328,8 @@ def test_prod_profile_from_environment_with_ports_from_file(
             "data_dir": str(data),
             "cell": 7,
             "notify_retry_scale": 0.01,
+            "kek_file": str(kek),  # the production profile requires a KEK (docs/production.md)
+            "notify_allow_networks": "127.0.0.0/8",  # the test's merchant is on the loopback
         },
     )
     env = clean_env(PAYGRID_PROFILE="prod", PAYGRID_CONFIG=str(cfg))

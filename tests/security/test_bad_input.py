@@ -391,8 +391,9 @@ def test_a_callback_with_a_400_digit_timestamp_is_refused_not_a_500(ctx: Ctx) ->
     answer = httpx.post(
         ctx.running.api_url + "/callbacks/wechatpay", content=b"{}", headers=headers
     )
-    assert answer.status_code == 400, answer.text
-    assert answer.json()["code"] == "FAIL"  # what WeChat Pay expects of a refusal
+    # A timestamp that is no time is a failed signature check (docs/wechatpay.md).
+    assert answer.status_code == 401, answer.text
+    assert answer.json()["code"] == "SIGN_ERROR"
 
 
 def test_the_platform_log_has_no_traceback(ctx: Ctx) -> None:

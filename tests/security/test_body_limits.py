@@ -255,6 +255,7 @@ def gateway_process(running: RunningPlatform, data_dir: Path) -> Iterator[tuple[
         "PAYGRID_GATEWAY_PORT": str(port),
         "PAYGRID_OPS_BASE_PORT": str(ops_base),
         "PAYGRID_WECHATPAY_BASE_URL": running.sandbox_url,
+        "PAYGRID_KEK_FILE": str(running.data_dir / "keys" / "kek"),  # the platform's own
     }
     data_dir.mkdir(parents=True, exist_ok=True)
     with (data_dir / "gateway.log").open("ab") as log:
