@@ -17,6 +17,7 @@ import pytest
 from sqlalchemy import select
 
 from paygrid.bootstrap import Platform, bootstrap
+from paygrid.bus.inbox import first_delivery
 from paygrid.bus.inprocess import InProcessBus
 from paygrid.bus.ports import Handler
 from paygrid.bus.relay import row_to_event
@@ -25,6 +26,7 @@ from paygrid.config import Settings
 from paygrid.kernel.clock import utcnow
 from paygrid.merchants.service import create_merchant
 from paygrid.payments.service import CreatePayment
+from paygrid.storage.database import Database
 from paygrid.storage.schema import inbox, ledger_vouchers, notifications, outbox
 from tests.unit.fake_channel import FakeChannel
 
@@ -52,6 +54,23 @@ def platform(tmp_path: Path) -> Iterator[tuple[Platform, RecordingBus, FakeChann
     running = bootstrap(settings, channels={"wechatpay": channel}, bus=bus)
     yield running, bus, channel
     running.close()
+
+
+def test_first_delivery_is_true_once_per_consumer_and_event(tmp_path: Path) -> None:
+    """The inbox itself: a repeat is told apart from a first delivery (unique constraints on
+    the effects must not be what stops a double effect)."""
+    db = Database(f"sqlite:///{tmp_path / 'inbox.db'}")
+    db.migrate()
+    with db.transaction() as conn:
+        assert first_delivery(conn, "ledger", "evt_1")
+        assert not first_delivery(conn, "ledger", "evt_1")
+        assert first_delivery(conn, "notify", "evt_1")  # each consumer has its own record
+        assert first_delivery(conn, "ledger", "evt_2")
+    with db.transaction() as conn:  # committed: still a repeat in a later transaction
+        assert not first_delivery(conn, "ledger", "evt_1")
+        rows = conn.execute(select(inbox.c.consumer, inbox.c.event_id)).all()
+    assert sorted(rows) == [("ledger", "evt_1"), ("ledger", "evt_2"), ("notify", "evt_1")]
+    db.dispose()
 
 
 def _pay(running: Platform, channel: FakeChannel, mchid: str, n: int, outcome: str) -> str:
