@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
@@ -168,3 +169,23 @@ def test_a_consumer_redelivered_alone_is_acknowledged_and_changes_nothing(
     for consumer, handler in bus.handlers.items():
         handler(event)  # must not raise: the repeat is acknowledged, not retried
         assert tables() == before, consumer
+
+
+def test_a_second_event_for_the_same_success_books_nothing(
+    platform: tuple[Platform, RecordingBus, FakeChannel],
+) -> None:
+    """Another event id announcing the same success (an outbox row copied by hand, a replayed
+    backup): the inbox lets it through, the ledger still books one capture per payment."""
+    running, bus, channel = platform
+    mchid = create_merchant(running.db, "twin").merchant.mchid
+    ref = _pay(running, channel, mchid, 1, "callback")
+    running.relay.pump()
+    with running.db.read() as conn:
+        [row] = conn.execute(select(outbox).where(outbox.c.event_type == "payment.succeeded"))
+    twin = replace(row_to_event(row), event_id="evt_twin")
+    bus.handlers["ledger"](twin)
+    with running.db.read() as conn:
+        vouchers = conn.execute(select(ledger_vouchers.c.kind, ledger_vouchers.c.business_ref))
+        assert vouchers.all() == [("capture", ref)]
+        seen = conn.execute(select(inbox.c.event_id).where(inbox.c.consumer == "ledger"))
+        assert sorted(seen.scalars()) == sorted([row.event_id, "evt_twin"])

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import tempfile
 from collections import Counter
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
@@ -94,6 +95,8 @@ class PaymentLifecycle(RuleBasedStateMachine):
         self.relay = OutboxRelay(self.db, self.bus)
         self.mchid = create_merchant(self.db, "prop").merchant.mchid
         self.counter = 0
+        self.commands: dict[str, CreatePayment] = {}
+        self.told_wrong: set[str] = set()  # misreported payments paygrid got a callback for
 
     def teardown(self) -> None:
         # Converge: 补单 for everything still open, drain the bus, then check strictly.
@@ -113,7 +116,10 @@ class PaymentLifecycle(RuleBasedStateMachine):
                 assert row.status == "SUCCESS", (row, channel_state)
             if row.status == "SUCCESS":
                 assert channel_state == TradeState.SUCCESS
-        self._only_misreports_reported(check_database(self.db, timedelta(0)))
+        found = check_database(self.db, timedelta(0))
+        self._only_misreports_reported(found)
+        reported = {ref for ref in self.told_wrong if any(ref in v.detail for v in found)}
+        assert reported == self.told_wrong, (found, self.told_wrong)  # each one is reported
         self.notify.close()
         self.db.dispose()
         self.tmp.cleanup()
@@ -166,7 +172,23 @@ class PaymentLifecycle(RuleBasedStateMachine):
         )
         payment, created = self.service.create(cmd)
         assert created
+        self.commands[payment.payment_id] = cmd
         return payment.payment_id
+
+    @rule(ref=refs, same_body=st.booleans())
+    def merchant_repeats_create(self, ref: str, same_body: bool) -> None:
+        """The same out_trade_no again: the same body is the same payment, another is refused."""
+        cmd = self.commands[ref]
+        again = cmd if same_body else replace(cmd, total=cmd.total + 1, fingerprint="other")
+        try:
+            payment, created = self.service.create(again)
+        except PaymentRejected as exc:
+            if same_body:  # the repeat may try the channel order again, and be refused there
+                assert exc.code in ("PAYMENT_EXPIRED", "CHANNEL_ERROR"), exc.code
+            else:
+                assert exc.code == "DUPLICATE_OUT_TRADE_NO" and ref in exc.message, exc
+            return
+        assert same_body and not created and payment.payment_id == ref, (payment, created)
 
     @rule(ref=refs)
     def payer_opens_cashier(self, ref: str) -> None:
@@ -213,6 +235,7 @@ class PaymentLifecycle(RuleBasedStateMachine):
         if body is not None and deliver:
             assert self.service.handle_callback("wechatpay", SIGNED, body).status == 204
             if reported is not None:
+                self.told_wrong.add(ref)
                 REACHED[f"misreport:{how}"] += 1
 
     @rule(
