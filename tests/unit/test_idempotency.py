@@ -89,8 +89,9 @@ def test_keys_belong_to_one_merchant(db: Database) -> None:
     complete(db, "m2", "k1", 200, "theirs")
     assert begin(db, "m1", "k1", FIRST) == Replay(201, "mine")
     assert begin(db, "m2", "k1", other) == Replay(200, "theirs")
-    complete(db, "m1", "k2", 500, "nothing")  # completing an unknown key changes nothing
-    assert [row[:2] for row in stored(db)] == [("m1", "k1"), ("m2", "k1")]
+    assert begin(db, "m1", "k2", FIRST) is None  # another key of the same merchant: a new one
+    complete(db, "m1", "k3", 500, "nothing")  # completing an unknown key changes nothing
+    assert [row[:2] for row in stored(db)] == [("m1", "k1"), ("m1", "k2"), ("m2", "k1")]
 
 
 def test_a_refused_request_frees_its_key_but_not_a_completed_one(db: Database) -> None:
