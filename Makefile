@@ -48,7 +48,7 @@ $(VENV)/.mutate-installed: $(VENV)/.test-installed
 	touch $@
 
 mutate: $(VENV)/.mutate-installed  ## mutation testing of the money-critical modules (on demand, long)
-	bash scripts/mutate.sh $(MUTANTS)
+	MUTANTS='$(MUTANTS)' bash scripts/mutate.sh
 
 clean:
 	rm -rf $(VENV) var mutants .pytest_cache .mypy_cache .ruff_cache
