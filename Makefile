@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 PYTHON ?= python3
 
-.PHONY: install run run-prod test test-deps lint unit integration browser bench clean
+.PHONY: install run run-prod test test-deps lint unit integration browser bench mutate clean
 
 install: $(VENV)/.installed  ## .venv with the paygrid entry point
 
@@ -47,5 +47,12 @@ unit: $(VENV)/.test-installed
 bench: install
 	$(PY) bench/e2e_payments.py
 
+$(VENV)/.mutate-installed: $(VENV)/.test-installed
+	$(PIP) install -q -e '.[test,mutate]'
+	touch $@
+
+mutate: $(VENV)/.mutate-installed  ## mutation testing of the money-critical modules (on demand, long)
+	MUTANTS='$(MUTANTS)' bash scripts/mutate.sh
+
 clean:
-	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) var mutants .pytest_cache .mypy_cache .ruff_cache

@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import Phase, settings
 
 from tests.support import (
     MerchantReceiver,
@@ -17,6 +18,12 @@ from tests.support import (
     pg_bin,
     postgres_server,
     start_platform,
+)
+
+# `make mutate` runs with --hypothesis-profile=mutate: the first failing example kills a mutant,
+# so no shrinking, and no example database carried from one mutant to the next.
+settings.register_profile(
+    "mutate", phases=[Phase.explicit, Phase.generate], database=None, derandomize=True
 )
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections import Counter
 
 import httpx
 import pytest
@@ -15,6 +16,8 @@ from tests.support import MerchantReceiver, wait_until
 
 pytestmark = pytest.mark.timeout(300)
 PAYMENTS = 24
+# Every fourth payer walks away, every eighth pays and fails, the others pay.
+EXPECTED_AT_CHANNEL = Counter({"SUCCESS": 15, "PAYERROR": 3, "NOTPAY": 6})
 
 
 def test_all_channel_faults_converge(
@@ -55,11 +58,12 @@ def test_all_channel_faults_converge(
         ids.append(payment["payment_id"])
         if i % 4 != 3:  # every fourth payer walks away
             outcome = "SUCCESS" if i % 8 else "FAIL"
-            httpx.post(
+            paid = httpx.post(
                 f"{running.sandbox_url}/sandbox/pay",
                 timeout=10,
                 json={"code_url": payment["code_url"], "outcome": outcome},
             )
+            assert paid.status_code == 200, paid.text  # the payer really paid (or failed to)
 
     def channel_states() -> dict[str, str]:
         orders = running.sandbox("GET", "/sandbox/orders?limit=1000").json()["orders"]
@@ -79,6 +83,10 @@ def test_all_channel_faults_converge(
 
     wait_until(converged, timeout=120, interval=1.0)
     paid = [p for p, s in channel_states().items() if s == "SUCCESS"]
+    # The count the payers make, not just agreement: 18 went to pay, 3 of them failed.
+    assert Counter(channel_states().values()) == EXPECTED_AT_CHANNEL
+    statuses = Counter(client.get_payment(p).json()["status"] for p in ids)
+    assert statuses == {"SUCCESS": 15, "FAILED": 3, "PAYING": 6}, statuses
     wait_until(
         lambda: len({h["Paygrid-Notify-Id"] for h, _ in merchant.received}) == len(paid), timeout=60
     )

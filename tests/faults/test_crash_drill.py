@@ -3,6 +3,7 @@ are SIGKILLed; at the end nothing is lost, created or counted twice."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -10,9 +11,11 @@ from pathlib import Path
 
 import pytest
 
+from paygrid.ops.drill import min_paid
 from tests.support import pg_bin, reachable_by_postgres
 
 pytestmark = [pytest.mark.timeout(600), pytest.mark.postgres]
+PAYMENTS = 120
 
 
 def test_crash_drill_converges(tmp_path: Path) -> None:
@@ -29,7 +32,7 @@ def test_crash_drill_converges(tmp_path: Path) -> None:
             "drill",
             "crash",
             "--payments",
-            "120",
+            str(PAYMENTS),
             "--seconds",
             "30",
             "--seed",
@@ -47,3 +50,9 @@ def test_crash_drill_converges(tmp_path: Path) -> None:
     kills = [line for line in output.splitlines() if "SIGKILL" in line]
     assert any("SIGKILL nats" in k for k in kills) and any("SIGKILL postgres" in k for k in kills)
     assert len(kills) >= 10, kills
+    # Payers really paid, as many as expected: a drill in which nobody paid proves nothing.
+    [summary] = [json.loads(line) for line in run.stdout.splitlines() if line.startswith("{")]
+    assert summary["created"] == PAYMENTS, summary
+    assert summary["paid_at_channel"] >= min_paid(PAYMENTS) > 0, summary
+    assert summary["pay_confirmed"] <= summary["paid_at_channel"] <= summary["payers"], summary
+    assert summary["success"] == summary["paid_at_channel"], summary

@@ -31,6 +31,9 @@ class FakeChannel:
     orders: dict[str, OrderRequest] = field(default_factory=dict)
     states: dict[str, TradeState] = field(default_factory=dict)
     sent: list[bytes] = field(default_factory=list)  # every callback body ever emitted
+    # What the channel reports as paid where that is not the order's amount (a wrong amount or
+    # currency in its callbacks and query answers): paygrid must never take it as a success.
+    misreported: dict[str, Money] = field(default_factory=dict)
 
     def create_order(self, request: OrderRequest) -> OrderCreated:
         if self.states.get(request.payment_ref) in (TradeState.SUCCESS, TradeState.CLOSED):
@@ -41,21 +44,34 @@ class FakeChannel:
         self.states.setdefault(request.payment_ref, TradeState.PENDING)
         return OrderCreated(code_url=f"weixin://wxpay/bizpayurl?pr={request.payment_ref}")
 
-    def pay(self, ref: str, outcome: TradeState = TradeState.SUCCESS) -> bytes | None:
-        """The payer pays; returns the callback body the channel would send."""
+    def pay(
+        self, ref: str, outcome: TradeState = TradeState.SUCCESS, reported: Money | None = None
+    ) -> bytes | None:
+        """The payer pays; returns the callback body the channel would send. ``reported``: the
+        channel answers with this amount instead of the order's (callbacks and queries)."""
         if self.states.get(ref) != TradeState.PENDING:
             return None
         self.states[ref] = outcome
+        if reported is not None and reported != self.orders[ref].amount:
+            self.misreported[ref] = reported
         return self._callback(ref)
 
+    def payable(self, ref: str) -> bool:
+        """True while a payer could still pay this order at the channel."""
+        return ref in self.orders and self.states.get(ref) == TradeState.PENDING
+
+    def _reported(self, ref: str) -> Money:
+        return self.misreported.get(ref, self.orders[ref].amount)
+
     def _callback(self, ref: str) -> bytes:
-        order = self.orders[ref]
+        amount = self._reported(ref)
         body = json.dumps(
             {
                 "id": f"n{len(self.sent)}",
                 "ref": ref,
                 "state": self.states[ref].value,
-                "amount": order.amount.minor,
+                "amount": amount.minor,
+                "currency": amount.currency,
             }
         ).encode()
         self.sent.append(body)
@@ -68,7 +84,7 @@ class FakeChannel:
             payment_ref,
             state,
             channel_trade_no=f"wx{payment_ref}",
-            amount=order.amount if order else None,
+            amount=self._reported(payment_ref) if order else None,
             paid_at=datetime.now(UTC) if state == TradeState.SUCCESS else None,
             merchant_id=self.account.merchant_id,
             app_id=self.account.app_id,
@@ -89,7 +105,7 @@ class FakeChannel:
             data["ref"],
             TradeState(data["state"]),
             channel_trade_no=f"wx{data['ref']}",
-            amount=Money(data["amount"], "CNY"),
+            amount=Money(data["amount"], data.get("currency", "CNY")),
             paid_at=datetime.now(UTC),
             merchant_id=self.account.merchant_id,
             app_id=self.account.app_id,

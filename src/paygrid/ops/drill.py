@@ -8,6 +8,7 @@ nothing is stuck. Bounded in payments and seconds; stops by itself."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
 import secrets
@@ -48,6 +49,16 @@ KILLABLE_ROLES = (
 CONVERGE_TIMEOUT_S = 120.0
 START_TIMEOUT_S = 120.0
 REQUEST_RETRY_S = 60.0
+WALK_AWAY_RATE = 0.1  # payers who never pay; the others pay (and retry for REQUEST_RETRY_S)
+
+
+def min_paid(created: int, walk_away_rate: float = WALK_AWAY_RATE) -> int:
+    """The fewest payments the channel may have been paid for, of ``created``: each payer pays
+    with probability 1 - walk_away_rate; five standard deviations below the mean, and at
+    least one. Fewer means payers did not really pay, and a drill that passed on that would
+    prove nothing."""
+    p = 1.0 - walk_away_rate
+    return max(1, math.floor(created * p - 5 * math.sqrt(created * p * (1 - p))))
 
 
 def free_port_block(size: int) -> int:
@@ -182,6 +193,8 @@ class Receiver:
 class DrillReport:
     kills: list[str] = field(default_factory=list)
     created: int = 0
+    payers: int = 0  # payers who went to pay (the rest walked away)
+    pay_confirmed: int = 0  # of them, those the channel answered "paid"
     paid_at_channel: int = 0
     success: int = 0
     closed: int = 0
@@ -294,9 +307,11 @@ class Drill:
         with self.lock:
             self.payment_ids.append(payment["payment_id"])
             self.report.created += 1
-        if self.rng.random() < 0.1:
+        if self.rng.random() < WALK_AWAY_RATE:
             return  # the payer walks away; closed at the end
-        self._retry(
+        with self.lock:
+            self.report.payers += 1
+        paid = self._retry(
             lambda: httpx.post(
                 f"{self.sandbox}/sandbox/pay",
                 timeout=5,
@@ -304,6 +319,9 @@ class Drill:
             ),
             (200,),
         )
+        if paid is not None:
+            with self.lock:
+                self.report.pay_confirmed += 1
 
     def _load(self) -> None:
         started = time.monotonic()
@@ -427,6 +445,7 @@ class Drill:
         for pid in paid:
             if rows.get(pid) != "SUCCESS":
                 problems.append(f"channel took money for {pid} but paygrid says {rows.get(pid)}")
+        problems += self._payers_paid()
         for pid, status in rows.items():
             if status == "SUCCESS" and channel.get(pid) != "SUCCESS":
                 problems.append(f"{pid} is SUCCESS but the channel says {channel.get(pid)}")
@@ -445,6 +464,24 @@ class Drill:
         self.report.notification_posts = self.receiver.posts
         return problems
 
+    def _payers_paid(self) -> list[str]:
+        """The drill proves something only if payers really paid, as many as expected."""
+        r = self.report
+        problems = []
+        if r.paid_at_channel < min_paid(r.created):
+            problems.append(
+                f"only {r.paid_at_channel} of {r.created} payments were paid at the channel "
+                f"(at least {min_paid(r.created)} expected)"
+            )
+        if not r.pay_confirmed <= r.paid_at_channel <= r.payers:
+            problems.append(
+                f"{r.paid_at_channel} paid at the channel, but {r.payers} payers went to pay "
+                f"and {r.pay_confirmed} were told they paid"
+            )
+        if r.success != r.paid_at_channel:
+            problems.append(f"{r.success} SUCCESS in paygrid, {r.paid_at_channel} at the channel")
+        return problems
+
 
 def run_drill(
     payments_n: int, seconds: float, seed: int, data_dir: Path | None, say: Callable[[str], None]
@@ -458,6 +495,8 @@ def summary(report: DrillReport) -> dict[str, Any]:
     return {
         "kills": len(report.kills),
         "created": report.created,
+        "payers": report.payers,
+        "pay_confirmed": report.pay_confirmed,
         "paid_at_channel": report.paid_at_channel,
         "success": report.success,
         "closed": report.closed,
