@@ -10,6 +10,7 @@ rewritten every beat for ``paygrid status``.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import glob
 import hashlib
 import json
@@ -37,6 +38,7 @@ BACKOFF_START_S = 0.5
 BACKOFF_MAX_S = 30.0
 HEALTHY_AFTER_S = 60.0
 STOP_GRACE_S = 10.0
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 START_TIMEOUT_S = 60.0
 
 
@@ -65,6 +67,7 @@ class Child:
             start_new_session=True,
             user=self.user,
             group=self.user,
+            preexec_fn=_die_with_supervisor,
         )
         out.close()
         self.started_at = time.time()
@@ -292,14 +295,14 @@ class Supervisor:
         self.stop()
 
     def stop(self) -> None:
+        """SIGTERM the roles together, then the infrastructure (database last), each group
+        under one deadline, so that a slow role cannot use up the time of the others."""
         self.stopping = True
-        for child in reversed(self.children):  # roles first, the database last
-            if child.alive and child.proc is not None:
-                child.proc.send_signal(signal.SIGTERM)
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    child.proc.wait(STOP_GRACE_S)
-                if child.alive:
-                    child.proc.kill()
+        roles = [c for c in self.children if c.name in ROLES]
+        database = [c for c in self.children if c.name == "postgres"]
+        others = [c for c in self.children if c not in roles and c not in database]
+        for group in (roles, others, database):
+            _terminate(group)
         self.write_status()
 
     def write_status(self) -> None:
@@ -323,6 +326,28 @@ class Supervisor:
             "processes": rows,
         }
         datadir.write_private(self.s.data_dir / "status.json", json.dumps(body, indent=1))
+
+
+def _terminate(group: list[Child]) -> None:
+    for child in group:
+        if child.alive and child.proc is not None:
+            child.proc.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + STOP_GRACE_S
+    for child in group:
+        if child.proc is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                child.proc.wait(max(0.0, deadline - time.monotonic()))
+            if child.alive:
+                child.proc.kill()
+                child.proc.wait()
+
+
+def _die_with_supervisor() -> None:
+    """In the child before exec: SIGTERM it when the supervisor dies (even by SIGKILL), so no
+    role outlives the platform it belongs to (Linux prctl PR_SET_PDEATHSIG)."""
+    if sys.platform == "linux":
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
 
 
 def _with(s: Settings, **changes: object) -> Settings:
