@@ -26,7 +26,7 @@ from paygrid.merchants.service import create_merchant
 from paygrid.payments.service import CreatePayment
 from paygrid.storage.schema import inbox, ledger_vouchers, notifications, outbox
 from tests.integration.wechatpay_helpers import SandboxProcess, start_sandbox
-from tests.support import NatsServer, PostgresServer, nats_server, wait_until
+from tests.support import NatsServer, PostgresServer, free_port, nats_server, wait_until
 
 pytestmark = [pytest.mark.timeout(240), pytest.mark.postgres]
 ROOT = Path(__file__).resolve().parents[2]
@@ -55,6 +55,7 @@ def settings(tmp_path: Path, name: str, db_url: str, nats_url: str, sandbox_url:
         nats_url=nats_url,
         run_sandboxes=False,
         channels={"wechatpay": ChannelSettings(sandbox_url, 2000)},
+        api_port=free_port(),  # where the sandbox sends callbacks: nobody (补单 finds them)
     )
 
 
