@@ -36,7 +36,7 @@ app.add_typer(notify_app, name="notifications")
 drill_app = typer.Typer(help="Fault drills.", no_args_is_help=True)
 app.add_typer(drill_app, name="drill")
 console = Console(soft_wrap=True)
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)  # paths and messages stay whole for scripts
 
 # Options that are settings default to None ("not given"): only a flag actually given
 # overrides the environment and the configuration file (config.resolve).

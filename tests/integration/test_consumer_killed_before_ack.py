@@ -27,7 +27,7 @@ from paygrid.payments.service import CreatePayment
 from paygrid.storage.schema import inbox, ledger_vouchers, notifications, outbox
 from tests.integration.consumer_process import TEST_KEK
 from tests.integration.wechatpay_helpers import SandboxProcess, start_sandbox
-from tests.support import NatsServer, PostgresServer, nats_server, wait_until
+from tests.support import NatsServer, PostgresServer, free_port, nats_server, wait_until
 
 pytestmark = [pytest.mark.timeout(240), pytest.mark.postgres]
 ROOT = Path(__file__).resolve().parents[2]
@@ -57,6 +57,7 @@ def settings(tmp_path: Path, name: str, db_url: str, nats_url: str, sandbox_url:
         run_sandboxes=False,
         wechatpay_base_url=sandbox_url,
         kek=TEST_KEK,
+        api_port=free_port(),  # where the sandbox sends callbacks: nobody (补单 finds them)
     )
 
 

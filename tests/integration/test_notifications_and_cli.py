@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from typing import Any
 
 import pytest
 
@@ -35,9 +36,14 @@ def test_notification_retried_until_acknowledged_then_resent(
         secret = running.credentials["secret"]
         assert all(verify_notification(secret, h, b) for h, b in merchant.received)
 
-        listed = client.notifications(payment["payment_id"]).json()["data"]
-        assert len(listed) == 1
-        note = listed[0]
+        # The receiver answers before the notifier records the attempt: wait for the record.
+        def listed() -> list[dict[str, Any]]:
+            data: list[dict[str, Any]] = client.notifications(payment["payment_id"]).json()["data"]
+            return data
+
+        wait_until(lambda: listed()[0]["status"] == "DELIVERED", timeout=30)
+        assert len(listed()) == 1
+        note = listed()[0]
         assert note["status"] == "DELIVERED" and note["attempts"] == 3
         assert [d["http_status"] for d in note["deliveries"]] == [500, 500, 200]
 

@@ -26,6 +26,11 @@ import httpx
 import pytest
 import schemathesis
 from schemathesis.checks import not_a_server_error
+
+# Imported here, at collection, not lazily inside a test: pytest rewrites schemathesis' modules
+# (it is a pytest plugin), and CPython 3.11.7's ast.parse can fail with "AST constructor
+# recursion depth mismatch" once a RecursionError happened earlier in the process.
+from schemathesis.specs.openapi import schemas as _openapi_schemas  # noqa: F401
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
     response_headers_conformance,
