@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 
 from paygrid.channels.ports import (
     BillLine,
@@ -14,20 +14,31 @@ from paygrid.channels.ports import (
     CallbackRejected,
     CallbackReply,
     ChannelAccount,
+    ChannelCapabilities,
     CloseOutcome,
-    OrderCreated,
     OrderRequest,
+    PayerAction,
+    PayerActionKind,
     Trade,
     TradeState,
 )
 from paygrid.kernel.money import Money
+
+CAPABILITIES = ChannelCapabilities(
+    methods=frozenset({"native"}),
+    currencies=frozenset({"CNY"}),
+    partial_refunds=True,
+    refund_window=timedelta(days=365),
+    bill_types=frozenset({"ALL"}),
+    cashier_methods=("native",),
+)
 
 
 @dataclass
 class FakeChannel:
     name: str = "wechatpay"
     account: ChannelAccount = field(default_factory=lambda: ChannelAccount("fake-mch", "fake-app"))
-    currencies: frozenset[str] = frozenset({"CNY"})
+    capabilities: ChannelCapabilities = field(default_factory=lambda: CAPABILITIES)
     orders: dict[str, OrderRequest] = field(default_factory=dict)
     states: dict[str, TradeState] = field(default_factory=dict)
     sent: list[bytes] = field(default_factory=list)  # every callback body ever emitted
@@ -35,14 +46,15 @@ class FakeChannel:
     # currency in its callbacks and query answers): paygrid must never take it as a success.
     misreported: dict[str, Money] = field(default_factory=dict)
 
-    def create_order(self, request: OrderRequest) -> OrderCreated:
+    def create_order(self, request: OrderRequest) -> PayerAction:
         if self.states.get(request.payment_ref) in (TradeState.SUCCESS, TradeState.CLOSED):
             from paygrid.channels.ports import ChannelError
 
             raise ChannelError("ORDER_FINAL", "order is final")
         self.orders[request.payment_ref] = request
         self.states.setdefault(request.payment_ref, TradeState.PENDING)
-        return OrderCreated(code_url=f"weixin://wxpay/bizpayurl?pr={request.payment_ref}")
+        url = f"weixin://wxpay/bizpayurl?pr={request.payment_ref}"
+        return PayerAction(PayerActionKind.QR_CODE, content=url)
 
     def pay(
         self, ref: str, outcome: TradeState = TradeState.SUCCESS, reported: Money | None = None

@@ -10,9 +10,17 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from paygrid.channels.ports import ChannelAccount, Trade, TradeState
+from paygrid.channels.ports import (
+    ChannelAccount,
+    PayerAction,
+    PayerActionKind,
+    Trade,
+    TradeState,
+)
 from paygrid.kernel.money import Money
 from paygrid.ops.check import CHECKS
+from paygrid.payments.events import PaymentClosed, PaymentSucceeded
+from paygrid.payments.orders import ChannelOrder, OrderStatus
 from paygrid.payments.domain import (
     ANOMALIES,
     ChannelOutcome,
@@ -24,6 +32,7 @@ NOW = datetime(2026, 11, 28, 2, 0, tzinfo=UTC)
 ACCOUNT = ChannelAccount("1900000109", "wxd678efh567hg6787")
 Out = ChannelOutcome
 S = PaymentStatus
+O = OrderStatus
 
 
 def payment(status: PaymentStatus = S.PAYING, amount: int = 900) -> Payment:
@@ -36,7 +45,6 @@ def payment(status: PaymentStatus = S.PAYING, amount: int = 900) -> Payment:
         description="d",
         notify_url="https://merchant.example/n",
         return_url=None,
-        channel="wechatpay",
         method="native",
         status=status,
         expire_at=NOW + timedelta(hours=2),
@@ -44,8 +52,6 @@ def payment(status: PaymentStatus = S.PAYING, amount: int = 900) -> Payment:
         items=(),
         discounts=(),
         request_hash="h",
-        code_url="weixin://wxpay/bizpayurl?pr=x",
-        channel_trade_no=None,
         refunded_amount=0,
         paid_at=None,
         closed_at=None,
@@ -53,6 +59,24 @@ def payment(status: PaymentStatus = S.PAYING, amount: int = 900) -> Payment:
         created_at=NOW,
         updated_at=NOW,
         version=3,
+        orders=(order(status),),
+    )
+
+
+def order(status: PaymentStatus) -> ChannelOrder:
+    """pay_1's order at the channel, in the state that goes with the payment's."""
+    held = {S.CREATED: O.REQUESTED, S.PAYING: O.OPEN, S.SUCCESS: O.PAID, S.CLOSED: O.CLOSED}
+    return ChannelOrder(
+        order_id="cho_1",
+        payment_id="pay_1",
+        channel="wechatpay",
+        method="native",
+        channel_ref="pay_1",
+        status=held.get(status, O.FAILED),
+        payer_action=PayerAction(PayerActionKind.QR_CODE, content="weixin://wxpay/bizpayurl?pr=x"),
+        channel_trade_no=None,
+        created_at=NOW,
+        updated_at=NOW,
     )
 
 
@@ -78,7 +102,8 @@ def test_a_complete_equal_report_is_applied_with_its_confirmed_amount() -> None:
     assert after.status is S.SUCCESS
     assert after.confirmed_amount == Money(900, "CNY")
     assert (after.paid_at, after.channel_trade_no) == (NOW - timedelta(seconds=5), "4200000001")
-    assert decision.events == ("payment.succeeded",)
+    assert decision.events == (PaymentSucceeded,)
+    assert after.order is not None and after.order.status is O.PAID
 
 
 MATRIX = [
@@ -124,7 +149,7 @@ def test_closing_reports_need_identity_but_no_amount() -> None:
     decision = payment().apply_channel_trade(closed, ACCOUNT, "wechatpay", NOW)
     assert decision.outcome is Out.APPLY_CLOSED
     assert decision.payment.closed_at == NOW and decision.payment.confirmed_amount is None
-    assert decision.events == ("payment.closed",)
+    assert decision.events == (PaymentClosed,)
     foreign = replace(closed, merchant_id="1900000110")
     refused = payment().apply_channel_trade(foreign, ACCOUNT, "wechatpay", NOW)
     assert refused.outcome is Out.MERCHANT_MISMATCH
@@ -151,9 +176,16 @@ def test_final_states_stay() -> None:
     )
 
 
+def test_a_report_from_a_channel_without_our_order_is_refused() -> None:
+    decision = payment().apply_channel_trade(paid(), ACCOUNT, "alipay", NOW)
+    assert decision.outcome is Out.MERCHANT_MISMATCH and not decision.changed
+
+
 def test_a_channel_without_app_ids_does_not_require_one() -> None:
     account = ChannelAccount(ACCOUNT.merchant_id)
-    decision = payment().apply_channel_trade(paid(app_id=None), account, "unionpay", NOW)
+    held = payment()
+    held = replace(held, orders=(replace(held.orders[0], channel="unionpay"),))
+    decision = held.apply_channel_trade(paid(app_id=None), account, "unionpay", NOW)
     assert decision.outcome is Out.APPLY_SUCCESS
 
 

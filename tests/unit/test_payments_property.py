@@ -40,6 +40,7 @@ from paygrid.merchants.vault import KEK_BYTES, Vault
 from paygrid.notify.service import EVENT_TYPES as NOTIFY_EVENTS
 from paygrid.notify.service import NotifyService
 from paygrid.ops.check import Violation, check_database
+from paygrid.payments import checkout
 from paygrid.payments.domain import PaymentStatus
 from paygrid.payments.errors import PaymentRejected
 from paygrid.payments.service import CreatePayment, PaymentService, Urls
@@ -212,7 +213,7 @@ class PaymentLifecycle(RuleBasedStateMachine):
             return
         if self.channel.states.get(ref, TradeState.PENDING) != TradeState.PENDING:
             return  # the channel would refuse a final order; nothing new to crash on
-        self.service._record_channel_intent(ref, "wechatpay", "native")
+        checkout.record_intent(self.service.core, ref, "wechatpay", "native")
         self.channel.create_order(
             OrderRequest(
                 payment_ref=ref,

@@ -21,12 +21,10 @@ asyncio loop in one thread and calls handlers in worker threads.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import threading
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any, TypeVar
 
 import nats
@@ -44,6 +42,7 @@ from nats.js.api import (
 )
 from nats.js.errors import NotFoundError
 
+from paygrid.bus.codec import envelope_bytes, envelope_from_bytes
 from paygrid.bus.ports import BusUnavailable, Event, Handler
 from paygrid.kernel import context
 
@@ -70,35 +69,6 @@ STREAM_MAX_AGE_S = 7 * 24 * 3600.0
 def subject_for(event_type: str) -> str:
     assert event_type and " " not in event_type and ">" not in event_type, event_type
     return EVENTS_PREFIX + event_type
-
-
-def encode(event: Event) -> bytes:
-    return json.dumps(
-        {
-            "event_id": event.event_id,
-            "event_type": event.event_type,
-            "aggregate_id": event.aggregate_id,
-            "occurred_at": event.occurred_at.isoformat(),
-            "version": event.version,
-            "request_id": event.request_id,
-            "data": event.payload,
-        },
-        separators=(",", ":"),
-        ensure_ascii=False,
-    ).encode()
-
-
-def decode(body: bytes) -> Event:
-    raw = json.loads(body)
-    return Event(
-        event_id=raw["event_id"],
-        event_type=raw["event_type"],
-        aggregate_id=raw["aggregate_id"],
-        occurred_at=datetime.fromisoformat(raw["occurred_at"]),
-        payload=raw["data"],
-        version=raw["version"],
-        request_id=raw.get("request_id"),
-    )
 
 
 @dataclass
@@ -209,7 +179,7 @@ class JetStreamBus:
         try:
             ack = await self._js.publish(
                 subject_for(event.event_type),
-                encode(event),
+                envelope_bytes(event),
                 timeout=PUBLISH_TIMEOUT_S,
                 headers={"Nats-Msg-Id": event.event_id},
             )
@@ -262,7 +232,7 @@ class JetStreamBus:
         if deliveries > 1:
             self.counters.redelivered[consumer] = self.counters.redelivered.get(consumer, 0) + 1
         try:
-            event = decode(msg.data)
+            event = envelope_from_bytes(msg.data)
             context.request_id.set(event.request_id)  # copied into the worker thread
             await asyncio.to_thread(handler, event)
         except Exception as exc:

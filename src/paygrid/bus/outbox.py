@@ -2,41 +2,34 @@
 
 from __future__ import annotations
 
-import json
-from collections.abc import Mapping
-from typing import Any
-
 from sqlalchemy import Connection, insert
 
+from paygrid.bus.codec import envelope_bytes, event_data
 from paygrid.bus.ports import Event
 from paygrid.kernel import context
 from paygrid.kernel.clock import utcnow
+from paygrid.kernel.events import DomainEvent
 from paygrid.kernel.ids import new_id
 from paygrid.storage.schema import outbox
 
 
-def record_event(
-    conn: Connection, event_type: str, aggregate_id: str, payload: Mapping[str, Any]
-) -> Event:
-    """Append an event to the outbox inside the caller's transaction."""
+def record_event(conn: Connection, domain_event: DomainEvent) -> Event:
+    """Append a typed event to the outbox inside the caller's transaction."""
     event = Event(
         event_id=new_id("evt"),
-        event_type=event_type,
-        aggregate_id=aggregate_id,
+        event_type=domain_event.TYPE,
+        aggregate_id=domain_event.aggregate_id,
         occurred_at=utcnow(),
-        payload=dict(payload),
+        payload=event_data(domain_event),
+        version=domain_event.VERSION,
         request_id=context.request_id.get(),
     )
     conn.execute(
         insert(outbox).values(
             event_id=event.event_id,
             event_type=event.event_type,
-            aggregate_id=aggregate_id,
-            payload=json.dumps(
-                {"version": event.version, "data": event.payload, "request_id": event.request_id},
-                separators=(",", ":"),
-                ensure_ascii=False,
-            ),
+            aggregate_id=event.aggregate_id,
+            payload=envelope_bytes(event).decode(),
             created_at=event.occurred_at,
             attempts=0,
             dead=False,

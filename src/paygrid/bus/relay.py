@@ -3,7 +3,6 @@ and parks an event as dead after a bounded number of attempts (surfaced by `payg
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 from datetime import timedelta
@@ -11,6 +10,7 @@ from typing import Any
 
 from sqlalchemy import Row, or_, select, update
 
+from paygrid.bus.codec import envelope_from_bytes
 from paygrid.bus.ports import BusUnavailable, Event, MessageBus
 from paygrid.kernel.clock import utcnow
 from paygrid.storage.database import Database
@@ -25,16 +25,7 @@ MAX_BACKOFF_S = 300
 
 
 def row_to_event(row: Row[Any]) -> Event:
-    body = json.loads(row.payload)
-    return Event(
-        event_id=row.event_id,
-        event_type=row.event_type,
-        aggregate_id=row.aggregate_id,
-        occurred_at=row.created_at,
-        payload=body["data"],
-        version=body["version"],
-        request_id=body.get("request_id"),
-    )
+    return envelope_from_bytes(row.payload)
 
 
 class OutboxRelay:

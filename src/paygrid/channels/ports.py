@@ -9,7 +9,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Protocol
 
 from paygrid.kernel.money import Money
@@ -25,6 +25,28 @@ class TradeState(enum.Enum):
     NOT_FOUND = "NOT_FOUND"  # the channel has no such order
 
 
+METHODS = ("native", "h5", "page", "jsapi", "app")
+"""Payment methods (支付方式) a channel may declare: ``native`` a QR code the payer scans, ``h5``
+a mobile-browser redirect, ``page`` a desktop-browser redirect or form, ``jsapi`` inside the
+channel's own app or browser (mini program, official account), ``app`` the merchant's app."""
+
+
+class PayerField(enum.StrEnum):
+    """What a method needs to know of the payer, given by the merchant at creation."""
+
+    CLIENT_IP = "client_ip"  # the payer's IP address (H5 payments)
+    OPENID = "openid"  # the payer's id at the channel's app (JSAPI payments)
+
+
+@dataclass(frozen=True, slots=True)
+class Payer:
+    client_ip: str | None = None
+    openid: str | None = None
+
+    def has(self, needed: PayerField) -> bool:
+        return getattr(self, needed.value) is not None
+
+
 @dataclass(frozen=True, slots=True)
 class OrderRequest:
     """A channel order for one payment. ``payment_ref`` is the id the channel knows it by."""
@@ -33,20 +55,86 @@ class OrderRequest:
     amount: Money
     description: str
     notify_url: str
-    method: str  # native | h5 | jsapi | app
+    method: str  # one of the channel's capabilities.methods
     expire_at: datetime | None = None
     attach: str | None = None
     payer_ip: str | None = None
     payer_openid: str | None = None
+    return_url: str | None = None  # where a redirect method sends the payer back
+
+
+class PayerActionKind(enum.StrEnum):
+    """What the payer (or the merchant's front end) does next to pay."""
+
+    QR_CODE = "qr_code"  # show ``content`` as a QR code; the payer scans it
+    REDIRECT = "redirect"  # send the payer's browser to ``url``
+    FORM = "form"  # auto-submit an HTML form of ``fields`` to ``url`` (POST)
+    APP_PARAMS = "app_params"  # hand ``fields`` to the channel's app or JSAPI SDK
 
 
 @dataclass(frozen=True, slots=True)
-class OrderCreated:
-    """What the payer needs to pay: a QR ``code_url`` (native), ``h5_url`` or ``prepay_id``."""
+class PayerAction:
+    """The tagged answer of a channel order: exactly what the payer needs, nothing of the
+    channel's wire format. ``content`` is the QR text; ``url`` the target of a redirect or form."""
 
-    code_url: str | None = None
-    h5_url: str | None = None
-    prepay_id: str | None = None
+    kind: PayerActionKind
+    content: str | None = None
+    url: str | None = None
+    fields: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        needs = {
+            PayerActionKind.QR_CODE: self.content,
+            PayerActionKind.REDIRECT: self.url,
+            PayerActionKind.FORM: self.url,
+            PayerActionKind.APP_PARAMS: self.fields or None,
+        }[self.kind]
+        assert needs, f"a {self.kind} payer action needs its target"
+
+    def to_json(self) -> dict[str, object]:
+        body: dict[str, object] = {"kind": self.kind.value}
+        if self.content is not None:
+            body["content"] = self.content
+        if self.url is not None:
+            body["url"] = self.url
+        if self.fields:
+            body["fields"] = dict(self.fields)
+        return body
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, object]) -> PayerAction:
+        fields = data.get("fields") or {}
+        assert isinstance(fields, Mapping)
+        content, url = data.get("content"), data.get("url")
+        return cls(
+            PayerActionKind(str(data["kind"])),
+            content=str(content) if content is not None else None,
+            url=str(url) if url is not None else None,
+            fields={str(k): str(v) for k, v in fields.items()},
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelCapabilities:
+    """What a channel can do, declared in its folder and read by the core and the API: an
+    unsupported method or currency is refused at creation, a refund past the window at once."""
+
+    methods: frozenset[str]
+    currencies: frozenset[str]  # ISO 4217
+    partial_refunds: bool
+    refund_window: timedelta  # how long after payment the channel takes a refund
+    bill_types: frozenset[str]  # the channel's own bill type names
+    payer_fields: Mapping[str, frozenset[PayerField]] = field(default_factory=dict)
+    cashier_methods: tuple[str, ...] = ()  # the methods a browser cashier offers, in order
+
+    def __post_init__(self) -> None:
+        assert self.methods <= set(METHODS), f"unknown methods {self.methods - set(METHODS)}"
+        assert set(self.payer_fields) <= self.methods
+        assert set(self.cashier_methods) <= self.methods
+
+    def missing_payer_fields(self, method: str, payer: Payer) -> list[str]:
+        needed = self.payer_fields.get(method, frozenset())
+        return sorted(f.value for f in needed if not payer.has(f))
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,9 +234,11 @@ class ChannelAdapter(Protocol):
 
     name: str
     account: ChannelAccount
-    currencies: frozenset[str]  # ISO 4217 codes the channel takes payments in
+    capabilities: ChannelCapabilities
 
-    def create_order(self, request: OrderRequest) -> OrderCreated: ...
+    def create_order(self, request: OrderRequest) -> PayerAction:
+        """Place the order (idempotent on ``payment_ref``) and say what the payer does next."""
+        ...
 
     def query(self, payment_ref: str) -> Trade: ...
 

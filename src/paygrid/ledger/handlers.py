@@ -6,21 +6,21 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Any
 
 from sqlalchemy import Connection
 
+from paygrid.bus.codec import decode
 from paygrid.bus.inbox import first_delivery
 from paygrid.bus.ports import Event
 from paygrid.kernel.clock import utcnow
 from paygrid.ledger import repository
 from paygrid.ledger.domain import capture_fees, capture_voucher
+from paygrid.payments.events import PaymentSucceeded
 from paygrid.storage.database import Database
 
 log = logging.getLogger(__name__)
 CONSUMER = "ledger"
-EVENT_TYPES = frozenset({"payment.succeeded"})
+EVENT_TYPES = frozenset({PaymentSucceeded.TYPE})
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,32 +39,29 @@ class LedgerConsumer:
         self._cell = cell
 
     def __call__(self, event: Event) -> None:
-        if event.event_type == "payment.succeeded":
-            self._on_payment_succeeded(event)
+        if event.event_type == PaymentSucceeded.TYPE:
+            self._on_payment_succeeded(event.event_id, decode(event, PaymentSucceeded))
 
-    def _on_payment_succeeded(self, event: Event) -> None:
-        payment: dict[str, Any] = dict(event.payload["payment"])
-        payment_id = str(payment["payment_id"])
+    def _on_payment_succeeded(self, event_id: str, event: PaymentSucceeded) -> None:
+        payment = event.payment
+        payment_id = payment.payment_id
+        assert payment.channel is not None, f"{payment_id} succeeded without a channel"
         with self._db.transaction() as conn:
-            if not first_delivery(conn, CONSUMER, event.event_id):
+            if not first_delivery(conn, CONSUMER, event_id):
                 return
             if repository.voucher_exists(conn, "capture", payment_id):
-                log.warning(
-                    "capture voucher for %s exists; event %s ignored", payment_id, event.event_id
-                )
+                log.warning("capture voucher for %s exists; event %s ignored", payment_id, event_id)
                 return
-            amount = int(payment["amount"]["total"])
-            currency = str(payment["amount"]["currency"])
-            channel = str(payment["channel"])
+            amount, currency = payment.amount.total, payment.amount.currency
             fees = capture_fees(
                 amount,
-                self._rates.merchant_rate_ppm(conn, payment["mchid"]),
-                self._rates.channel_rate_ppm(channel),
+                self._rates.merchant_rate_ppm(conn, payment.mchid),
+                self._rates.channel_rate_ppm(payment.channel),
             )
             voucher = capture_voucher(
-                payment_id, str(payment["mchid"]), channel, amount, currency, fees
+                payment_id, payment.mchid, payment.channel, amount, currency, fees
             )
             now = utcnow()
-            paid_at = datetime.fromisoformat(payment["paid_at"]) if payment.get("paid_at") else now
+            paid_at = payment.paid_at or now
             voucher_id = repository.post(conn, voucher, now, paid_at, self._zone, self._cell)
         log.info("capture voucher %s posted for %s", voucher_id, payment_id)

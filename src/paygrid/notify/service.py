@@ -18,6 +18,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Row, Select, func, insert, select, update
 
+from paygrid.bus.codec import UndecodableEvent, decode
 from paygrid.bus.inbox import first_delivery
 from paygrid.bus.ports import Event
 from paygrid.kernel.clock import rfc3339, utcnow
@@ -36,12 +37,13 @@ from paygrid.notify.domain import (
     status_reason,
 )
 from paygrid.notify.url_policy import Network, NotifyTarget, check_url
+from paygrid.payments.events import PaymentSucceeded
 from paygrid.storage.database import Database
 from paygrid.storage.schema import notification_attempts, notifications
 
 log = logging.getLogger(__name__)
 CONSUMER = "notify"
-EVENT_TYPES = frozenset({"payment.succeeded"})
+EVENT_TYPES = frozenset({PaymentSucceeded.TYPE})
 CLAIM_LEASE_S = 30  # a claimed notification is not picked again for this long
 BATCH = 50
 RESEND_WAIT_S = DELIVERY_DEADLINE_S + 30  # the attempt, then recording it
@@ -60,6 +62,24 @@ class _Due:
 
 class NotificationNotFound(Exception):
     pass
+
+
+@dataclass(frozen=True, slots=True)
+class Notice:
+    """What the merchant is told of one event: ``data`` is the resource as its GET returns it."""
+
+    mchid: str
+    resource_id: str
+    url: str
+    data: dict[str, Any]
+
+
+def notice_of(event: Event) -> Notice:
+    """The notice of a typed event (the event types in EVENT_TYPES)."""
+    if event.event_type == PaymentSucceeded.TYPE:
+        payment = decode(event, PaymentSucceeded).payment
+        return Notice(payment.mchid, payment.payment_id, payment.notify_url, payment.resource())
+    raise UndecodableEvent(f"{event.event_id}: no notice for {event.event_type}")
 
 
 class NotifyService:
@@ -87,7 +107,7 @@ class NotifyService:
 
     # --- consumer -------------------------------------------------------------------------
     def __call__(self, event: Event) -> None:
-        resource = dict(event.payload["payment"])
+        notice = notice_of(event)
         with self._db.transaction() as conn:
             if not first_delivery(conn, CONSUMER, event.event_id):
                 return
@@ -98,7 +118,7 @@ class NotifyService:
                     "id": notify_id,
                     "type": event.event_type,
                     "created_at": rfc3339(event.occurred_at),
-                    "data": resource,
+                    "data": notice.data,
                 },
                 separators=(",", ":"),
                 ensure_ascii=False,
@@ -107,10 +127,10 @@ class NotifyService:
                 insert(notifications).values(
                     notify_id=notify_id,
                     event_id=event.event_id,
-                    mchid=resource["mchid"],
+                    mchid=notice.mchid,
                     event_type=event.event_type,
-                    resource_id=resource["payment_id"],
-                    url=resource["notify_url"],
+                    resource_id=notice.resource_id,
+                    url=notice.url,
                     body=body,
                     status="PENDING",
                     attempts=0,
@@ -118,7 +138,7 @@ class NotifyService:
                     created_at=now,
                 )
             )
-        log.info("notification %s queued for %s", notify_id, resource["payment_id"])
+        log.info("notification %s queued for %s", notify_id, notice.resource_id)
 
     # --- worker ---------------------------------------------------------------------------
     def deliver_due(self) -> int:

@@ -154,8 +154,7 @@ CHECKS: tuple[tuple[str, str, str], ...] = (
         FROM channel_callbacks
         WHERE outcome IN ('ILLEGAL_TRANSITION', 'AMOUNT_MISMATCH', 'MISSING_FIELD',
                           'MERCHANT_MISMATCH', 'PROTOCOL_MISMATCH')""",
-        "{channel} callback {notify_id} for {payment_id} said {trade_state}: {outcome} "
-        "({detail})",
+        "{channel} callback {notify_id} for {payment_id} said {trade_state}: {outcome} ({detail})",
     ),
     (
         "NOTIFICATION_MISSING",

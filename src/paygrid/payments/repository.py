@@ -10,18 +10,59 @@ from typing import Any
 
 from sqlalchemy import Connection, Row, insert, select, update
 
-from paygrid.channels.ports import Trade
+from paygrid.channels.ports import PayerAction, Trade
 from paygrid.kernel.clock import utcnow
 from paygrid.kernel.money import Money
 from paygrid.payments.domain import ChannelDecision, Discount, Item, Payment, PaymentStatus
-from paygrid.storage.schema import channel_callbacks, payment_transitions, payments
+from paygrid.payments.orders import ChannelOrder, OrderStatus
+from paygrid.storage.schema import (
+    channel_callbacks,
+    channel_orders,
+    payment_transitions,
+    payments,
+)
 
 
 class ConcurrentUpdate(Exception):
     """Somebody else changed the payment since we read it; the caller retries from the top."""
 
 
-def _payment(row: Row[Any]) -> Payment:
+def _order(row: Row[Any]) -> ChannelOrder:
+    action = PayerAction.from_json(json.loads(row.payer_action)) if row.payer_action else None
+    return ChannelOrder(
+        order_id=row.order_id,
+        payment_id=row.payment_id,
+        channel=row.channel,
+        method=row.method,
+        channel_ref=row.channel_ref,
+        status=OrderStatus(row.status),
+        payer_action=action,
+        channel_trade_no=row.channel_trade_no,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+    )
+
+
+def _order_values(o: ChannelOrder) -> dict[str, Any]:
+    action = o.payer_action
+    return {
+        "status": o.status.value,
+        "payer_action": json.dumps(action.to_json(), ensure_ascii=False) if action else None,
+        "channel_trade_no": o.channel_trade_no,
+        "updated_at": o.updated_at,
+    }
+
+
+def _orders_of(conn: Connection, payment_id: str) -> tuple[ChannelOrder, ...]:
+    rows = conn.execute(
+        select(channel_orders)
+        .where(channel_orders.c.payment_id == payment_id)
+        .order_by(channel_orders.c.created_at, channel_orders.c.order_id)
+    ).all()
+    return tuple(_order(r) for r in rows)
+
+
+def _payment(row: Row[Any], orders: tuple[ChannelOrder, ...] = ()) -> Payment:
     items = tuple(Item(**i) for i in json.loads(row.items)) if row.items else ()
     discounts = tuple(Discount(**d) for d in json.loads(row.discounts)) if row.discounts else ()
     return Payment(
@@ -33,7 +74,6 @@ def _payment(row: Row[Any]) -> Payment:
         description=row.description,
         notify_url=row.notify_url,
         return_url=row.return_url,
-        channel=row.channel,
         method=row.method,
         status=PaymentStatus(row.status),
         expire_at=row.expire_at,
@@ -41,8 +81,6 @@ def _payment(row: Row[Any]) -> Payment:
         items=items,
         discounts=discounts,
         request_hash=row.request_hash,
-        code_url=row.code_url,
-        channel_trade_no=row.channel_trade_no,
         refunded_amount=row.refunded_amount,
         paid_at=row.paid_at,
         closed_at=row.closed_at,
@@ -55,6 +93,7 @@ def _payment(row: Row[Any]) -> Payment:
             if row.confirmed_amount is not None and row.confirmed_currency is not None
             else None
         ),
+        orders=orders,
     )
 
 
@@ -69,7 +108,6 @@ def add(conn: Connection, p: Payment) -> None:
             description=p.description,
             notify_url=p.notify_url,
             return_url=p.return_url,
-            channel=p.channel,
             method=p.method,
             status=p.status.value,
             expire_at=p.expire_at,
@@ -77,8 +115,6 @@ def add(conn: Connection, p: Payment) -> None:
             items=json.dumps([_item(i) for i in p.items]) if p.items else None,
             discounts=json.dumps([_discount(d) for d in p.discounts]) if p.discounts else None,
             request_hash=p.request_hash,
-            code_url=p.code_url,
-            channel_trade_no=p.channel_trade_no,
             refunded_amount=p.refunded_amount,
             paid_at=p.paid_at,
             closed_at=p.closed_at,
@@ -89,6 +125,34 @@ def add(conn: Connection, p: Payment) -> None:
             **_confirmed(p),
         )
     )
+    _save_orders(conn, (), p.orders)
+
+
+def _save_orders(
+    conn: Connection, before: tuple[ChannelOrder, ...], after: tuple[ChannelOrder, ...]
+) -> None:
+    """Insert new attempts, update changed ones; an attempt is never deleted."""
+    old = {o.order_id: o for o in before}
+    assert set(old) <= {o.order_id for o in after}, "a channel order disappeared"
+    for order in after:
+        if order.order_id not in old:
+            conn.execute(
+                insert(channel_orders).values(
+                    order_id=order.order_id,
+                    payment_id=order.payment_id,
+                    channel=order.channel,
+                    method=order.method,
+                    channel_ref=order.channel_ref,
+                    created_at=order.created_at,
+                    **_order_values(order),
+                )
+            )
+        elif old[order.order_id] != order:
+            conn.execute(
+                update(channel_orders)
+                .where(channel_orders.c.order_id == order.order_id)
+                .values(**_order_values(order))
+            )
 
 
 def _confirmed(p: Payment) -> dict[str, Any]:
@@ -112,14 +176,24 @@ def get(conn: Connection, payment_id: str, *, for_update: bool = False) -> Payme
     if for_update and conn.dialect.name == "postgresql":
         stmt = stmt.with_for_update()
     row = conn.execute(stmt).first()
-    return _payment(row) if row else None
+    return _payment(row, _orders_of(conn, payment_id)) if row else None
 
 
 def get_by_out_trade_no(conn: Connection, mchid: str, out_trade_no: str) -> Payment | None:
     row = conn.execute(
         select(payments).where(payments.c.mchid == mchid, payments.c.out_trade_no == out_trade_no)
     ).first()
-    return _payment(row) if row else None
+    return _payment(row, _orders_of(conn, row.payment_id)) if row else None
+
+
+def payment_of_order(conn: Connection, channel: str, channel_ref: str) -> str | None:
+    """The payment an order of ours at ``channel`` belongs to (a callback names the order)."""
+    found: str | None = conn.execute(
+        select(channel_orders.c.payment_id).where(
+            channel_orders.c.channel == channel, channel_orders.c.channel_ref == channel_ref
+        )
+    ).scalar()
+    return found
 
 
 def save_change(conn: Connection, before: Payment, after: Payment, cause: str) -> None:
@@ -129,10 +203,6 @@ def save_change(conn: Connection, before: Payment, after: Payment, cause: str) -
         .where(payments.c.payment_id == before.payment_id, payments.c.version == before.version)
         .values(
             status=after.status.value,
-            channel=after.channel,
-            method=after.method,
-            code_url=after.code_url,
-            channel_trade_no=after.channel_trade_no,
             paid_at=after.paid_at,
             closed_at=after.closed_at,
             updated_at=after.updated_at,
@@ -142,6 +212,7 @@ def save_change(conn: Connection, before: Payment, after: Payment, cause: str) -
     )
     if result.rowcount != 1:
         raise ConcurrentUpdate(before.payment_id)
+    _save_orders(conn, before.orders, after.orders)
     if before.status != after.status:
         conn.execute(
             insert(payment_transitions).values(
@@ -170,11 +241,16 @@ def due_for_expiry(conn: Connection, now: datetime, limit: int) -> Sequence[str]
 def paying_since(conn: Connection, before: datetime, limit: int) -> Sequence[str]:
     """Payments with a channel order (PAYING, or CREATED with the channel written down before
     a crash) last touched before ``before``: candidates for 补单 (active query)."""
+    with_order = (
+        select(channel_orders.c.order_id)
+        .where(channel_orders.c.payment_id == payments.c.payment_id)
+        .exists()
+    )
     rows = conn.execute(
         select(payments.c.payment_id)
         .where(
             payments.c.status.in_([PaymentStatus.CREATED.value, PaymentStatus.PAYING.value]),
-            payments.c.channel.is_not(None),
+            with_order,
             payments.c.updated_at <= before,
         )
         .order_by(payments.c.updated_at)

@@ -1,12 +1,18 @@
-"""The payment as the merchant API returns it (and as notifications carry it)."""
+"""The payment as the merchant API returns it (and as its events and notifications carry it)."""
 
 from __future__ import annotations
 
 from typing import Any
 from urllib.parse import quote
 
-from paygrid.kernel.clock import rfc3339
 from paygrid.payments.domain import Payment, PaymentStatus
+from paygrid.payments.events import (
+    Amount,
+    DiscountView,
+    ItemView,
+    PayerActionView,
+    PaymentView,
+)
 
 
 def cashier_url(cashier_base_url: str, payment: Payment) -> str:
@@ -15,33 +21,40 @@ def cashier_url(cashier_base_url: str, payment: Payment) -> str:
     )
 
 
+def payment_view(payment: Payment, cashier_base_url: str) -> PaymentView:
+    order = payment.order
+    action = payment.payer_action
+    return PaymentView(
+        payment_id=payment.payment_id,
+        mchid=payment.mchid,
+        out_trade_no=payment.out_trade_no,
+        amount=Amount(payment.amount, payment.currency),
+        description=payment.description,
+        status=payment.status.value,
+        channel=payment.channel,
+        method=order.method if order is not None else payment.method,
+        cashier_url=cashier_url(cashier_base_url, payment),
+        notify_url=payment.notify_url,
+        return_url=payment.return_url,
+        expire_at=payment.expire_at,
+        attach=payment.attach,
+        items=tuple(ItemView(i.sku, i.name, i.quantity, i.unit_amount) for i in payment.items),
+        discounts=tuple(DiscountView(d.name, d.amount) for d in payment.discounts),
+        channel_trade_no=payment.channel_trade_no,
+        created_at=payment.created_at,
+        paid_at=payment.paid_at,
+        closed_at=payment.closed_at,
+        code_url=payment.code_url,
+        payer_action=(
+            PayerActionView(action.kind.value, action.content, action.url, dict(action.fields))
+            if action is not None
+            else None
+        ),
+        refunded_amount=payment.refunded_amount
+        if payment.status == PaymentStatus.SUCCESS
+        else None,
+    )
+
+
 def payment_resource(payment: Payment, cashier_base_url: str) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "payment_id": payment.payment_id,
-        "mchid": payment.mchid,
-        "out_trade_no": payment.out_trade_no,
-        "amount": {"total": payment.amount, "currency": payment.currency},
-        "description": payment.description,
-        "status": payment.status.value,
-        "channel": payment.channel,
-        "method": payment.method,
-        "cashier_url": cashier_url(cashier_base_url, payment),
-        "notify_url": payment.notify_url,
-        "return_url": payment.return_url,
-        "expire_at": rfc3339(payment.expire_at),
-        "attach": payment.attach,
-        "items": [
-            {"sku": i.sku, "name": i.name, "quantity": i.quantity, "unit_amount": i.unit_amount}
-            for i in payment.items
-        ],
-        "discounts": [{"name": d.name, "amount": d.amount} for d in payment.discounts],
-        "channel_trade_no": payment.channel_trade_no,
-        "created_at": rfc3339(payment.created_at),
-        "paid_at": rfc3339(payment.paid_at) if payment.paid_at else None,
-        "closed_at": rfc3339(payment.closed_at) if payment.closed_at else None,
-    }
-    if payment.code_url:
-        body["code_url"] = payment.code_url
-    if payment.status == PaymentStatus.SUCCESS:
-        body["refunded_amount"] = payment.refunded_amount
-    return body
+    return payment_view(payment, cashier_base_url).resource()

@@ -85,16 +85,13 @@ payments = Table(
     Column("description", String(256), nullable=False),
     Column("notify_url", String(512), nullable=False),
     Column("return_url", String(512), nullable=True),
-    Column("channel", String(32), nullable=True),
-    Column("method", String(16), nullable=False),
+    Column("method", String(16), nullable=False),  # as the merchant asked (cashier, native...)
     Column("status", String(16), nullable=False),
     Column("expire_at", UTCDateTime, nullable=False),
     Column("attach", String(512), nullable=True),
     Column("items", Text, nullable=True),  # JSON list as received, amounts in minor units
     Column("discounts", Text, nullable=True),
     Column("request_hash", String(64), nullable=False),
-    Column("code_url", String(512), nullable=True),
-    Column("channel_trade_no", String(64), nullable=True),
     Column("refunded_amount", BigInteger, nullable=False, default=0),
     Column("paid_at", UTCDateTime, nullable=True),
     Column("closed_at", UTCDateTime, nullable=True),
@@ -108,6 +105,23 @@ payments = Table(
     Column("confirmed_currency", String(3), nullable=True),
     UniqueConstraint("mchid", "out_trade_no", name="uq_payments_mchid_out_trade_no"),
     Index("ix_payments_status_expire_at", "status", "expire_at"),
+)
+
+# A payment's attempts at the channels (渠道订单), one live at a time; see payments/orders.py.
+channel_orders = Table(
+    "channel_orders",
+    metadata,
+    Column("order_id", String(40), primary_key=True),
+    Column("payment_id", String(40), ForeignKey("payments.payment_id"), nullable=False, index=True),
+    Column("channel", String(32), nullable=False),
+    Column("method", String(16), nullable=False),
+    Column("channel_ref", String(64), nullable=False),  # our out_trade_no at the channel
+    Column("status", String(16), nullable=False),
+    Column("payer_action", Text, nullable=True),  # JSON, channels/ports.PayerAction
+    Column("channel_trade_no", String(64), nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    UniqueConstraint("channel", "channel_ref", name="uq_channel_orders_channel_ref"),
 )
 
 payment_transitions = Table(

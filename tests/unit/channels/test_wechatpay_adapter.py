@@ -18,6 +18,7 @@ from paygrid.channels.ports import (
     ChannelError,
     CloseOutcome,
     OrderRequest,
+    PayerActionKind,
     TradeState,
 )
 from paygrid.channels.wechatpay import WechatPayAdapter, WechatPayConfig, signing
@@ -71,7 +72,8 @@ def test_order_query_close_against_the_app(client: TestClient, creds: SandboxCre
         WechatPayConfig.from_credentials(creds.merchant_view(), BASE), client
     )
     created = adapter.create_order(order("UNIT_0001"))
-    assert created.code_url is not None
+    assert created.kind is PayerActionKind.QR_CODE
+    assert (created.content or "").startswith("weixin://wxpay/bizpayurl?pr=")
     assert adapter.query("UNIT_0001").state is TradeState.PENDING
     assert adapter.close("UNIT_0001") is CloseOutcome.CLOSED
     assert adapter.query("UNIT_0001").state is TradeState.CLOSED
@@ -85,13 +87,31 @@ def test_jsapi_h5_app_orders(client: TestClient, creds: SandboxCredentials) -> N
     jsapi = OrderRequest(
         "UNIT_JSAPI", Money(1, "CNY"), "d", "http://x.test/n", "jsapi", payer_openid="o123"
     )
-    assert adapter.create_order(jsapi).prepay_id
+    merchant_key = signing.load_private_key(creds.private_key).public_key()
+    params = adapter.create_order(jsapi)
+    assert params.kind is PayerActionKind.APP_PARAMS
+    js = params.fields
+    assert js["package"].startswith("prepay_id=") and js["signType"] == "RSA"
+    signed = f"{js['appId']}\n{js['timeStamp']}\n{js['nonceStr']}\n{js['package']}\n"
+    assert signing.rsa_verify(merchant_key, signed.encode(), js["paySign"])
     h5 = OrderRequest(
-        "UNIT_H5_01", Money(1, "CNY"), "d", "http://x.test/n", "h5", payer_ip="1.2.3.4"
+        "UNIT_H5_01",
+        Money(1, "CNY"),
+        "d",
+        "http://x.test/n",
+        "h5",
+        payer_ip="1.2.3.4",
+        return_url="https://shop.example/back?o=1",
     )
-    assert (adapter.create_order(h5).h5_url or "").startswith(BASE + "/sandbox/scan/")
+    redirect = adapter.create_order(h5)
+    assert redirect.kind is PayerActionKind.REDIRECT
+    assert (redirect.url or "").startswith(BASE + "/sandbox/scan/")
+    assert (redirect.url or "").endswith("&redirect_url=https%3A%2F%2Fshop.example%2Fback%3Fo%3D1")
     app_order = OrderRequest("UNIT_APP01", Money(1, "CNY"), "d", "http://x.test/n", "app")
-    assert adapter.create_order(app_order).prepay_id
+    app = adapter.create_order(app_order).fields
+    assert app["package"] == "Sign=WXPay" and app["partnerid"] == creds.mchid
+    signed = f"{app['appid']}\n{app['timestamp']}\n{app['noncestr']}\n{app['prepayid']}\n"
+    assert signing.rsa_verify(merchant_key, signed.encode(), app["sign"])
     with pytest.raises(ChannelError):
         adapter.create_order(OrderRequest("UNIT_JS_02", Money(1, "CNY"), "d", "http://x", "jsapi"))
 

@@ -35,13 +35,15 @@ from paygrid.channels.ports import (
     ChannelAccount,
     ChannelError,
     CloseOutcome,
-    OrderCreated,
     OrderRequest,
+    PayerAction,
+    PayerActionKind,
     Trade,
     TradeState,
 )
 from paygrid.channels.wechatpay import signing
 from paygrid.channels.wechatpay.bill import parse_trade_bill
+from paygrid.channels.wechatpay.capabilities import CAPABILITIES
 from paygrid.kernel.money import Money, MoneyError
 
 DEFAULT_BASE_URL = "https://api.mch.weixin.qq.com"
@@ -130,7 +132,7 @@ class WechatPayConfig:
 
 class WechatPayAdapter:
     name = "wechatpay"
-    currencies = frozenset({"CNY"})  # Native, H5, JSAPI and App payments are in yuan
+    capabilities = CAPABILITIES
 
     def __init__(self, config: WechatPayConfig, http: httpx.Client | None = None) -> None:
         self._config = config
@@ -147,13 +149,49 @@ class WechatPayAdapter:
 
     # --- orders (下单/查单/关单) -------------------------------------------------------------
 
-    def create_order(self, request: OrderRequest) -> OrderCreated:
+    def create_order(self, request: OrderRequest) -> PayerAction:
         data = self._json(self._call("POST", _order_path(request), self._order_body(request)))
-        return OrderCreated(
-            code_url=_opt_str(data, "code_url"),
-            h5_url=_opt_str(data, "h5_url"),
-            prepay_id=_opt_str(data, "prepay_id"),
-        )
+        return self._payer_action(request, data)
+
+    def _payer_action(self, request: OrderRequest, data: Mapping[str, Any]) -> PayerAction:
+        """Native: the QR's code_url; H5: a redirect to h5_url (back to return_url); JSAPI
+        and App: the parameters their SDKs take, signed with our key (调起支付签名)."""
+        key = {"native": "code_url", "h5": "h5_url"}.get(request.method, "prepay_id")
+        value = _opt_str(data, key)
+        if value is None:
+            raise ChannelError("PARAM_ERROR", f"the answer has no {key}")
+        if request.method == "native":
+            return PayerAction(PayerActionKind.QR_CODE, content=value)
+        if request.method == "h5":
+            back = (
+                f"&redirect_url={quote(request.return_url, safe='')}" if request.return_url else ""
+            )
+            return PayerAction(PayerActionKind.REDIRECT, url=value + back)
+        return PayerAction(PayerActionKind.APP_PARAMS, fields=self._sdk_params(request, value))
+
+    def _sdk_params(self, request: OrderRequest, prepay_id: str) -> dict[str, str]:
+        appid, stamp, nonce = self._config.appid, str(int(time.time())), signing.new_nonce()
+        if request.method == "jsapi":
+            package = f"prepay_id={prepay_id}"
+            message = f"{appid}\n{stamp}\n{nonce}\n{package}\n".encode()
+            return {
+                "appId": appid,
+                "timeStamp": stamp,
+                "nonceStr": nonce,
+                "package": package,
+                "signType": "RSA",
+                "paySign": signing.rsa_sign(self._private_key, message),
+            }
+        message = f"{appid}\n{stamp}\n{nonce}\n{prepay_id}\n".encode()
+        return {
+            "appid": appid,
+            "partnerid": self._config.mchid,
+            "prepayid": prepay_id,
+            "package": "Sign=WXPay",
+            "noncestr": nonce,
+            "timestamp": stamp,
+            "sign": signing.rsa_sign(self._private_key, message),
+        }
 
     def _order_body(self, request: OrderRequest) -> dict[str, Any]:
         if request.amount.currency != "CNY":
