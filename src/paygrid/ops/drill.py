@@ -30,8 +30,8 @@ import httpx
 from sqlalchemy import func, select
 
 from paygrid.api.client import MerchantClient, verify_notification
-from paygrid.bootstrap import create_kek_file
 from paygrid.ops.check import check_database
+from paygrid.platform.bootstrap import create_kek_file
 from paygrid.storage.database import Database
 from paygrid.storage.schema import notifications, outbox, payments
 

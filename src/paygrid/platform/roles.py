@@ -31,7 +31,6 @@ from sqlalchemy import func, select
 
 from paygrid.api.app import ApiDeps, create_app
 from paygrid.api.auth import purge_nonces
-from paygrid.bootstrap import Platform, bootstrap
 from paygrid.bus.jetstream import JetStreamBus
 from paygrid.bus.ports import BusUnavailable
 from paygrid.cashier.app import create_cashier_app
@@ -39,7 +38,8 @@ from paygrid.config import Settings
 from paygrid.gateway.app import create_gateway_app
 from paygrid.kernel.clock import utcnow
 from paygrid.ops import observability as obs
-from paygrid.runtime import Loop, _serve, _server, merchant_lookup
+from paygrid.platform.bootstrap import Platform, bootstrap
+from paygrid.platform.embedded import Loop, _serve, _server, merchant_lookup
 from paygrid.storage.schema import outbox
 
 log = logging.getLogger("paygrid.roles")

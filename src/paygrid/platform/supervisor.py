@@ -27,10 +27,10 @@ from pathlib import Path
 import httpx
 
 from paygrid import datadir
-from paygrid.bootstrap import bootstrap, load_vault
 from paygrid.config import Settings, child_env
-from paygrid.roles import ROLES, role_port
-from paygrid.runtime import ensure_demo_merchant
+from paygrid.platform.bootstrap import bootstrap, load_vault
+from paygrid.platform.embedded import ensure_demo_merchant
+from paygrid.platform.roles import ROLES, role_port
 
 log = logging.getLogger("paygrid.supervisor")
 BEAT_S = 0.2

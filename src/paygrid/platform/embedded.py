@@ -25,12 +25,12 @@ from fastapi import FastAPI
 from paygrid import datadir
 from paygrid.api.app import ApiDeps, create_app
 from paygrid.api.auth import purge_nonces
-from paygrid.bootstrap import Platform, bootstrap
 from paygrid.cashier.app import MerchantView, create_cashier_app
 from paygrid.config import Settings
 from paygrid.merchants import repository as merchant_repo
 from paygrid.merchants.service import create_merchant
 from paygrid.ops import observability as obs
+from paygrid.platform.bootstrap import Platform, bootstrap
 
 log = logging.getLogger("paygrid")
 SANDBOX_START_TIMEOUT_S = 30.0
