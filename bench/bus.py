@@ -6,7 +6,7 @@
 paygrid's path, as the production profile runs it: events are written to the outbox with
 ``paygrid.bus.outbox.record_event`` (B events a transaction) by this process (the role of the api
 process); a relay process runs the real ``OutboxRelay`` (with its ``LeaderLock``) in the real
-``paygrid.platform.embedded.Loop`` (interval 0.1 s, busy_at=1, as the relay role) and publishes
+``paygrid.platform.workers.Loop`` (interval 0.1 s, busy_at=1, as the relay role) and publishes
 through ``paygrid.bus.jetstream.JetStreamBus``; a consumer process subscribes through another
 ``JetStreamBus`` with a handler that, in one DB transaction, records the event in the inbox
 (``paygrid.bus.inbox.first_delivery``) and inserts one effect row. An event counts as processed
@@ -212,7 +212,7 @@ def relay_main(db_url: str, nats_url: str, go: MpEvent, stop: MpEvent, out: Queu
     """The relay role: OutboxRelay + LeaderLock in paygrid's Loop, as paygrid.platform.roles
     runs it."""
     from paygrid.bus.relay import OutboxRelay
-    from paygrid.platform.embedded import Loop
+    from paygrid.platform.workers import Loop
     from paygrid.storage.leader import LeaderLock
 
     _child_logging("relay")

@@ -179,10 +179,11 @@ def run(
     ],
 ) -> None:
     """Run one role of the production profile (the supervisor starts these)."""
-    from paygrid.platform.roles import ROLES, run_role
+    from paygrid.platform.roles import run_role
+    from paygrid.platform.workers import ROLE_NAMES
 
-    if role not in ROLES:
-        err.print(f"[red]unknown role {role!r}; roles: {', '.join(ROLES)}[/]")
+    if role not in ROLE_NAMES:
+        err.print(f"[red]unknown role {role!r}; roles: {', '.join(ROLE_NAMES)}[/]")
         raise typer.Exit(2)
     run_role(role, _settings())
 

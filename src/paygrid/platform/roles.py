@@ -1,20 +1,6 @@
 """The production profile's processes: one role each, started by the supervisor as
-``paygrid run ROLE`` with its settings in PAYGRID_* variables.
-
-| role      | does                                                        | listens on       |
-|-----------|-------------------------------------------------------------|------------------|
-| api       | merchant API v1                                             | api_port (8000)  |
-| cashier   | cashier pages                                               | cashier_port     |
-| gateway   | channel callbacks (回调)                                     | gateway_port     |
-| core      | payment core workers: expiry (closing at the channel), 补单  | ops_base_port+0  |
-| relay     | outbox -> NATS JetStream                                    | ops_base_port+1  |
-| ledger    | consumer: capture vouchers                                  | ops_base_port+2  |
-| notifier  | consumer: notifications; delivery worker                    | ops_base_port+3  |
-| scheduler | housekeeping: nonce purge, outbox gauges                    | ops_base_port+4  |
-
-Every process serves /healthz, /readyz and /metrics on its operations port: the workers' port
-above, ops_base_port+5, +6, +7 for api, cashier and gateway, whose public ports serve the health
-routes only.
+``paygrid run ROLE`` with its settings in PAYGRID_* variables. Which roles there are, their
+ports, bus consumers and workers: the table in :mod:`paygrid.platform.workers`.
 """
 
 from __future__ import annotations
@@ -22,44 +8,25 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
-from datetime import timedelta
+from collections.abc import Mapping
 
 import uvloop
 from fastapi import FastAPI
-from sqlalchemy import func, select
 
 from paygrid.api.app import ApiDeps, create_app
-from paygrid.api.auth import purge_nonces
 from paygrid.bus.jetstream import JetStreamBus
 from paygrid.bus.ports import BusUnavailable
 from paygrid.cashier.app import create_cashier_app
 from paygrid.config import Settings
 from paygrid.gateway.app import create_gateway_app
-from paygrid.kernel.clock import utcnow
 from paygrid.ops import observability as obs
+from paygrid.platform import workers
 from paygrid.platform.bootstrap import Platform, bootstrap
-from paygrid.platform.embedded import Loop, _serve, _server, merchant_lookup
-from paygrid.storage.schema import outbox
+from paygrid.platform.embedded import _serve, _server, merchant_lookup
+from paygrid.platform.workers import ops_port, role_port
 
 log = logging.getLogger("paygrid.roles")
-HTTP_ROLES = ("api", "cashier", "gateway")
-WORKER_ROLES = ("core", "relay", "ledger", "notifier", "scheduler")
-ROLES = HTTP_ROLES + WORKER_ROLES
 BUS_CONNECT_RETRY_S = 1.0
-
-
-def role_port(role: str, s: Settings) -> int:
-    if role in HTTP_ROLES:
-        return {"api": s.api_port, "cashier": s.cashier_port, "gateway": s.gateway_port}[role]
-    return s.ops_base_port + WORKER_ROLES.index(role)
-
-
-def ops_port(role: str, s: Settings) -> int:
-    """Where a role serves /metrics: never on the public port of an HTTP role."""
-    if role in HTTP_ROLES:
-        return s.ops_base_port + len(WORKER_ROLES) + HTTP_ROLES.index(role)
-    return role_port(role, s)
 
 
 def connect_bus(url: str, name: str) -> JetStreamBus:
@@ -76,33 +43,27 @@ def connect_bus(url: str, name: str) -> JetStreamBus:
             time.sleep(BUS_CONNECT_RETRY_S)
 
 
-def run_role(role: str, settings: Settings) -> None:
-    if role not in ROLES:
-        raise ValueError(f"unknown role {role!r}; roles: {', '.join(ROLES)}")
-    obs.json_logging(role)
+def run_role(name: str, settings: Settings) -> None:
+    role = workers.role(name)
+    obs.json_logging(name)
     assert settings.nats_url, "the production profile needs PAYGRID_NATS_URL"
-    bus = (
-        connect_bus(settings.nats_url, f"paygrid-{role}")
-        if role in ("relay", "ledger", "notifier")
-        else None
-    )
-    consumers = {"ledger": ("ledger",), "notifier": ("notify",)}.get(role, ())
-    platform = bootstrap(settings, bus=bus, consumers=consumers, migrate=False)
+    bus = connect_bus(settings.nats_url, f"paygrid-{name}") if role.uses_bus else None
+    platform = bootstrap(settings, bus=bus, consumers=role.consumers, migrate=False)
     checks: dict[str, obs.Check] = {"database": platform.db.ping}
     if bus is not None:
         checks["bus"] = lambda: bus.connected
         _bus_gauges(bus)
-    loops = _loops(role, platform)
-    if bus is not None and consumers:
+    loops = [worker.loop(platform) for worker in workers.workers_of(name)]
+    if bus is not None and role.consumers:
         bus.start_consumers()
-    app = _app(role, platform, checks)
+    app = _app(name, platform, checks)
     for loop in loops:
         loop.start()
-    log.info("role %s up on port %d", role, role_port(role, settings))
-    servers = [_server(app, settings.host, role_port(role, settings))]
-    if role in HTTP_ROLES:
+    log.info("role %s up on port %d", name, role_port(name, settings))
+    servers = [_server(app, settings.host, role_port(name, settings))]
+    if role.http:
         ops = obs.ops_app(checks)
-        servers.append(_server(ops, settings.host, ops_port(role, settings)))
+        servers.append(_server(ops, settings.host, ops_port(name, settings)))
     try:
         uvloop.run(_serve(servers, lambda: None))
     finally:
@@ -126,43 +87,6 @@ def _app(role: str, platform: Platform, checks: Mapping[str, obs.Check]) -> Fast
     return obs.ops_app(checks)
 
 
-def _loops(role: str, platform: Platform) -> list[Loop]:
-    s = platform.settings
-    if role == "core":
-
-        def core_tick() -> int:
-            closed = platform.payments.expire_due()
-            recovered = platform.payments.recover_pending(timedelta(seconds=s.recovery_after_s))
-            return closed + recovered
-
-        return [Loop("core", core_tick, s.scheduler_interval_s)]
-    if role == "relay":
-        return [Loop("outbox-relay", platform.relay.pump, 0.1, busy_at=1)]
-    if role == "notifier":
-        return [Loop("notifier", platform.notify.deliver_due, 0.5, busy_at=1)]
-    if role == "scheduler":
-
-        def housekeeping() -> int:
-            purge_nonces(platform.db)
-            _outbox_gauges(platform)
-            return 0
-
-        return [Loop("scheduler", housekeeping, s.scheduler_interval_s)]
-    return []
-
-
-def _outbox_gauges(platform: Platform) -> None:
-    with platform.db.read() as conn:
-        waiting = select(func.count(), func.min(outbox.c.created_at)).where(
-            outbox.c.published_at.is_(None), outbox.c.dead.is_(False)
-        )
-        count, oldest = conn.execute(waiting).one()
-        dead = conn.execute(select(func.count()).where(outbox.c.dead.is_(True))).scalar_one()
-    obs.OUTBOX_UNPUBLISHED.set(count)
-    obs.OUTBOX_OLDEST_AGE.set((utcnow() - oldest).total_seconds() if oldest else 0)
-    obs.OUTBOX_DEAD.set(dead)
-
-
 def _bus_gauges(bus: JetStreamBus) -> None:
     def refresh() -> None:
         while True:
@@ -180,6 +104,3 @@ def _bus_gauges(bus: JetStreamBus) -> None:
             time.sleep(5)
 
     threading.Thread(target=refresh, name="bus-gauges", daemon=True).start()
-
-
-RoleRunner = Callable[[str, Settings], None]
