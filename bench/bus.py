@@ -6,8 +6,8 @@
 paygrid's path, as the production profile runs it: events are written to the outbox with
 ``paygrid.bus.outbox.record_event`` (B events a transaction) by this process (the role of the api
 process); a relay process runs the real ``OutboxRelay`` (with its ``LeaderLock``) in the real
-``paygrid.runtime.Loop`` (interval 0.1 s, busy_at=1, as the relay role) and publishes through
-``paygrid.bus.jetstream.JetStreamBus``; a consumer process subscribes through another
+``paygrid.platform.workers.Loop`` (interval 0.1 s, busy_at=1, as the relay role) and publishes
+through ``paygrid.bus.jetstream.JetStreamBus``; a consumer process subscribes through another
 ``JetStreamBus`` with a handler that, in one DB transaction, records the event in the inbox
 (``paygrid.bus.inbox.first_delivery``) and inserts one effect row. An event counts as processed
 when its effect row is in the database.
@@ -209,9 +209,10 @@ def _closing() -> None:
 
 
 def relay_main(db_url: str, nats_url: str, go: MpEvent, stop: MpEvent, out: Queue[str]) -> None:
-    """The relay role: OutboxRelay + LeaderLock in paygrid's Loop, as paygrid.roles runs it."""
+    """The relay role: OutboxRelay + LeaderLock in paygrid's Loop, as paygrid.platform.roles
+    runs it."""
     from paygrid.bus.relay import OutboxRelay
-    from paygrid.runtime import Loop
+    from paygrid.platform.workers import Loop
     from paygrid.storage.leader import LeaderLock
 
     _child_logging("relay")

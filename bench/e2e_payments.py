@@ -24,8 +24,8 @@ baseline and for paygrid alike.
 
 Baseline, same run: a bare FastAPI app with one POST endpoint inserting one row (SQLAlchemy Core,
 engine from paygrid.storage.database.make_engine, SQLite WAL file in the temp dir or a database on
-the same PostgreSQL server), served by paygrid.runtime._server (the uvicorn settings paygrid uses:
-one worker, uvloop, http=auto) and driven by the same client processes.
+the same PostgreSQL server), served by paygrid.platform.embedded._server (the uvicorn settings
+paygrid uses: one worker, uvloop, http=auto) and driven by the same client processes.
 
 Where the time goes, from the same run: CPU seconds per payment (and per baseline request) of
 each process (paygrid, the sandbox, PostgreSQL, the load generator; read from /proc), the backlog
@@ -306,7 +306,9 @@ def serve_baseline(database_url: str, port: int) -> None:
     from starlette.concurrency import run_in_threadpool
 
     from paygrid.kernel.clock import utcnow
-    from paygrid.runtime import _server  # exactly the uvicorn.Config paygrid's API runs with
+    from paygrid.platform.embedded import (
+        _server,
+    )  # exactly the uvicorn.Config paygrid's API runs with
     from paygrid.storage.database import make_engine
 
     engine = make_engine(database_url)
@@ -1064,8 +1066,8 @@ def main() -> int:
             "load_generator": f"{args.concurrency} processes (multiprocessing, spawn) x 1 request "
             f"in flight, each its own sync httpx.Client; on the same {os.cpu_count()} CPUs as "
             "the servers",
-            "server_stack": "uvicorn via paygrid.runtime._server: 1 worker, uvloop "
-            "(server.serve() in uvloop.run, as paygrid.runtime), http=auto (httptools)",
+            "server_stack": "uvicorn via paygrid.platform.embedded._server: 1 worker, uvloop "
+            "(server.serve() in uvloop.run, as paygrid.platform.embedded), http=auto (httptools)",
             "profile": args.profile,
             "postgres": (
                 f"started by paygrid up --profile prod: PostgreSQL {pg_version()}, default "

@@ -17,11 +17,17 @@ from rich.console import Console
 from rich.table import Table
 
 from paygrid import config, datadir
-from paygrid.bootstrap import KekError, check_vault, load_vault, migrate_schema, secret_lookup
 from paygrid.merchants.domain import DEFAULT_ROTATION_GRACE
 from paygrid.merchants.vault import Vault
 from paygrid.notify.service import NotificationNotFound, NotifyService
 from paygrid.notify.url_policy import parse_networks
+from paygrid.platform.bootstrap import (
+    KekError,
+    check_vault,
+    load_vault,
+    migrate_schema,
+    secret_lookup,
+)
 from paygrid.storage.database import Database
 
 app = typer.Typer(
@@ -111,7 +117,7 @@ def up(
         if settings.profile == "prod":
             _up_prod(settings)
         else:
-            from paygrid.runtime import run_embedded
+            from paygrid.platform.embedded import run_embedded
 
             run_embedded(settings, lambda p, creds: _print_ready(p.settings, creds))
     except RuntimeError as exc:
@@ -141,7 +147,7 @@ def _print_ready(s: config.Settings, creds: dict[str, str]) -> None:
 
 
 def _up_prod(settings: config.Settings) -> None:
-    from paygrid.supervisor import Supervisor
+    from paygrid.platform.supervisor import Supervisor
 
     supervisor = Supervisor(settings)
     try:
@@ -173,10 +179,11 @@ def run(
     ],
 ) -> None:
     """Run one role of the production profile (the supervisor starts these)."""
-    from paygrid.roles import ROLES, run_role
+    from paygrid.platform.roles import run_role
+    from paygrid.platform.workers import ROLE_NAMES
 
-    if role not in ROLES:
-        err.print(f"[red]unknown role {role!r}; roles: {', '.join(ROLES)}[/]")
+    if role not in ROLE_NAMES:
+        err.print(f"[red]unknown role {role!r}; roles: {', '.join(ROLE_NAMES)}[/]")
         raise typer.Exit(2)
     run_role(role, _settings())
 

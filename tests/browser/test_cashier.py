@@ -19,7 +19,7 @@ import zxingcpp
 from PIL import Image
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from paygrid.runtime import DEMO_MERCHANT_NAME
+from paygrid.platform.embedded import DEMO_MERCHANT_NAME
 from tests.conftest import PlatformFactory
 from tests.support import MerchantReceiver, RunningPlatform
 

@@ -13,10 +13,10 @@ import sys
 import time
 from pathlib import Path
 
-from paygrid.bootstrap import bootstrap
 from paygrid.bus import jetstream
 from paygrid.bus.ports import Event, Handler
 from paygrid.config import Settings
+from paygrid.platform.bootstrap import bootstrap
 
 NO_EVENT_EXIT = 3
 # Producer, dying consumer and survivor share one database, so one key-encryption key.

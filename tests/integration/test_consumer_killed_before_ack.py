@@ -17,13 +17,13 @@ import httpx
 import pytest
 from sqlalchemy import Table, func, select
 
-from paygrid.bootstrap import Platform, bootstrap
 from paygrid.bus import jetstream
 from paygrid.bus.jetstream import JetStreamBus
 from paygrid.config import Settings
 from paygrid.kernel.clock import utcnow
 from paygrid.merchants.service import create_merchant
 from paygrid.payments.service import CreatePayment
+from paygrid.platform.bootstrap import Platform, bootstrap
 from paygrid.storage.schema import inbox, ledger_vouchers, notifications, outbox
 from tests.integration.consumer_process import TEST_KEK
 from tests.integration.wechatpay_helpers import SandboxProcess, start_sandbox

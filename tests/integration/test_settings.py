@@ -16,9 +16,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from paygrid.bootstrap import create_kek_file
 from paygrid.kernel.ids import cell_of
 from paygrid.ops.drill import PROD_PORTS, free_port_block, prod_layout
+from paygrid.platform.bootstrap import create_kek_file
 from tests.integration.test_payment_flow import order, pay, wait_status
 from tests.support import (
     MerchantReceiver,

@@ -2,8 +2,8 @@
 composition root subscribes leaves one inbox row per consumer and event, one capture voucher
 per payment and one notification per event, and the repeat is acknowledged (no failure).
 
-The consumers are wired by :func:`paygrid.bootstrap.bootstrap`, so a consumer added there is
-covered here without editing this test. (JetStream and a killed consumer process:
+The consumers are wired by :func:`paygrid.platform.bootstrap.bootstrap`, so a consumer added
+there is covered here without editing this test. (JetStream and a killed consumer process:
 tests/integration/test_consumer_killed_before_ack.py.)"""
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from paygrid.bootstrap import Platform, bootstrap
 from paygrid.bus.inbox import first_delivery
 from paygrid.bus.inprocess import InProcessBus
 from paygrid.bus.ports import Handler
@@ -27,6 +26,7 @@ from paygrid.config import Settings
 from paygrid.kernel.clock import utcnow
 from paygrid.merchants.service import create_merchant
 from paygrid.payments.service import CreatePayment
+from paygrid.platform.bootstrap import Platform, bootstrap
 from paygrid.storage.database import Database
 from paygrid.storage.schema import inbox, ledger_vouchers, notifications, outbox
 from tests.unit.fake_channel import FakeChannel

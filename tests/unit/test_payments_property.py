@@ -26,7 +26,6 @@ from hypothesis.stateful import (
 )
 from sqlalchemy import func, select, update
 
-from paygrid.bootstrap import secret_lookup
 from paygrid.bus.inprocess import InProcessBus
 from paygrid.bus.relay import OutboxRelay, row_to_event
 from paygrid.channels.ports import OrderRequest, TradeState
@@ -44,6 +43,7 @@ from paygrid.payments import checkout
 from paygrid.payments.domain import PaymentStatus
 from paygrid.payments.errors import PaymentRejected
 from paygrid.payments.service import CreatePayment, PaymentService, Urls
+from paygrid.platform.bootstrap import secret_lookup
 from paygrid.storage.database import Database
 from paygrid.storage.schema import inbox, ledger_vouchers, notifications, outbox, payments
 from tests.unit.fake_channel import FakeChannel

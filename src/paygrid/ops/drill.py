@@ -30,22 +30,14 @@ import httpx
 from sqlalchemy import func, select
 
 from paygrid.api.client import MerchantClient, verify_notification
-from paygrid.bootstrap import create_kek_file
+from paygrid.config import OPS_PORTS
 from paygrid.ops.check import check_database
+from paygrid.platform.bootstrap import create_kek_file
+from paygrid.platform.workers import ROLE_NAMES, role
 from paygrid.storage.database import Database
 from paygrid.storage.schema import notifications, outbox, payments
 
-KILLABLE_ROLES = (
-    "api",
-    "cashier",
-    "gateway",
-    "core",
-    "relay",
-    "ledger",
-    "notifier",
-    "scheduler",
-    "sandbox-wechatpay",
-)
+KILLABLE_ROLES = (*ROLE_NAMES, "sandbox-wechatpay")
 CONVERGE_TIMEOUT_S = 120.0
 START_TIMEOUT_S = 120.0
 REQUEST_RETRY_S = 60.0
@@ -80,7 +72,7 @@ def free_port_block(size: int) -> int:
     raise RuntimeError("no free block of ports")
 
 
-PROD_PORTS = 14  # api, cashier, sandbox, gateway, postgres, nats, 5 worker + 3 HTTP ops ports
+PROD_PORTS = 6 + OPS_PORTS  # api, cashier, sandbox, gateway, postgres, nats, every role's ops port
 
 
 @dataclass(frozen=True)
@@ -151,7 +143,7 @@ def launch_prod(data_dir: Path, env: dict[str, str] | None = None) -> ProdLaunch
         f"http://127.0.0.1:{base}",
         f"http://127.0.0.1:{base + 1}",
         layout["wechatpay_base_url"],
-        f"http://127.0.0.1:{int(layout['ops_base_port']) + 5}",  # the api's: roles.ops_port
+        f"http://127.0.0.1:{int(layout['ops_base_port']) + role('api').ops_offset}",
     )
 
 

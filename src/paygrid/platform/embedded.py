@@ -1,20 +1,18 @@
-"""Running the platform: background loops (relay, notifier, scheduler), the web servers, and
-the channel sandboxes as child processes. ``paygrid up`` calls :func:`run_embedded`."""
+"""The embedded profile: every worker of :data:`paygrid.platform.workers.WORKERS` as a thread,
+the web servers in one event loop, and the channel sandboxes as child processes. ``paygrid up``
+calls :func:`run_embedded`."""
 
 from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import timedelta
 from pathlib import Path
 
 import httpx
@@ -24,58 +22,17 @@ from fastapi import FastAPI
 
 from paygrid import datadir
 from paygrid.api.app import ApiDeps, create_app
-from paygrid.api.auth import purge_nonces
-from paygrid.bootstrap import Platform, bootstrap
 from paygrid.cashier.app import MerchantView, create_cashier_app
 from paygrid.config import Settings
 from paygrid.merchants import repository as merchant_repo
 from paygrid.merchants.service import create_merchant
 from paygrid.ops import observability as obs
+from paygrid.platform.bootstrap import Platform, bootstrap
+from paygrid.platform.workers import all_consumers, embedded_workers
 
-log = logging.getLogger("paygrid")
 SANDBOX_START_TIMEOUT_S = 30.0
 OPS_HOST = "127.0.0.1"  # metrics and health for operators: never on a public interface
 DEMO_MERCHANT_NAME = "Demo Merchant 演示商户"
-
-
-class Loop(threading.Thread):
-    """Calls ``tick`` until stopped. A tick returns how much work it did: when it did a full
-    batch (``busy_at`` or more) the loop goes again at once, else it waits ``interval``. A
-    failing tick is logged and retried on the next beat; it never kills the loop."""
-
-    def __init__(
-        self, name: str, tick: Callable[[], int | None], interval: float, busy_at: int = 0
-    ) -> None:
-        super().__init__(name=name, daemon=True)
-        self._tick = tick
-        self._interval = interval
-        self._busy_at = busy_at
-        self.stopping = threading.Event()
-
-    def run(self) -> None:
-        while not self.stopping.is_set():
-            done = 0
-            try:
-                done = self._tick() or 0
-            except Exception:
-                log.exception("%s tick failed", self.name)
-            if not (self._busy_at and done >= self._busy_at):
-                self.stopping.wait(self._interval)
-
-
-def background_loops(platform: Platform) -> list[Loop]:
-    s = platform.settings
-
-    def schedule() -> None:
-        platform.payments.expire_due()
-        platform.payments.recover_pending(timedelta(seconds=s.recovery_after_s))
-        purge_nonces(platform.db)
-
-    return [
-        Loop("outbox-relay", platform.relay.pump, 0.1, busy_at=1),
-        Loop("notifier", platform.notify.deliver_due, 0.5, busy_at=1),
-        Loop("scheduler", schedule, s.scheduler_interval_s),
-    ]
 
 
 def start_sandbox(channel: str, data_dir: Path, port: int) -> subprocess.Popen[bytes]:
@@ -163,9 +120,9 @@ def run_embedded(settings: Settings, on_ready: Callable[[Platform, dict[str, str
         if settings.run_sandboxes:
             port = int(settings.channels["wechatpay"].base_url.rsplit(":", 1)[1])
             children.append(start_sandbox("wechatpay", settings.data_dir, port))
-        platform = bootstrap(settings)
+        platform = bootstrap(settings, consumers=all_consumers())
         creds = ensure_demo_merchant(platform)
-        loops = background_loops(platform)
+        loops = [worker.loop(platform) for worker in embedded_workers()]
         for loop in loops:
             loop.start()
         api = _server(

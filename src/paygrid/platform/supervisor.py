@@ -27,10 +27,10 @@ from pathlib import Path
 import httpx
 
 from paygrid import datadir
-from paygrid.bootstrap import bootstrap, load_vault
 from paygrid.config import Settings, child_env
-from paygrid.roles import ROLES, role_port
-from paygrid.runtime import ensure_demo_merchant
+from paygrid.platform.bootstrap import bootstrap, load_vault
+from paygrid.platform.embedded import ensure_demo_merchant
+from paygrid.platform.workers import ROLE_NAMES, role_port
 
 log = logging.getLogger("paygrid.supervisor")
 BEAT_S = 0.2
@@ -216,7 +216,7 @@ class Supervisor:
         # Paths are absolute so a role finds them whatever its working directory.
         kek_file = s.kek_file.resolve() if s.kek_file else None
         role_env = child_env(_with(s, data_dir=s.data_dir.resolve(), kek_file=kek_file), env)
-        for role in ROLES:
+        for role in ROLE_NAMES:
             self._launch(
                 Child(
                     role,
@@ -235,7 +235,7 @@ class Supervisor:
     def wait_ready(self) -> None:
         """Until every HTTP-facing role answers /readyz."""
         deadline = time.monotonic() + START_TIMEOUT_S
-        pending = set(ROLES)
+        pending = set(ROLE_NAMES)
         while pending:
             self.beat()
             for role in list(pending):
@@ -298,7 +298,7 @@ class Supervisor:
         """SIGTERM the roles together, then the infrastructure (database last), each group
         under one deadline, so that a slow role cannot use up the time of the others."""
         self.stopping = True
-        roles = [c for c in self.children if c.name in ROLES]
+        roles = [c for c in self.children if c.name in ROLE_NAMES]
         database = [c for c in self.children if c.name == "postgres"]
         others = [c for c in self.children if c not in roles and c not in database]
         for group in (roles, others, database):

@@ -1,0 +1,211 @@
+"""The one table of what runs in the background and in which process.
+
+:data:`WORKERS` are the background loops; the embedded profile runs them all in one process
+(:mod:`paygrid.platform.embedded`), the production profile runs each in its role's process
+(:mod:`paygrid.platform.roles`). :data:`ROLES` are the production profile's processes, started
+by the supervisor as ``paygrid run ROLE``, killed at random by the crash drill:
+
+| role      | does                                                        | listens on       |
+|-----------|-------------------------------------------------------------|------------------|
+| api       | merchant API v1                                             | api_port (8000)  |
+| cashier   | cashier pages                                               | cashier_port     |
+| gateway   | channel callbacks (回调)                                     | gateway_port     |
+| core      | payment core workers: expiry (closing at the channel), 补单  | ops_base_port+0  |
+| relay     | outbox -> NATS JetStream                                    | ops_base_port+1  |
+| ledger    | consumer: capture vouchers                                  | ops_base_port+2  |
+| notifier  | consumer: notifications; delivery worker                    | ops_base_port+3  |
+| scheduler | housekeeping: nonce purge, outbox gauges                    | ops_base_port+4  |
+
+Every process serves /healthz, /readyz and /metrics on its operations port: the workers' port
+above, ops_base_port+5, +6, +7 for api, cashier and gateway, whose public ports serve the health
+routes only.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+
+from sqlalchemy import func, select
+
+from paygrid.api.auth import purge_nonces
+from paygrid.config import Settings
+from paygrid.kernel.clock import utcnow
+from paygrid.ops import observability as obs
+from paygrid.platform.bootstrap import Platform
+from paygrid.storage.schema import outbox
+
+log = logging.getLogger("paygrid")
+
+Tick = Callable[[Platform], int | None]
+"""One beat of a worker: does a batch of work, returns how much it did."""
+Interval = Callable[[Settings], float]
+"""A worker's pause between beats, in seconds, from the settings."""
+
+
+class Loop(threading.Thread):
+    """Calls ``tick`` until stopped. A tick returns how much work it did: when it did a full
+    batch (``busy_at`` or more) the loop goes again at once, else it waits ``interval``. A
+    failing tick is logged and retried on the next beat; it never kills the loop."""
+
+    def __init__(
+        self, name: str, tick: Callable[[], int | None], interval: float, busy_at: int = 0
+    ) -> None:
+        super().__init__(name=name, daemon=True)
+        self._tick = tick
+        self._interval = interval
+        self._busy_at = busy_at
+        self.stopping = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopping.is_set():
+            done = 0
+            try:
+                done = self._tick() or 0
+            except Exception:
+                log.exception("%s tick failed", self.name)
+            if not (self._busy_at and done >= self._busy_at):
+                self.stopping.wait(self._interval)
+
+
+@dataclass(frozen=True)
+class Worker:
+    """A background loop: ``tick`` every ``interval`` (at once again after a tick that did
+    ``busy_at`` or more), run by the production role ``role``; ``embedded`` False: only in the
+    production profile."""
+
+    name: str  # the thread's name, in logs
+    role: str
+    tick: Tick
+    interval: Interval
+    busy_at: int = 0
+    embedded: bool = True
+
+    def loop(self, platform: Platform) -> Loop:
+        tick = self.tick
+        return Loop(
+            self.name, lambda: tick(platform), self.interval(platform.settings), self.busy_at
+        )
+
+
+@dataclass(frozen=True)
+class Role:
+    """A process of the production profile (``paygrid run NAME``). An HTTP role serves its app
+    on ``public_port`` and its /metrics on ops_base_port + ``ops_offset``; any other role
+    serves its /healthz, /readyz and /metrics there. ``consumers``: the bus consumers it runs
+    (names known to :func:`paygrid.platform.bootstrap.bootstrap`); ``publishes``: it publishes
+    to the bus."""
+
+    name: str
+    ops_offset: int
+    public_port: Callable[[Settings], int] | None = None
+    consumers: tuple[str, ...] = ()
+    publishes: bool = False
+
+    @property
+    def http(self) -> bool:
+        return self.public_port is not None
+
+    @property
+    def uses_bus(self) -> bool:
+        return self.publishes or bool(self.consumers)
+
+
+# --- the ticks ------------------------------------------------------------------------------
+def expire_and_recover(platform: Platform) -> int:
+    """Close expired payments at the channel; 补单: query the channel for payments whose
+    callback is late."""
+    closed = platform.payments.expire_due()
+    older_than = timedelta(seconds=platform.settings.recovery_after_s)
+    return closed + platform.payments.recover_pending(older_than)
+
+
+def relay_outbox(platform: Platform) -> int:
+    return platform.relay.pump()
+
+
+def deliver_notifications(platform: Platform) -> int:
+    return platform.notify.deliver_due()
+
+
+def purge_used_nonces(platform: Platform) -> int:
+    purge_nonces(platform.db)
+    return 0
+
+
+def outbox_gauges(platform: Platform) -> int:
+    """The outbox's backlog, its oldest event's age and its dead letters, for /metrics."""
+    with platform.db.read() as conn:
+        waiting = select(func.count(), func.min(outbox.c.created_at)).where(
+            outbox.c.published_at.is_(None), outbox.c.dead.is_(False)
+        )
+        count, oldest = conn.execute(waiting).one()
+        dead = conn.execute(select(func.count()).where(outbox.c.dead.is_(True))).scalar_one()
+    obs.OUTBOX_UNPUBLISHED.set(count)
+    obs.OUTBOX_OLDEST_AGE.set((utcnow() - oldest).total_seconds() if oldest else 0)
+    obs.OUTBOX_DEAD.set(dead)
+    return 0
+
+
+def every(seconds: float) -> Interval:
+    return lambda _settings: seconds
+
+
+def scheduler_interval(settings: Settings) -> float:
+    return settings.scheduler_interval_s
+
+
+# --- the tables -----------------------------------------------------------------------------
+WORKERS: tuple[Worker, ...] = (
+    Worker("core", "core", expire_and_recover, scheduler_interval),
+    Worker("outbox-relay", "relay", relay_outbox, every(0.1), busy_at=1),
+    Worker("notifier", "notifier", deliver_notifications, every(0.5), busy_at=1),
+    Worker("scheduler", "scheduler", purge_used_nonces, scheduler_interval),
+    Worker("outbox-gauges", "scheduler", outbox_gauges, scheduler_interval, embedded=False),
+)
+
+ROLES: tuple[Role, ...] = (
+    Role("api", 5, public_port=lambda s: s.api_port),
+    Role("cashier", 6, public_port=lambda s: s.cashier_port),
+    Role("gateway", 7, public_port=lambda s: s.gateway_port),
+    Role("core", 0),
+    Role("relay", 1, publishes=True),
+    Role("ledger", 2, consumers=("ledger",)),
+    Role("notifier", 3, consumers=("notify",)),
+    Role("scheduler", 4),
+)
+ROLE_NAMES: tuple[str, ...] = tuple(r.name for r in ROLES)
+
+
+def role(name: str) -> Role:
+    for r in ROLES:
+        if r.name == name:
+            return r
+    raise ValueError(f"unknown role {name!r}; roles: {', '.join(ROLE_NAMES)}")
+
+
+def workers_of(role_name: str) -> tuple[Worker, ...]:
+    return tuple(w for w in WORKERS if w.role == role_name)
+
+
+def embedded_workers() -> tuple[Worker, ...]:
+    return tuple(w for w in WORKERS if w.embedded)
+
+
+def all_consumers() -> tuple[str, ...]:
+    """Every bus consumer, in table order: the embedded profile runs them all."""
+    return tuple(c for r in ROLES for c in r.consumers)
+
+
+def role_port(name: str, s: Settings) -> int:
+    """Where a role answers /readyz: its public port, or its operations port."""
+    r = role(name)
+    return r.public_port(s) if r.public_port is not None else ops_port(name, s)
+
+
+def ops_port(name: str, s: Settings) -> int:
+    """Where a role serves /metrics: never on the public port of an HTTP role."""
+    return s.ops_base_port + role(name).ops_offset

@@ -1,0 +1,137 @@
+"""The table of workers and roles (paygrid.platform.workers): the production layout it gives
+(role names, ports, consumers, intervals) is the documented one, the embedded profile runs
+every worker but the production-only gauges, and every tick runs on a wired platform."""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from prometheus_client import REGISTRY
+
+from paygrid import config
+from paygrid.config import Settings
+from paygrid.ops import observability as obs
+from paygrid.platform import bootstrap as bootstrap_module
+from paygrid.platform.bootstrap import Platform, bootstrap
+from paygrid.platform.workers import (
+    ROLE_NAMES,
+    ROLES,
+    WORKERS,
+    Loop,
+    all_consumers,
+    embedded_workers,
+    ops_port,
+    role,
+    role_port,
+    workers_of,
+)
+from tests.unit.fake_channel import FakeChannel
+
+SETTINGS = Settings(api_port=18000, cashier_port=18001, gateway_port=18002, ops_base_port=19100)
+
+
+def test_the_production_layout_is_the_documented_one() -> None:
+    assert ROLE_NAMES == (
+        "api",
+        "cashier",
+        "gateway",
+        "core",
+        "relay",
+        "ledger",
+        "notifier",
+        "scheduler",
+    )
+    public = {name: role_port(name, SETTINGS) for name in ROLE_NAMES}
+    metrics = {name: ops_port(name, SETTINGS) for name in ROLE_NAMES}
+    assert public == {
+        "api": 18000,
+        "cashier": 18001,
+        "gateway": 18002,
+        "core": 19100,
+        "relay": 19101,
+        "ledger": 19102,
+        "notifier": 19103,
+        "scheduler": 19104,
+    }
+    assert metrics == {**public, "api": 19105, "cashier": 19106, "gateway": 19107}
+    assert [r.name for r in ROLES if r.http] == ["api", "cashier", "gateway"]
+    assert [r.name for r in ROLES if r.uses_bus] == ["relay", "ledger", "notifier"]
+
+
+def test_ops_ports_fill_exactly_the_block_the_settings_reserve() -> None:
+    assert sorted(r.ops_offset for r in ROLES) == list(range(config.OPS_PORTS))
+
+
+def test_every_consumer_runs_in_exactly_one_role_and_all_in_the_embedded_profile() -> None:
+    assert {r.name: r.consumers for r in ROLES if r.consumers} == {
+        "ledger": ("ledger",),
+        "notifier": ("notify",),
+    }
+    assert sorted(all_consumers()) == sorted(bootstrap_module.CONSUMERS)
+    assert len(set(all_consumers())) == len(all_consumers())
+
+
+def test_workers_intervals_and_roles() -> None:
+    s = Settings(scheduler_interval_s=2.5)
+    table = {w.name: (w.role, w.interval(s), w.busy_at, w.embedded) for w in WORKERS}
+    assert table == {
+        "core": ("core", 2.5, 0, True),
+        "outbox-relay": ("relay", 0.1, 1, True),
+        "notifier": ("notifier", 0.5, 1, True),
+        "scheduler": ("scheduler", 2.5, 0, True),
+        "outbox-gauges": ("scheduler", 2.5, 0, False),
+    }
+    assert all(w.role in ROLE_NAMES for w in WORKERS)
+    assert [w.name for w in workers_of("ledger")] == []
+    assert [w.name for w in workers_of("scheduler")] == ["scheduler", "outbox-gauges"]
+    assert "outbox-gauges" not in [w.name for w in embedded_workers()]
+
+
+def test_an_unknown_role_is_refused_naming_the_roles() -> None:
+    with pytest.raises(ValueError, match="unknown role 'web'; roles: api, cashier, gateway"):
+        role("web")
+
+
+@pytest.fixture
+def platform(tmp_path: Path) -> Iterator[Platform]:
+    settings = Settings(data_dir=tmp_path / "var", run_sandboxes=False)
+    running = bootstrap(settings, channels={"wechatpay": FakeChannel()})
+    yield running
+    running.close()
+
+
+def test_every_tick_runs_on_a_wired_platform(platform: Platform) -> None:
+    obs.OUTBOX_UNPUBLISHED.set(-1)
+    for worker in WORKERS:
+        done = worker.tick(platform)
+        assert isinstance(done, int) and done >= 0, worker.name
+    # the gauges tick read the outbox, which the relay tick emptied
+    assert REGISTRY.get_sample_value("paygrid_outbox_unpublished") == 0
+
+
+def test_a_loop_repeats_a_busy_tick_at_once_and_survives_a_failing_one() -> None:
+    beats: list[float] = []
+    done = threading.Event()
+
+    def tick() -> int:
+        beats.append(time.monotonic())
+        if len(beats) == 2:
+            raise RuntimeError("a failing tick")
+        if len(beats) >= 5:
+            done.set()
+        return 1 if len(beats) in (3, 4) else 0
+
+    loop = Loop("test-loop", tick, interval=1.0, busy_at=1)
+    loop.start()
+    assert done.wait(10)
+    loop.stopping.set()
+    loop.join(5)
+    assert not loop.is_alive()
+    gaps = [b - a for a, b in itertools.pairwise(beats)]
+    assert gaps[0] >= 0.9 and gaps[1] >= 0.9  # idle, then failed: waits the interval
+    assert gaps[2] < 0.5 and gaps[3] < 0.5  # busy: goes again at once
