@@ -19,20 +19,20 @@ from paygrid.channels.ports import (
 )
 from paygrid.kernel.money import Money
 from paygrid.ops.check import CHECKS
-from paygrid.payments.events import PaymentClosed, PaymentSucceeded
-from paygrid.payments.orders import ChannelOrder, OrderStatus
 from paygrid.payments.domain import (
     ANOMALIES,
     ChannelOutcome,
     Payment,
     PaymentStatus,
 )
+from paygrid.payments.events import PaymentClosed, PaymentSucceeded
+from paygrid.payments.orders import ChannelOrder, OrderStatus
 
 NOW = datetime(2026, 11, 28, 2, 0, tzinfo=UTC)
 ACCOUNT = ChannelAccount("1900000109", "wxd678efh567hg6787")
 Out = ChannelOutcome
 S = PaymentStatus
-O = OrderStatus
+Ord = OrderStatus
 
 
 def payment(status: PaymentStatus = S.PAYING, amount: int = 900) -> Payment:
@@ -65,14 +65,14 @@ def payment(status: PaymentStatus = S.PAYING, amount: int = 900) -> Payment:
 
 def order(status: PaymentStatus) -> ChannelOrder:
     """pay_1's order at the channel, in the state that goes with the payment's."""
-    held = {S.CREATED: O.REQUESTED, S.PAYING: O.OPEN, S.SUCCESS: O.PAID, S.CLOSED: O.CLOSED}
+    held = {S.CREATED: Ord.REQUESTED, S.PAYING: Ord.OPEN, S.SUCCESS: Ord.PAID, S.CLOSED: Ord.CLOSED}
     return ChannelOrder(
         order_id="cho_1",
         payment_id="pay_1",
         channel="wechatpay",
         method="native",
         channel_ref="pay_1",
-        status=held.get(status, O.FAILED),
+        status=held.get(status, Ord.FAILED),
         payer_action=PayerAction(PayerActionKind.QR_CODE, content="weixin://wxpay/bizpayurl?pr=x"),
         channel_trade_no=None,
         created_at=NOW,
@@ -103,7 +103,7 @@ def test_a_complete_equal_report_is_applied_with_its_confirmed_amount() -> None:
     assert after.confirmed_amount == Money(900, "CNY")
     assert (after.paid_at, after.channel_trade_no) == (NOW - timedelta(seconds=5), "4200000001")
     assert decision.events == (PaymentSucceeded,)
-    assert after.order is not None and after.order.status is O.PAID
+    assert after.order is not None and after.order.status is Ord.PAID
 
 
 MATRIX = [
