@@ -445,6 +445,14 @@ def test_bill_lists_refunds_once_the_day_is_closed(
     assert code == 200 and isinstance(content, bytes)
     assert {line.kind for line in parse_trade_bill(content)} == {"PAYMENT"}
 
+    http.post("/sandbox/faults", json={"extra_lines": 1, "wrong_amount_rate": 1})
+    code, content = download(wx, day, "REFUND")
+    assert code == 200 and isinstance(content, bytes)
+    faulty = {line.refund_ref: line for line in parse_trade_bill(content)}
+    assert faulty[numbers[0]].amount == Money(401, "CNY")  # one fen off
+    [extra] = [line for ref, line in faulty.items() if ref not in refund_lines]
+    assert extra.kind == "REFUND" and extra.payment_ref.startswith("SBXEXTRA")
+
 
 def test_bill_of_a_day_without_trades_and_bad_close_days(wx: Any, http: httpx.Client) -> None:
     code, error = download(wx, "2020-01-01", "ALL")

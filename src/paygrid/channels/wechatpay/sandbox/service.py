@@ -6,13 +6,12 @@ the payer and queues callbacks; refunds (refunds.py) and trade bills (bills.py) 
 
 from __future__ import annotations
 
-import json
 import secrets
 import threading
 import time
 import uuid
 from collections.abc import Mapping
-from dataclasses import asdict, fields, replace
+from dataclasses import asdict, fields
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -28,7 +27,12 @@ from paygrid.channels.wechatpay.credentials import (
     load_or_create_sandbox_credentials,
 )
 from paygrid.channels.wechatpay.sandbox.bills import BillDesk
-from paygrid.channels.wechatpay.sandbox.callbacks import MAX_ACTIVE, CallbackSender
+from paygrid.channels.wechatpay.sandbox.callbacks import (
+    CallbackSender,
+    NotifyTarget,
+    notification_body,
+    queue_notification,
+)
 from paygrid.channels.wechatpay.sandbox.faults import FaultConfig, Faults
 from paygrid.channels.wechatpay.sandbox.protocol import (
     CODE_URL_PREFIX,
@@ -50,7 +54,7 @@ from paygrid.channels.wechatpay.sandbox.protocol import (
 from paygrid.channels.wechatpay.sandbox.refund_wire import REFUND_EVENTS, refund_resource_json
 from paygrid.channels.wechatpay.sandbox.refunds import RefundDesk, RefundWorker
 from paygrid.channels.wechatpay.sandbox.settings import SandboxSettings
-from paygrid.channels.wechatpay.sandbox.store import Notification, Order, Refund, Store
+from paygrid.channels.wechatpay.sandbox.store import Order, Refund, Store
 
 
 class WechatPaySandbox:
@@ -340,95 +344,31 @@ class WechatPaySandbox:
     def _queue_callback(self, order: Order) -> list[str]:
         now = time.time()
         notify_id = str(uuid.uuid4())
-        body = self._envelope(
+        body = notification_body(
+            self.creds.apiv3_key,
             notify_id,
-            "TRANSACTION.SUCCESS",
-            "支付成功",
+            ("TRANSACTION.SUCCESS", "支付成功"),
             transaction_json(order),
             "transaction",
             now,
         )
-        self._queue(order.mchid, order.out_trade_no, None, order.notify_url, notify_id, body)
+        target = NotifyTarget(order.mchid, order.out_trade_no, None, order.notify_url)
+        queue_notification(self.store, self.faults, target, notify_id, body)
         return [notify_id]
 
     def _queue_refund_callback(self, refund: Refund, order: Order) -> None:
         """退款结果通知 to the refund's notify_url, queued in the transaction that ends it."""
         assert refund.notify_url is not None
         notify_id = str(uuid.uuid4())
-        event_type, summary = REFUND_EVENTS[refund.status]
+        event = REFUND_EVENTS[refund.status]
         resource = refund_resource_json(refund, order)
-        body = self._envelope(notify_id, event_type, summary, resource, "refund", time.time())
-        self._queue(
-            refund.mchid,
-            refund.out_trade_no,
-            refund.out_refund_no,
-            refund.notify_url,
-            notify_id,
-            body,
+        body = notification_body(
+            self.creds.apiv3_key, notify_id, event, resource, "refund", time.time()
         )
-
-    def _queue(
-        self,
-        mchid: str,
-        out_trade_no: str,
-        out_refund_no: str | None,
-        url: str,
-        notify_id: str,
-        body: bytes,
-    ) -> None:
-        """Queue one notification, with the callback faults: dropped, duplicated, delayed,
-        held for reordering, preceded by a SIGNTEST probe."""
-        now = time.time()
-        config = self.faults.config
-        active = self.store.active_notification_count()
-        dropped = active >= MAX_ACTIVE or self.faults.roll(config.drop_rate)
-        copies = 2 if self.faults.roll(config.duplicate_rate) else 1
-        probe = self.faults.roll(config.signtest_rate)
-        state = "DROPPED" if dropped else ("HELD" if config.reorder else "PENDING")
-        next_at = now + config.delay_ms / 1000
-        template = Notification(
-            id=0,
-            notify_id=notify_id,
-            mchid=mchid,
-            out_trade_no=out_trade_no,
-            url=url,
-            body=body,
-            probe=False,
-            state=state,
-            attempts=0,
-            next_at=next_at,
-            created_at=now,
-            last_status=None,
-            last_error=None,
-            out_refund_no=out_refund_no,
+        target = NotifyTarget(
+            refund.mchid, refund.out_trade_no, refund.out_refund_no, refund.notify_url
         )
-        if probe and not dropped:
-            self.store.add_notification(replace(template, probe=True, state="PENDING", next_at=now))
-        for _ in range(1 if dropped else copies):
-            self.store.add_notification(template)
-
-    def _envelope(
-        self,
-        notify_id: str,
-        event_type: str,
-        summary: str,
-        resource: dict[str, Any],
-        sealed_for: str,
-        now: float,
-    ) -> bytes:
-        """A notification body: ``resource`` sealed with AEAD_AES_256_GCM under the APIv3 key,
-        ``sealed_for`` as its associated_data and original_type."""
-        plaintext = json.dumps(resource, ensure_ascii=False, separators=(",", ":"))
-        sealed = signing.aead_encrypt(self.creds.apiv3_key, plaintext, sealed_for)
-        envelope = {
-            "id": notify_id,
-            "create_time": beijing_time(now),
-            "resource_type": "encrypt-resource",
-            "event_type": event_type,
-            "summary": summary,
-            "resource": {**sealed, "original_type": sealed_for},
-        }
-        return json.dumps(envelope, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        queue_notification(self.store, self.faults, target, notify_id, body)
 
     # --- refunds (退款) and bills (账单) -----------------------------------------------------
 
