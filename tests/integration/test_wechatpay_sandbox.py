@@ -73,6 +73,11 @@ def pay(http: httpx.Client, outcome: str = "SUCCESS", **order: str) -> dict[str,
     return result
 
 
+def close_day(http: httpx.Client, day: str) -> None:
+    response = http.post("/sandbox/close-day", json={"date": day})
+    assert response.status_code == 200, response.text
+
+
 # --- (a), (b) the wechatpayv3 SDK -------------------------------------------------------------
 
 
@@ -132,6 +137,7 @@ def test_sdk_full_flow(
         assert wx.close(out_trade_no=ref)[0] == 400  # ORDERPAID
 
         bill_date = beijing_date(paid["success_time"]).isoformat()
+        close_day(http, bill_date)  # the bill of a day is there once the day has ended
         code, message = wx.trade_bill(bill_date=bill_date)  # the SDK asks for GZIP
         assert code == 200, message
         meta = json.loads(message)
@@ -201,7 +207,9 @@ def test_adapter_full_flow(
         assert adapter.query(new_ref("MISSING")).state is TradeState.NOT_FOUND
 
         assert trade.paid_at is not None
-        content = adapter.download_bill(beijing_date(trade.paid_at.isoformat()))
+        day = beijing_date(trade.paid_at.isoformat())
+        close_day(http, day.isoformat())
+        content = adapter.download_bill(day)
         lines = {line.payment_ref: line for line in adapter.parse_bill(content)}
         assert lines[ref].amount == Money(100_001, "CNY")
         assert lines[ref].fee == Money(200, "CNY")  # 0.20% of 1000.01 yuan, half up
@@ -374,6 +382,7 @@ def test_bill_faults(sandbox: SandboxProcess, http: httpx.Client, creds: dict[st
     adapter.create_order(native(ref, "http://127.0.0.1:9/notify", 777))
     paid = pay(http, mchid=creds["mchid"], out_trade_no=ref)["transaction"]
     day = beijing_date(paid["success_time"])
+    close_day(http, day.isoformat())
     clean = {line.payment_ref: line for line in adapter.parse_bill(adapter.download_bill(day))}
     http.post("/sandbox/faults", json={"extra_lines": 2, "wrong_amount_rate": 1})
     faulty = {line.payment_ref: line for line in adapter.parse_bill(adapter.download_bill(day))}

@@ -9,6 +9,7 @@ import pytest
 from paygrid.channels.wechatpay.bill import (
     ALL_COLUMNS,
     BEIJING,
+    REFUND_COLUMNS,
     SUCCESS_COLUMNS,
     BillFormatError,
     TradeBillRow,
@@ -147,3 +148,55 @@ def test_wrong_column_count_is_rejected() -> None:
 
 def test_rate_text() -> None:
     assert (rate_text(2000), rate_text(6000), rate_text(38_000)) == ("0.20%", "0.60%", "3.80%")
+
+
+def test_refund_layout_has_the_refund_times_and_parses_refund_lines() -> None:
+    requested = datetime(2026, 3, 2, 9, 30, 0, tzinfo=BEIJING)
+    refund = row(
+        "PG000003",
+        0,
+        -3,
+        trade_state="REFUND",
+        trade_time=requested,
+        refund=1_234,
+        refund_requested=1_234,
+        refund_id="50303108562026030201487282563",
+        out_refund_no="RF-3|a@b",
+        refund_type="ORIGINAL",
+        refund_status="PROCESSING",
+        refund_at=requested,
+    )
+    content = write_trade_bill([refund], "REFUND")
+    parsed = read_trade_bill(content)
+    assert parsed.columns == REFUND_COLUMNS and len(REFUND_COLUMNS) == 29
+    assert parsed.columns[14:16] == ("退款申请时间", "退款成功时间")
+    assert parsed.rows[0]["退款申请时间"] == "2026-03-02 09:30:00"
+    assert parsed.rows[0]["退款成功时间"] == ""
+    assert parsed.rows[0]["订单金额"] == "0.00"
+    assert parsed.summary["退款总金额"] == "12.34"
+    assert parsed.summary["手续费总金额"] == "-0.03000"
+    [line] = parse_trade_bill(content)
+    assert (line.kind, line.refund_ref, line.payment_ref) == ("REFUND", "RF-3|a@b", "PG000003")
+    assert (line.amount, line.fee) == (Money(1_234, "CNY"), Money(-3, "CNY"))
+    assert line.trade_time == requested
+
+
+def test_a_refund_line_prefers_its_application_time() -> None:
+    paid_at = datetime(2026, 3, 1, 8, 0, 0, tzinfo=BEIJING)
+    asked_at = datetime(2026, 3, 2, 18, 13, 10, tzinfo=BEIJING)
+    refund = row(
+        "PG000004",
+        0,
+        0,
+        trade_state="REFUND",
+        trade_time=paid_at,
+        refund=1,
+        refund_requested=1,
+        refund_id="50300000012026030200000000001",
+        out_refund_no="RF4",
+        refund_at=asked_at,
+    )
+    [line] = parse_trade_bill(write_trade_bill([refund], "REFUND"))
+    assert line.trade_time == asked_at
+    [line] = parse_trade_bill(write_trade_bill([refund], "ALL"))  # no such column in ALL
+    assert line.trade_time == paid_at

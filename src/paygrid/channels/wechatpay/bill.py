@@ -53,6 +53,13 @@ ALL_COLUMNS: tuple[str, ...] = (
     "申请退款金额",
     "费率备注",
 )
+# bill_type=REFUND: the first 14 columns of ALL, the refund's times, then the rest of ALL
+REFUND_COLUMNS: tuple[str, ...] = (
+    *ALL_COLUMNS[:14],
+    "退款申请时间",
+    "退款成功时间",
+    *ALL_COLUMNS[14:],
+)
 # bill_type=SUCCESS: the first 14 columns of ALL, then goods, attach, fee, rate, total, remark
 SUCCESS_COLUMNS: tuple[str, ...] = (
     *ALL_COLUMNS[:14],
@@ -81,7 +88,11 @@ class BillFormatError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class TradeBillRow:
-    """One detail row (交易明细). Amounts in fen; ``trade_state`` SUCCESS or REFUND."""
+    """One detail row (交易明细). Amounts in fen; ``trade_state`` SUCCESS or REFUND.
+
+    A refund row (退款) carries 0 as 订单金额/应结订单金额 (``total=0``), its amount in 退款金额
+    and 申请退款金额, the fee it returns as a negative 手续费, and its times in ``refund_at`` /
+    ``refund_success_at`` (the REFUND layout's 退款申请时间/退款成功时间)."""
 
     trade_time: datetime
     appid: str
@@ -110,6 +121,8 @@ class TradeBillRow:
     sub_mchid: str = "0"
     device_info: str = ""
     fee_remark: str = ""
+    refund_at: datetime | None = None
+    refund_success_at: datetime | None = None
 
     def cells(self) -> dict[str, str]:
         yuan = _yuan
@@ -143,7 +156,13 @@ class TradeBillRow:
             "订单金额": yuan(self.total),
             "申请退款金额": yuan(self.refund_requested),
             "费率备注": self.fee_remark,
+            "退款申请时间": _time_text(self.refund_at),
+            "退款成功时间": _time_text(self.refund_success_at),
         }
+
+
+def _time_text(at: datetime | None) -> str:
+    return "" if at is None else at.astimezone(BEIJING).strftime(TIME_FORMAT)
 
 
 def _yuan(fen: int) -> str:
@@ -163,8 +182,8 @@ def rate_text(rate_ppm: int) -> str:
 
 
 def write_trade_bill(rows: Sequence[TradeBillRow], bill_type: str = "ALL") -> bytes:
-    """The bill file bytes; ``bill_type`` ALL or REFUND uses 27 columns, SUCCESS 20."""
-    columns = SUCCESS_COLUMNS if bill_type == "SUCCESS" else ALL_COLUMNS
+    """The bill file bytes; ``bill_type`` ALL uses 27 columns, SUCCESS 20, REFUND 29."""
+    columns = {"SUCCESS": SUCCESS_COLUMNS, "REFUND": REFUND_COLUMNS}.get(bill_type, ALL_COLUMNS)
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\r\n")
     writer.writerow(columns)
@@ -247,10 +266,13 @@ def _check_summary(rows: list[dict[str, str]], summary: dict[str, str]) -> None:
 
 
 def parse_trade_bill(content: bytes) -> list[BillLine]:
-    """Parse a trade bill into exact :class:`BillLine` values (对账单明细).
+    """Parse a trade bill (ALL, SUCCESS or REFUND layout) into exact :class:`BillLine` values
+    (对账单明细).
 
     PAYMENT lines carry 订单金额 (the order total), REFUND lines 申请退款金额 (falling back to
-    退款金额 where the layout lacks it); every cell is kept in ``extra`` by column name.
+    退款金额 where the layout lacks it), ``refund_ref`` = 商户退款单号 and, as ``trade_time``, the
+    refund's 退款申请时间 where the layout has it, else 交易时间; every cell is kept in ``extra``
+    by column name.
     """
     return [_line(row, n) for n, row in enumerate(read_trade_bill(content).rows, 2)]
 
@@ -266,8 +288,9 @@ def _line(row: dict[str, str], line: int) -> BillLine:
             kind, amount = "REFUND", _amount(row, ("申请退款金额", "退款金额"))
         else:
             raise BillFormatError(f"unknown 交易状态 {state!r}")
+        at = row.get("退款申请时间") if kind == "REFUND" else None
         return BillLine(
-            trade_time=_time(_required(row, "交易时间")),
+            trade_time=_time(at or _required(row, "交易时间")),
             channel_trade_no=_required(row, "微信订单号"),
             payment_ref=_required(row, "商户订单号"),
             kind=kind,

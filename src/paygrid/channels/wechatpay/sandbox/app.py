@@ -232,6 +232,16 @@ def _add_protocol_routes(app: FastAPI, sandbox: WechatPaySandbox) -> None:
         sandbox.close(mchid, out_trade_no, body)
         return Response(status_code=204)
 
+    @app.post("/v3/refund/domestic/refunds")
+    async def create_refund(request: Request) -> Response:
+        mchid, body = await _authenticated(sandbox, request)
+        return json_response(200, sandbox.create_refund(mchid, body))
+
+    @app.get("/v3/refund/domestic/refunds/{out_refund_no}")
+    async def query_refund(out_refund_no: str, request: Request) -> Response:
+        mchid, _ = await _authenticated(sandbox, request)
+        return json_response(200, sandbox.query_refund(mchid, out_refund_no))
+
     @app.get("/v3/certificates")
     async def certificates(request: Request) -> Response:
         await _authenticated(sandbox, request)
@@ -241,12 +251,12 @@ def _add_protocol_routes(app: FastAPI, sandbox: WechatPaySandbox) -> None:
     async def trade_bill(request: Request) -> Response:
         mchid, _ = await _authenticated(sandbox, request)
         base = str(request.base_url).rstrip("/")  # where this client reaches us
-        return json_response(200, sandbox.trade_bill(mchid, request.query_params, base))
+        return json_response(200, sandbox.bills.trade_bill(mchid, request.query_params, base))
 
     @app.get("/v3/billdownload/file")
     async def bill_download(request: Request) -> Response:
         mchid, _ = await _authenticated(sandbox, request)
-        content, gzipped = sandbox.bill_file(mchid, request.query_params.get("token"))
+        content, gzipped = sandbox.bills.bill_file(mchid, request.query_params.get("token"))
         kind = "application/octet-stream" if gzipped else "text/plain; charset=utf-8"
         return Response(content, media_type=kind)
 
@@ -286,12 +296,16 @@ def _add_sandbox_routes(app: FastAPI, sandbox: WechatPaySandbox) -> None:
         return json_response(200, {"orders": [_order_view(o) for o in listed]})
 
     @app.get("/sandbox/notifications")
-    async def notifications(out_trade_no: str | None = None, limit: int = 100) -> Response:
-        listed = sandbox.store.list_notifications(out_trade_no, max(1, min(limit, 1000)))
+    async def notifications(
+        out_trade_no: str | None = None, out_refund_no: str | None = None, limit: int = 100
+    ) -> Response:
+        bounded = max(1, min(limit, 1000))
+        listed = sandbox.store.list_notifications(out_trade_no, bounded, out_refund_no)
         rows = [
             {
                 "notify_id": n.notify_id,
                 "out_trade_no": n.out_trade_no,
+                "out_refund_no": n.out_refund_no,
                 "url": n.url,
                 "probe": n.probe,
                 "state": n.state,
@@ -302,6 +316,10 @@ def _add_sandbox_routes(app: FastAPI, sandbox: WechatPaySandbox) -> None:
             for n in listed
         ]
         return json_response(200, {"notifications": rows})
+
+    @app.post("/sandbox/close-day")
+    async def close_day(request: Request) -> Response:
+        return json_response(200, sandbox.bills.close_day(_object_of(await request.body())))
 
     _add_knob_routes(app, sandbox)
 

@@ -1,5 +1,6 @@
-"""The callback sender (回调通知): delivers queued notifications with retries, several at once
-(as WeChat does), one at a time while the reorder fault needs their order kept.
+"""Callbacks (回调通知): notification bodies, queueing with the callback faults, and the sender,
+which delivers queued notifications with retries, several at once (as WeChat does), one at a
+time while the reorder fault needs their order kept.
 
 Deliveries live in the store, so a restarted sandbox resumes them. Each attempt is signed afresh
 (new timestamp and nonce); the body, and so the notification id, stays the same. A 2xx answer ends
@@ -8,14 +9,20 @@ it; otherwise it is retried on WeChat's schedule times ``retry_scale``, then mar
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from typing import Any
 
 import httpx
 
+from paygrid.channels.wechatpay import signing
+from paygrid.channels.wechatpay.sandbox.faults import Faults
+from paygrid.channels.wechatpay.sandbox.protocol import beijing_time
 from paygrid.channels.wechatpay.sandbox.store import Notification, Store
 
 RETRY_SCHEDULE_SECONDS: tuple[int, ...] = (
@@ -31,6 +38,71 @@ SENDERS = 8  # deliveries in flight at once
 Signer = Callable[[bytes, bool], dict[str, str]]
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class NotifyTarget:
+    """Where a notification goes and what it is about (``out_refund_no`` for a refund's)."""
+
+    mchid: str
+    out_trade_no: str
+    out_refund_no: str | None
+    url: str
+
+
+def notification_body(
+    apiv3_key: str,
+    notify_id: str,
+    event: tuple[str, str],
+    resource: Mapping[str, Any],
+    sealed_for: str,
+    now: float,
+) -> bytes:
+    """A notification: ``event`` (event_type, summary), ``resource`` sealed with
+    AEAD_AES_256_GCM under the APIv3 key, ``sealed_for`` its associated_data and original_type."""
+    plaintext = json.dumps(resource, ensure_ascii=False, separators=(",", ":"))
+    sealed = signing.aead_encrypt(apiv3_key, plaintext, sealed_for)
+    envelope = {
+        "id": notify_id,
+        "create_time": beijing_time(now),
+        "resource_type": "encrypt-resource",
+        "event_type": event[0],
+        "summary": event[1],
+        "resource": {**sealed, "original_type": sealed_for},
+    }
+    return json.dumps(envelope, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def queue_notification(
+    store: Store, faults: Faults, target: NotifyTarget, notify_id: str, body: bytes
+) -> None:
+    """Queue one notification, with the callback faults: dropped, duplicated, delayed, held for
+    reordering, preceded by a SIGNTEST probe."""
+    now = time.time()
+    config = faults.config
+    dropped = store.active_notification_count() >= MAX_ACTIVE or faults.roll(config.drop_rate)
+    copies = 2 if faults.roll(config.duplicate_rate) else 1
+    probe = faults.roll(config.signtest_rate)
+    template = Notification(
+        id=0,
+        notify_id=notify_id,
+        mchid=target.mchid,
+        out_trade_no=target.out_trade_no,
+        url=target.url,
+        body=body,
+        probe=False,
+        state="DROPPED" if dropped else ("HELD" if config.reorder else "PENDING"),
+        attempts=0,
+        next_at=now + config.delay_ms / 1000,
+        created_at=now,
+        last_status=None,
+        last_error=None,
+        out_refund_no=target.out_refund_no,
+    )
+    if probe and not dropped:
+        store.add_notification(replace(template, probe=True, state="PENDING", next_at=now))
+    for _ in range(1 if dropped else copies):
+        store.add_notification(template)
 
 
 class CallbackSender:

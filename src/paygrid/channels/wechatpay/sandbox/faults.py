@@ -1,4 +1,6 @@
-"""Fault injection (故障注入): callbacks, API and bills misbehave at given rates.
+"""Fault injection (故障注入): callbacks, API, refunds and bills misbehave at given rates.
+
+The callback faults apply to payment and refund callbacks alike.
 
 A seeded random drives every roll, and setting faults reseeds it, so a test that sets the same
 faults and makes the same calls sees the same faults.
@@ -21,6 +23,8 @@ _BOUNDS: dict[str, tuple[float, float]] = {
     "timeout_rate": (0.0, 1.0),
     "missing_rate": (0.0, 1.0),
     "wrong_amount_rate": (0.0, 1.0),
+    "refund_abnormal_rate": (0.0, 1.0),
+    "refund_closed_rate": (0.0, 1.0),
     "delay_ms": (0, 600_000),
     "timeout_ms": (0, 120_000),
     "latency_ms": (0, 60_000),
@@ -46,6 +50,9 @@ class FaultConfig:
     missing_rate: float = 0.0  # a paid order left out of the bill
     extra_lines: int = 0  # lines for orders the sandbox never had
     wrong_amount_rate: float = 0.0  # a line one fen off
+    # refunds (退款)
+    refund_abnormal_rate: float = 0.0  # the refund ends ABNORMAL (退款异常) instead of SUCCESS
+    refund_closed_rate: float = 0.0  # the refund ends CLOSED (退款关闭) instead of SUCCESS
     seed: int = 0
 
     def updated(self, changes: Mapping[str, object]) -> FaultConfig:

@@ -67,6 +67,12 @@ def new_token(length: int) -> str:
     return "".join(secrets.choice(_TOKEN_ALPHABET) for _ in range(length))
 
 
+def new_transaction_id(now: float) -> str:
+    """28 digits like a real 微信支付订单号: 4200 prefix, date, random."""
+    day = datetime.fromtimestamp(now, BEIJING).strftime("%Y%m%d")
+    return f"420000{secrets.randbelow(10**4):04d}{day}{secrets.randbelow(10**10):010d}"
+
+
 def json_object(body: bytes) -> dict[str, Any]:
     try:
         data = json.loads(body)

@@ -1,21 +1,18 @@
 """What the WeChat Pay sandbox does, independent of HTTP routing.
 
 Authenticates merchant requests, validates them like the real API, keeps orders, pays them for
-the payer, queues callbacks and writes trade bills from what it actually processed.
+the payer and queues callbacks; refunds (refunds.py) and trade bills (bills.py) are desks of it.
 """
 
 from __future__ import annotations
 
-import gzip
-import hashlib
-import json
 import secrets
 import threading
 import time
 import uuid
 from collections.abc import Mapping
-from dataclasses import asdict, fields, replace
-from datetime import date, datetime, timedelta
+from dataclasses import asdict, fields
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
@@ -24,15 +21,20 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from paygrid.channels.wechatpay import signing
-from paygrid.channels.wechatpay.bill import BEIJING, TradeBillRow, rate_text, write_trade_bill
+from paygrid.channels.wechatpay.bill import BEIJING
 from paygrid.channels.wechatpay.credentials import (
     SandboxCredentials,
     load_or_create_sandbox_credentials,
 )
-from paygrid.channels.wechatpay.sandbox.callbacks import MAX_ACTIVE, CallbackSender
+from paygrid.channels.wechatpay.sandbox.bills import BillDesk
+from paygrid.channels.wechatpay.sandbox.callbacks import (
+    CallbackSender,
+    NotifyTarget,
+    notification_body,
+    queue_notification,
+)
 from paygrid.channels.wechatpay.sandbox.faults import FaultConfig, Faults
 from paygrid.channels.wechatpay.sandbox.protocol import (
-    BILL_URL_TTL_SECONDS,
     CODE_URL_PREFIX,
     ORDER_KINDS,
     PAID,
@@ -40,18 +42,19 @@ from paygrid.channels.wechatpay.sandbox.protocol import (
     ApiError,
     OrderFields,
     beijing_time,
-    bill_params,
     json_object,
     new_token,
+    new_transaction_id,
     request_digest,
     text_field,
     token_of_code_url,
     transaction_json,
     validate_order,
 )
+from paygrid.channels.wechatpay.sandbox.refund_wire import REFUND_EVENTS, refund_resource_json
+from paygrid.channels.wechatpay.sandbox.refunds import RefundDesk, RefundWorker
 from paygrid.channels.wechatpay.sandbox.settings import SandboxSettings
-from paygrid.channels.wechatpay.sandbox.store import Notification, Order, Store
-from paygrid.kernel.money import rate_fee
+from paygrid.channels.wechatpay.sandbox.store import Order, Refund, Store
 
 
 class WechatPaySandbox:
@@ -73,6 +76,11 @@ class WechatPaySandbox:
             lambda: self.settings.retry_scale,
             in_order=lambda: self.faults.config.reorder,
         )
+        self.bills = BillDesk(self.store, self.faults, lambda: self.settings)
+        self.refunds = RefundDesk(
+            self.store, self.faults, lambda: self.settings, self._queue_refund_callback
+        )
+        self.refund_worker = RefundWorker(self.refunds.complete_due, self.sender.wake)
 
     def _stored(self, name: str, kind: type[SandboxSettings | FaultConfig]) -> dict[str, Any]:
         """Knobs saved by an earlier run; names this version does not know are ignored."""
@@ -82,8 +90,10 @@ class WechatPaySandbox:
 
     def start(self) -> None:
         self.sender.start()
+        self.refund_worker.start()
 
     def stop(self) -> None:
+        self.refund_worker.stop()
         self.sender.stop()
         self.store.close()
 
@@ -322,7 +332,7 @@ class WechatPaySandbox:
         else:
             paid = order.with_changes(
                 trade_state="SUCCESS",
-                transaction_id=_transaction_id(now),
+                transaction_id=new_transaction_id(now),
                 success_at=now,
                 payer_openid=openid,
                 bank_type="OTHERS",
@@ -334,143 +344,43 @@ class WechatPaySandbox:
     def _queue_callback(self, order: Order) -> list[str]:
         now = time.time()
         notify_id = str(uuid.uuid4())
-        body = self._callback_body(notify_id, order, now)
-        config = self.faults.config
-        active = self.store.active_notification_count()
-        dropped = active >= MAX_ACTIVE or self.faults.roll(config.drop_rate)
-        copies = 2 if self.faults.roll(config.duplicate_rate) else 1
-        probe = self.faults.roll(config.signtest_rate)
-        state = "DROPPED" if dropped else ("HELD" if config.reorder else "PENDING")
-        next_at = now + config.delay_ms / 1000
-        if probe and not dropped:
-            self._add_notification(order, notify_id, body, "PENDING", now, probe=True)
-        for _ in range(1 if dropped else copies):
-            self._add_notification(order, notify_id, body, state, next_at, probe=False)
+        body = notification_body(
+            self.creds.apiv3_key,
+            notify_id,
+            ("TRANSACTION.SUCCESS", "支付成功"),
+            transaction_json(order),
+            "transaction",
+            now,
+        )
+        target = NotifyTarget(order.mchid, order.out_trade_no, None, order.notify_url)
+        queue_notification(self.store, self.faults, target, notify_id, body)
         return [notify_id]
 
-    def _add_notification(
-        self, order: Order, notify_id: str, body: bytes, state: str, next_at: float, probe: bool
-    ) -> None:
-        self.store.add_notification(
-            Notification(
-                id=0,
-                notify_id=notify_id,
-                mchid=order.mchid,
-                out_trade_no=order.out_trade_no,
-                url=order.notify_url,
-                body=body,
-                probe=probe,
-                state=state,
-                attempts=0,
-                next_at=next_at,
-                created_at=time.time(),
-                last_status=None,
-                last_error=None,
-            )
+    def _queue_refund_callback(self, refund: Refund, order: Order) -> None:
+        """退款结果通知 to the refund's notify_url, queued in the transaction that ends it."""
+        assert refund.notify_url is not None
+        notify_id = str(uuid.uuid4())
+        event = REFUND_EVENTS[refund.status]
+        resource = refund_resource_json(refund, order)
+        body = notification_body(
+            self.creds.apiv3_key, notify_id, event, resource, "refund", time.time()
         )
-
-    def _callback_body(self, notify_id: str, order: Order, now: float) -> bytes:
-        plaintext = json.dumps(transaction_json(order), ensure_ascii=False, separators=(",", ":"))
-        resource = signing.aead_encrypt(self.creds.apiv3_key, plaintext, "transaction")
-        envelope = {
-            "id": notify_id,
-            "create_time": beijing_time(now),
-            "resource_type": "encrypt-resource",
-            "event_type": "TRANSACTION.SUCCESS",
-            "summary": "支付成功",
-            "resource": {**resource, "original_type": "transaction"},
-        }
-        return json.dumps(envelope, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-
-    # --- trade bill (交易账单) ---------------------------------------------------------------
-
-    def trade_bill(
-        self, auth_mchid: str, params: Mapping[str, str], base_url: str
-    ) -> dict[str, str]:
-        bill_date, bill_type, gzipped = bill_params(params)
-        rows = [] if bill_type == "REFUND" else self._paid_rows(auth_mchid, bill_date)
-        if not rows:  # the sandbox processes no refunds yet
-            raise ApiError(400, "NO_STATEMENT_EXIST", "要申请的账单不存在")
-        content = write_trade_bill(self._bill_faults(rows, bill_date), bill_type)
-        token = secrets.token_urlsafe(24)
-        payload = gzip.compress(content, mtime=0) if gzipped else content
-        expires = time.time() + BILL_URL_TTL_SECONDS
-        self.store.save_bill(token, auth_mchid, payload, gzipped, expires)
-        return {
-            "hash_type": "SHA1",
-            "hash_value": hashlib.sha1(content).hexdigest(),  # of the file before gzip
-            "download_url": f"{base_url.rstrip('/')}/v3/billdownload/file?token={token}",
-        }
-
-    def bill_file(self, auth_mchid: str, token: str | None) -> tuple[bytes, bool]:
-        found = self.store.load_bill(token or "", auth_mchid, time.time())
-        if found is None:
-            raise ApiError(400, "INVALID_REQUEST", "下载地址无效或已过期")
-        return found
-
-    def _paid_rows(self, mchid: str, day: date) -> list[TradeBillRow]:
-        start = datetime(day.year, day.month, day.day, tzinfo=BEIJING).timestamp()
-        end = start + 86_400  # Asia/Shanghai has no daylight saving
-        ppm = self.settings.fee_rate_ppm
-        return [_bill_row(o, ppm) for o in self.store.paid_between(mchid, start, end)]
-
-    def _bill_faults(self, rows: list[TradeBillRow], day: date) -> list[TradeBillRow]:
-        config = self.faults.config
-        kept = [r for r in rows if not self.faults.roll(config.missing_rate)]
-        kept = [_one_fen_off(r) if self.faults.roll(config.wrong_amount_rate) else r for r in kept]
-        kept += [self._made_up_row(rows[0], day) for _ in range(config.extra_lines)]
-        return sorted(kept, key=lambda r: r.trade_time)
-
-    def _made_up_row(self, like: TradeBillRow, day: date) -> TradeBillRow:
-        """A bill line for an order the sandbox never had (长款 for the merchant's recon)."""
-        start = datetime(day.year, day.month, day.day, tzinfo=BEIJING)
-        at = start + timedelta(seconds=self.faults.randint(0, 86_399))
-        total = self.faults.randint(1, 100_000)
-        ppm = self.settings.fee_rate_ppm
-        return TradeBillRow(
-            trade_time=min(at, datetime.now(BEIJING)),
-            appid=like.appid,
-            mchid=like.mchid,
-            transaction_id=_transaction_id(at.timestamp()),
-            out_trade_no=f"SBXEXTRA{self.faults.randint(0, 10**16):016d}",
-            openid="o" + new_token(27),
-            trade_type="NATIVE",
-            trade_state="SUCCESS",
-            total=total,
-            fee=rate_fee(total, ppm),
-            rate=rate_text(ppm),
-            description="sandbox extra line",
+        target = NotifyTarget(
+            refund.mchid, refund.out_trade_no, refund.out_refund_no, refund.notify_url
         )
+        queue_notification(self.store, self.faults, target, notify_id, body)
 
+    # --- refunds (退款) and bills (账单) -----------------------------------------------------
 
-def _bill_row(order: Order, ppm: int) -> TradeBillRow:
-    assert order.success_at is not None and order.transaction_id is not None
-    return TradeBillRow(
-        trade_time=datetime.fromtimestamp(order.success_at, BEIJING),
-        appid=order.appid,
-        mchid=order.mchid,
-        transaction_id=order.transaction_id,
-        out_trade_no=order.out_trade_no,
-        openid=order.payer_openid or "",
-        trade_type=order.trade_type,
-        trade_state="SUCCESS",
-        total=order.total,
-        fee=rate_fee(order.total, ppm),
-        rate=rate_text(ppm),
-        description=order.description,
-        attach=order.attach,
-        bank_type=order.bank_type or "OTHERS",
-    )
+    def create_refund(self, auth_mchid: str, body: bytes) -> dict[str, object]:
+        answer = self.refunds.create(auth_mchid, body)
+        self.refund_worker.wake()
+        return answer
 
-
-def _one_fen_off(row: TradeBillRow) -> TradeBillRow:
-    return replace(row, total=row.total + 1, settlement_total=row.total + 1)
-
-
-def _transaction_id(now: float) -> str:
-    """28 digits like a real 微信支付订单号: 4200 prefix, date, random."""
-    day = datetime.fromtimestamp(now, BEIJING).strftime("%Y%m%d")
-    return f"420000{secrets.randbelow(10**4):04d}{day}{secrets.randbelow(10**10):010d}"
+    def query_refund(self, auth_mchid: str, out_refund_no: str) -> dict[str, object]:
+        answer = self.refunds.query(auth_mchid, out_refund_no)
+        self.sender.wake()
+        return answer
 
 
 def _same_serial(given: str, expected: str) -> bool:

@@ -65,11 +65,16 @@ class SandboxSettings:
     callback_serial_mode: str = "public_key"
     retry_scale: float = 1.0  # multiplies the callback retry schedule; tests shrink it
     fee_rate_ppm: int = 2000  # channel fee on the bill: 0.20%
+    refund_delay_ms: int = 1000  # a refund stays PROCESSING this long, then ends (退款到账)
 
     def updated(self, changes: Mapping[str, object]) -> SandboxSettings:
         return updated(
             self,
             changes,
-            bounds={"retry_scale": (0.0, 100.0), "fee_rate_ppm": (0, 100_000)},
+            bounds={
+                "retry_scale": (0.0, 100.0),
+                "fee_rate_ppm": (0, 100_000),
+                "refund_delay_ms": (0, 86_400_000),
+            },
             choices={"callback_serial_mode": ("public_key", "certificate")},
         )

@@ -1,4 +1,5 @@
-"""Sandbox state in SQLite under the data directory: orders, callbacks to send, bill files, knobs.
+"""Sandbox state in SQLite under the data directory: orders, refunds, callbacks to send, bill
+files, closed business days, knobs.
 
 One connection guarded by a re-entrant lock, so the web server and the callback thread share it;
 ``transaction()`` makes a read-modify-write atomic.
@@ -67,7 +68,34 @@ CREATE TABLE IF NOT EXISTS bill_files (
     expires_at REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS settings (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS refunds (
+    mchid TEXT NOT NULL,
+    out_refund_no TEXT NOT NULL,
+    refund_id TEXT NOT NULL UNIQUE,
+    out_trade_no TEXT NOT NULL,
+    transaction_id TEXT NOT NULL,
+    reason TEXT,
+    notify_url TEXT,
+    funds_account TEXT NOT NULL,
+    goods_detail TEXT,
+    refund INTEGER NOT NULL,
+    total INTEGER NOT NULL,
+    currency TEXT NOT NULL,
+    fee_refund INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    due_at REAL NOT NULL,
+    success_at REAL,
+    updated_at REAL NOT NULL,
+    PRIMARY KEY (mchid, out_refund_no)
+);
+CREATE INDEX IF NOT EXISTS refunds_of_trade ON refunds (mchid, out_trade_no);
+CREATE INDEX IF NOT EXISTS refunds_due ON refunds (status, due_at);
+CREATE INDEX IF NOT EXISTS refunds_created ON refunds (mchid, created_at);
+CREATE TABLE IF NOT EXISTS closed_days (day TEXT PRIMARY KEY, closed_at REAL NOT NULL);
 """
+# Columns added after the first release; added to an older data directory's tables on open.
+_ADDED_COLUMNS = (("notifications", "out_refund_no", "TEXT"),)
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,8 +127,36 @@ class Order:
 
 
 @dataclass(frozen=True, slots=True)
+class Refund:
+    """One refund (退款单), keyed by the merchant's ``out_refund_no``. Amounts in fen."""
+
+    mchid: str
+    out_refund_no: str
+    refund_id: str  # 微信支付退款单号
+    out_trade_no: str
+    transaction_id: str
+    reason: str | None
+    notify_url: str | None
+    funds_account: str  # UNSETTLED unless the merchant asked for AVAILABLE
+    goods_detail: str | None  # the request's goods_detail, as JSON
+    refund: int  # 申请退款金额
+    total: int  # 原订单金额
+    currency: str
+    fee_refund: int  # 手续费退款金额: the part of the payment's fee this refund returns
+    status: str  # PROCESSING | SUCCESS | ABNORMAL | CLOSED
+    created_at: float
+    due_at: float  # when the refund leaves PROCESSING
+    success_at: float | None
+    updated_at: float
+
+    def with_changes(self, **changes: Any) -> Refund:
+        return replace(self, **changes)
+
+
+@dataclass(frozen=True, slots=True)
 class Notification:
-    """One callback delivery (回调): a row per copy, so a duplicate fault is a second row."""
+    """One callback delivery (回调): a row per copy, so a duplicate fault is a second row.
+    ``out_refund_no`` is set on refund notifications."""
 
     id: int
     notify_id: str
@@ -115,8 +171,10 @@ class Notification:
     created_at: float
     last_status: int | None
     last_error: str | None
+    out_refund_no: str | None = None
 
 
+_REFUND_COLUMNS = tuple(f.name for f in fields(Refund))
 _ORDER_COLUMNS = tuple(f.name for f in fields(Order))
 _NOTIFY_COLUMNS = tuple(f.name for f in fields(Notification))
 
@@ -138,6 +196,13 @@ class Store:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
+        self._add_columns()
+
+    def _add_columns(self) -> None:
+        for table, column, kind in _ADDED_COLUMNS:
+            present = {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}
+            if column not in present:
+                self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
 
     def close(self) -> None:
         with self._lock:
@@ -248,12 +313,17 @@ class Store:
         rows = self._all("SELECT COUNT(*) FROM notifications WHERE state IN ('PENDING', 'HELD')")
         return int(rows[0][0])
 
-    def list_notifications(self, out_trade_no: str | None, limit: int) -> list[Notification]:
-        if out_trade_no is None:
-            return self._notifications("1 = 1 ORDER BY id DESC LIMIT ?", (limit,))
-        return self._notifications(
-            "out_trade_no = ? ORDER BY id DESC LIMIT ?", (out_trade_no, limit)
-        )
+    def list_notifications(
+        self, out_trade_no: str | None, limit: int, out_refund_no: str | None = None
+    ) -> list[Notification]:
+        conditions = ["1 = 1"]
+        params: list[object] = []
+        for column, value in (("out_trade_no", out_trade_no), ("out_refund_no", out_refund_no)):
+            if value is not None:
+                conditions.append(f"{column} = ?")
+                params.append(value)
+        where = " AND ".join(conditions)
+        return self._notifications(f"{where} ORDER BY id DESC LIMIT ?", (*params, limit))
 
     def schedule_notification(self, row_id: int, state: str, next_at: float) -> None:
         self._run(
@@ -289,3 +359,60 @@ class Store:
             (token, mchid, now),
         )
         return (bytes(rows[0][0]), bool(rows[0][1])) if rows else None
+
+    # --- refunds ----------------------------------------------------------------------------
+
+    def _refunds(self, where: str, params: tuple[object, ...]) -> list[Refund]:
+        columns = ", ".join(_REFUND_COLUMNS)
+        rows = self._all(f"SELECT {columns} FROM refunds WHERE {where}", params)
+        return [Refund(*row) for row in rows]
+
+    def get_refund(self, mchid: str, out_refund_no: str) -> Refund | None:
+        found = self._refunds("mchid = ? AND out_refund_no = ?", (mchid, out_refund_no))
+        return found[0] if found else None
+
+    def refunds_of_trade(self, mchid: str, out_trade_no: str) -> list[Refund]:
+        return self._refunds(
+            "mchid = ? AND out_trade_no = ? ORDER BY created_at, refund_id", (mchid, out_trade_no)
+        )
+
+    def due_refunds(self, now: float, limit: int) -> list[Refund]:
+        return self._refunds(
+            "status = 'PROCESSING' AND due_at <= ? ORDER BY due_at, refund_id LIMIT ?",
+            (now, limit),
+        )
+
+    def refunds_created_between(self, mchid: str, start: float, end: float) -> list[Refund]:
+        return self._refunds(
+            "mchid = ? AND created_at >= ? AND created_at < ? ORDER BY created_at, refund_id",
+            (mchid, start, end),
+        )
+
+    def insert_refund(self, refund: Refund) -> None:
+        marks = ", ".join("?" for _ in _REFUND_COLUMNS)
+        self._run(
+            f"INSERT INTO refunds ({', '.join(_REFUND_COLUMNS)}) VALUES ({marks})",
+            tuple(getattr(refund, name) for name in _REFUND_COLUMNS),
+        )
+
+    def update_refund(self, refund: Refund) -> None:
+        changing = ("status", "success_at", "updated_at")
+        assignments = ", ".join(f"{c} = ?" for c in changing)
+        self._run(
+            f"UPDATE refunds SET {assignments} WHERE mchid = ? AND out_refund_no = ?",
+            (*(getattr(refund, c) for c in changing), refund.mchid, refund.out_refund_no),
+        )
+
+    # --- business days (账单日) -------------------------------------------------------------
+
+    def close_day(self, day: str, now: float) -> float:
+        """Mark ``day`` (YYYY-MM-DD) closed; the first close time is kept and returned."""
+        with self.transaction():
+            self._run(
+                "INSERT OR IGNORE INTO closed_days (day, closed_at) VALUES (?, ?)", (day, now)
+            )
+            rows = self._all("SELECT closed_at FROM closed_days WHERE day = ?", (day,))
+        return float(rows[0][0])
+
+    def day_closed(self, day: str) -> bool:
+        return bool(self._all("SELECT 1 FROM closed_days WHERE day = ?", (day,)))
