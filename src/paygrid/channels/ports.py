@@ -171,6 +171,53 @@ class Callback:
     trade: Trade
 
 
+class RefundState(enum.Enum):
+    """The channel's view of one refund (退款), mapped to what the refund core needs."""
+
+    PROCESSING = "PROCESSING"  # accepted, money not yet back (also WeChat's ABNORMAL: held)
+    SUCCESS = "SUCCESS"  # the money went back to the payer
+    FAILED = "FAILED"  # the channel gave up (WeChat's CLOSED); the amount is refundable again
+    NOT_FOUND = "NOT_FOUND"  # the channel has no such refund
+
+
+@dataclass(frozen=True, slots=True)
+class RefundRequest:
+    """A refund at the channel. ``refund_ref`` is our id for it toward the channel (WeChat's
+    out_refund_no, Alipay's out_request_no); the channel takes it once, whatever the repeats."""
+
+    refund_ref: str
+    payment_ref: str  # the channel order's out_trade_no
+    amount: Money  # what to give back now
+    total: Money  # the payment's total, which several channels want repeated
+    notify_url: str
+    reason: str | None = None
+    channel_trade_no: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RefundTrade:
+    """A refund as the channel reports it (answer, query or callback): a fact, not a decision;
+    None where the channel left a field out or sent it ill-typed."""
+
+    refund_ref: str | None
+    state: RefundState | None
+    payment_ref: str | None = None
+    channel_refund_no: str | None = None
+    amount: Money | None = None
+    succeeded_at: datetime | None = None
+    raw_state: str = ""  # the channel's own word (ABNORMAL, REFUND_SUCCESS...)
+    merchant_id: str | None = None
+    defect: str | None = None  # an authenticated report that breaks the protocol
+
+
+@dataclass(frozen=True, slots=True)
+class RefundCallback:
+    """A verified channel notification about a refund."""
+
+    notify_id: str
+    refund: RefundTrade
+
+
 class CloseOutcome(enum.Enum):
     CLOSED = "CLOSED"
     ALREADY_PAID = "ALREADY_PAID"
@@ -244,9 +291,16 @@ class ChannelAdapter(Protocol):
 
     def close(self, payment_ref: str) -> CloseOutcome: ...
 
-    def parse_callback(self, headers: Mapping[str, str], body: bytes) -> Callback:
-        """Verify and decrypt a callback; raise CallbackRejected when it does not verify."""
+    def parse_callback(self, headers: Mapping[str, str], body: bytes) -> Callback | RefundCallback:
+        """Verify and decrypt a callback (of a payment or of a refund); raise
+        CallbackRejected when it does not verify."""
         ...
+
+    def refund(self, request: RefundRequest) -> RefundTrade:
+        """Ask for a refund (idempotent on ``refund_ref``); the answer is often PROCESSING."""
+        ...
+
+    def query_refund(self, refund_ref: str, payment_ref: str) -> RefundTrade: ...
 
     def callback_ack(self) -> CallbackReply: ...
 

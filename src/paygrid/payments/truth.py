@@ -6,7 +6,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 
-from paygrid.channels.ports import CallbackRefusal, CallbackRejected, CallbackReply, Trade
+from paygrid.channels.ports import (
+    CallbackRefusal,
+    CallbackRejected,
+    CallbackReply,
+    RefundCallback,
+    Trade,
+)
 from paygrid.kernel.clock import utcnow
 from paygrid.payments import repository
 from paygrid.payments.core import Core
@@ -31,6 +37,11 @@ def handle_callback(
         level = logging.WARNING if forged else logging.ERROR
         log.log(level, "refused %s callback (%s): %s", channel, exc.refusal.value, exc)
         return adapter.callback_nack(str(exc), exc.refusal)
+    if isinstance(callback, RefundCallback):
+        # Refunds are applied by the refund use cases (next commit); until then the channel
+        # is told to retry, as it would be while paygrid is down.
+        log.warning("%s refund callback %s: not handled yet", channel, callback.notify_id)
+        return adapter.callback_nack("refunds not enabled", CallbackRefusal.RETRY_LATER)
     trade = callback.trade
     ref = trade.payment_ref
     if ref is None:

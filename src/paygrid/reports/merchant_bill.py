@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import and_, select
 
 from paygrid.storage.database import Database
-from paygrid.storage.schema import ledger_entries, ledger_vouchers, payments
+from paygrid.storage.schema import channel_orders, ledger_entries, ledger_vouchers, payments
 
 COLUMNS = (
     "paid_at",
@@ -41,8 +41,20 @@ def merchant_bill_csv(db: Database, mchid: str, day: date, zone: str) -> str:
     start, end = day_bounds(day, zone)
     fee = ledger_entries.alias("fee")
     stmt = (
-        select(payments, fee.c.amount.label("fee_amount"))
+        select(
+            payments,
+            channel_orders.c.channel,
+            channel_orders.c.channel_trade_no,
+            fee.c.amount.label("fee_amount"),
+        )
         .select_from(payments)
+        .join(
+            channel_orders,
+            and_(
+                channel_orders.c.payment_id == payments.c.payment_id,
+                channel_orders.c.status == "PAID",
+            ),
+        )
         .outerjoin(
             ledger_vouchers,
             and_(

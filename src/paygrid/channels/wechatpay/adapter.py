@@ -17,7 +17,7 @@ import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from datetime import UTC, date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime
 from typing import Any
 from urllib.parse import quote
 
@@ -38,22 +38,30 @@ from paygrid.channels.ports import (
     OrderRequest,
     PayerAction,
     PayerActionKind,
+    RefundCallback,
+    RefundRequest,
+    RefundState,
+    RefundTrade,
     Trade,
     TradeState,
 )
-from paygrid.channels.wechatpay import signing
+from paygrid.channels.wechatpay import refunds, signing
 from paygrid.channels.wechatpay.bill import parse_trade_bill
 from paygrid.channels.wechatpay.capabilities import CAPABILITIES
-from paygrid.kernel.money import Money, MoneyError
+from paygrid.channels.wechatpay.parsing import (
+    notification_resource,
+    opt_str,
+    refund_trade,
+    rfc3339_china,
+    trade_from_transaction,
+)
 
 DEFAULT_BASE_URL = "https://api.mch.weixin.qq.com"
-CHINA = timezone(timedelta(hours=8))
 CERT_REFRESH_SECONDS = 60.0  # an unknown serial refetches certificates at most this often
 MAX_BILL_BYTES = 1 << 30
 # The AEAD associated_data WeChat Pay seals a payment notification's resource with (and its
 # resource.original_type); a resource sealed for anything else is not a payment result.
 TRANSACTION_RESOURCE = "transaction"
-MAX_NOTIFY_ID_CHARS = 128
 
 ORDER_PATHS = {
     "native": "/v3/pay/transactions/native",
@@ -67,16 +75,6 @@ CALLBACK_REFUSALS: Mapping[CallbackRefusal, tuple[int, str]] = {
     CallbackRefusal.MALFORMED: (400, "PARAM_ERROR"),
     CallbackRefusal.UNKNOWN_PAYMENT: (404, "ORDER_NOT_EXIST"),
     CallbackRefusal.RETRY_LATER: (503, "SYSTEM_ERROR"),
-}
-TRADE_STATES = {
-    "NOTPAY": TradeState.PENDING,
-    "USERPAYING": TradeState.PENDING,
-    "ACCEPT": TradeState.PENDING,
-    "SUCCESS": TradeState.SUCCESS,
-    "REFUND": TradeState.SUCCESS,
-    "CLOSED": TradeState.CLOSED,
-    "REVOKED": TradeState.CLOSED,
-    "PAYERROR": TradeState.FAILED,
 }
 
 
@@ -157,7 +155,7 @@ class WechatPayAdapter:
         """Native: the QR's code_url; H5: a redirect to h5_url (back to return_url); JSAPI
         and App: the parameters their SDKs take, signed with our key (调起支付签名)."""
         key = {"native": "code_url", "h5": "h5_url"}.get(request.method, "prepay_id")
-        value = _opt_str(data, key)
+        value = opt_str(data, key)
         if value is None:
             raise ChannelError("PARAM_ERROR", f"the answer has no {key}")
         if request.method == "native":
@@ -245,9 +243,36 @@ class WechatPayAdapter:
             raise
         return CloseOutcome.CLOSED
 
+    # --- refunds (退款) ----------------------------------------------------------------------
+
+    def refund(self, request: RefundRequest) -> RefundTrade:
+        body = refunds.refund_request_body(
+            request.payment_ref,
+            request.refund_ref,
+            request.amount.minor,
+            request.total.minor,
+            request.amount.currency,
+            request.reason,
+            request.notify_url,
+        )
+        try:
+            response = self._call("POST", refunds.REFUNDS_PATH, body)
+        except ChannelError as exc:
+            raise _refund_error(exc) from exc
+        return refund_trade(refunds.refund_from_answer(self._json(response)))
+
+    def query_refund(self, refund_ref: str, payment_ref: str) -> RefundTrade:
+        try:
+            response = self._call("GET", refunds.refund_query_path(refund_ref))
+        except ChannelError as exc:
+            if exc.code == "RESOURCE_NOT_EXISTS":
+                return RefundTrade(refund_ref, RefundState.NOT_FOUND, raw_state=exc.code)
+            raise _refund_error(exc) from exc
+        return refund_trade(refunds.refund_from_answer(self._json(response)))
+
     # --- callbacks (回调) -------------------------------------------------------------------
 
-    def parse_callback(self, headers: Mapping[str, str], body: bytes) -> Callback:
+    def parse_callback(self, headers: Mapping[str, str], body: bytes) -> Callback | RefundCallback:
         """Verify the signature, then open the resource: a forged callback is BAD_SIGNATURE, an
         authentic one that does not open UNDECRYPTABLE, one we cannot read MALFORMED. Missing
         transaction fields are left None in the trade for the payment core to refuse."""
@@ -255,8 +280,11 @@ class WechatPayAdapter:
             signing.verify_response(headers, body, self._key_for_callback)
         except signing.SignatureError as exc:
             raise CallbackRejected(str(exc), CallbackRefusal.BAD_SIGNATURE) from exc
+        if refunds.is_refund_notification(body):
+            opened = refunds.open_refund_notification(body, self._config.apiv3_key)
+            return RefundCallback(opened.notify_id, refund_trade(opened.refund))
         try:
-            notify_id, resource = _notification(json.loads(body))
+            notify_id, resource = notification_resource(json.loads(body))
             plain = signing.aead_decrypt(
                 self._config.apiv3_key,
                 resource["nonce"],
@@ -311,7 +339,7 @@ class WechatPayAdapter:
         path = f"/v3/bill/tradebill?bill_date={bill_date.isoformat()}&bill_type=ALL"
         data = self._json(self._call("GET", path))
         url, hash_type, hash_value = (
-            _opt_str(data, k) for k in ("download_url", "hash_type", "hash_value")
+            opt_str(data, k) for k in ("download_url", "hash_type", "hash_value")
         )
         if not url or not url.startswith(self._base + "/"):
             raise ChannelError("INVALID_RESPONSE", "download_url is not on the API host")
@@ -453,76 +481,6 @@ class WechatPayAdapter:
 # --- helpers ----------------------------------------------------------------------------------
 
 
-def trade_from_transaction(data: Mapping[str, Any]) -> Trade:
-    """A WeChat Transaction object (查询结果/回调明文) as a :class:`Trade` fact. A field WeChat
-    left out or sent ill-typed is None, never defaulted: the payment core refuses to act on it."""
-    raw_state = data.get("trade_state")
-    raw = raw_state if isinstance(raw_state, str) else ""
-    return Trade(
-        payment_ref=_opt_str(data, "out_trade_no"),
-        state=TRADE_STATES.get(raw),
-        channel_trade_no=_opt_str(data, "transaction_id"),
-        amount=_amount(data.get("amount")),
-        paid_at=_time(_opt_str(data, "success_time")),
-        raw_state=raw[:32],
-        merchant_id=_opt_str(data, "mchid"),
-        app_id=_opt_str(data, "appid"),
-    )
-
-
-def _notification(envelope: object) -> tuple[str, dict[str, Any]]:
-    """The notify id and the encrypted resource of a payment notification envelope."""
-    if not isinstance(envelope, dict):
-        raise ValueError("envelope is not an object")
-    notify_id = envelope.get("id")
-    if not isinstance(notify_id, str) or not 0 < len(notify_id) <= MAX_NOTIFY_ID_CHARS:
-        raise ValueError("callback without a usable id")
-    event_type = envelope.get("event_type", "")
-    if not isinstance(event_type, str) or not event_type.startswith("TRANSACTION."):
-        raise ValueError(f"unsupported event_type {event_type!r}")
-    resource = envelope.get("resource")
-    if envelope.get("resource_type") != "encrypt-resource" or not isinstance(resource, dict):
-        raise ValueError("resource is not an encrypt-resource")
-    if resource.get("algorithm") != signing.AEAD_ALGORITHM:
-        raise ValueError(f"unsupported algorithm {resource.get('algorithm')!r}")
-    for name in ("nonce", "ciphertext", "associated_data"):
-        if not isinstance(resource.get(name), str):
-            raise ValueError(f"resource.{name} is not a string")
-    return notify_id, resource
-
-
-def _amount(amount: object) -> Money | None:
-    """``amount.total`` (integer fen) and ``amount.currency``, or None if either is absent,
-    ill-typed or not money. ``payer_total`` (less than total after a coupon) is not the order's
-    amount and is not used."""
-    if not isinstance(amount, dict):
-        return None
-    total, currency = amount.get("total"), amount.get("currency")
-    if type(total) is not int or not isinstance(currency, str):
-        return None
-    try:
-        return Money(total, currency)
-    except MoneyError:
-        return None
-
-
-def _time(text: str | None) -> datetime | None:
-    if not text:
-        return None
-    try:
-        parsed = datetime.fromisoformat(text)
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo is not None else None
-
-
-def rfc3339_china(at: datetime) -> str:
-    """``time_expire`` as WeChat wants it: 2018-06-08T10:34:56+08:00."""
-    if at.tzinfo is None:
-        raise ValueError("expire_at must be timezone-aware")
-    return at.astimezone(CHINA).isoformat(timespec="seconds")
-
-
 def _decrypt_certificates(data: Mapping[str, Any], apiv3_key: str) -> dict[int, rsa.RSAPublicKey]:
     now = datetime.now(UTC)
     certs: dict[int, rsa.RSAPublicKey] = {}
@@ -559,11 +517,6 @@ def _seg(value: str) -> str:
     return quote(value, safe="")
 
 
-def _opt_str(data: Mapping[str, Any], name: str) -> str | None:
-    value = data.get(name)
-    return value if isinstance(value, str) and value else None
-
-
 def _json_bytes(payload: Mapping[str, Any]) -> bytes:
     return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
@@ -576,6 +529,12 @@ def _error_of(response: httpx.Response) -> tuple[str, str]:
     except ValueError:
         pass
     return f"HTTP_{response.status_code}", response.reason_phrase
+
+
+def _refund_error(exc: ChannelError) -> ChannelError:
+    """WeChat's refund error codes say which are worth the same call again."""
+    retryable = exc.retryable or refunds.refund_error_retryable(exc.code)
+    return ChannelError(exc.code, exc.message, retryable=retryable)
 
 
 def _network_error(exc: httpx.HTTPError) -> ChannelError:
