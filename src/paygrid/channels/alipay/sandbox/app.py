@@ -26,7 +26,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import Scope
 
 from paygrid.channels.alipay.credentials import DEFAULT_PORT
-from paygrid.channels.alipay.sandbox import bills
+from paygrid.channels.alipay.sandbox import bills, payer
 from paygrid.channels.alipay.sandbox import protocol as p
 from paygrid.channels.alipay.sandbox.faults import FaultConfig
 from paygrid.channels.alipay.sandbox.service import AlipaySandbox
@@ -166,15 +166,15 @@ def _add_payer_routes(app: FastAPI, sandbox: AlipaySandbox) -> None:
     @app.post("/sandbox/pay")
     async def pay(request: Request) -> Response:
         if request.headers.get("content-type", "").startswith("application/json"):
-            return json_response(200, sandbox.pay(_object_of(await request.body())))
+            return json_response(200, payer.pay(sandbox, _object_of(await request.body())))
         form = {k: v for k, v in (await request.form()).items() if isinstance(v, str)}
         try:
-            result = sandbox.pay(form)
+            result = payer.pay(sandbox, form)
         except p.SandboxError as exc:
             return _page(sandbox, None, exc.message, exc.status)
         if result["return_url"]:
             return RedirectResponse(result["return_url"], status_code=303)
-        trade = sandbox.find_trade(form)
+        trade = payer.find_trade(sandbox, form)
         failed = form.get("outcome") == "FAIL" and trade.status == "WAIT_BUYER_PAY"
         return _page(sandbox, trade, "支付失败（余额不足），可重试" if failed else "支付成功")
 
@@ -208,7 +208,7 @@ def _add_payer_routes(app: FastAPI, sandbox: AlipaySandbox) -> None:
 
 def _opened_page(sandbox: AlipaySandbox, token: str) -> Response:
     try:
-        trade = sandbox.open({"token": token})
+        trade = payer.open_trade(sandbox, {"token": token})
     except p.SandboxError as exc:
         return _page(sandbox, None, exc.message, exc.status)
     return _page(sandbox, trade, None)

@@ -1,8 +1,8 @@
 """What the Alipay sandbox does, independent of HTTP routing.
 
 Verifies gateway requests, keeps trades as Alipay does (a precreated QR or a page pay is no trade
-until the payer opens it), pays them for the payer, moves them with the clock (expiry, the end of
-the refund window), queues notifies. Refunds are in ``refunds.py``, bills in ``bills.py``.
+until the payer opens it), moves them with the clock (expiry, the end of the refund window),
+queues notifies. Refunds are in ``refunds.py``, bills in ``bills.py``, the payer in ``payer.py``.
 """
 
 from __future__ import annotations
@@ -27,10 +27,8 @@ from paygrid.channels.alipay.sandbox import bills, refunds
 from paygrid.channels.alipay.sandbox import protocol as p
 from paygrid.channels.alipay.sandbox.callbacks import MAX_ACTIVE, NotifySender
 from paygrid.channels.alipay.sandbox.faults import FaultConfig, Faults
-from paygrid.channels.alipay.sandbox.protocol import SandboxError
 from paygrid.channels.alipay.sandbox.settings import SandboxSettings
 from paygrid.channels.alipay.sandbox.store import Notification, Refund, Store, Trade
-from paygrid.kernel.money import rate_fee
 
 SWEEP_BATCH = 200
 
@@ -43,7 +41,7 @@ class AlipaySandbox:
         self.creds: SandboxCredentials = load_or_create_sandbox_credentials(data_dir)
         self.store = Store(data_dir)
         self._app_key = signing.load_public_key(self.creds.app_public_key)
-        self._alipay_key = signing.load_private_key(self.creds.alipay_private_key)
+        self.alipay_key = signing.load_private_key(self.creds.alipay_private_key)
         self._knobs_lock = threading.Lock()
         self._settings = SandboxSettings().updated(self._stored("settings", SandboxSettings))
         self.faults = Faults(FaultConfig().updated(self._stored("faults", FaultConfig)))
@@ -119,7 +117,7 @@ class AlipaySandbox:
         known = method in p.SERVER_METHODS or method in p.BROWSER_METHODS
         name = signing.response_node_name(method) if known and method else signing.ERROR_NODE
         text = json.dumps(node, ensure_ascii=False, separators=(",", ":"))
-        return signing.signed_response(name, text, self._alipay_key)
+        return signing.signed_response(name, text, self.alipay_key)
 
     def api(self, params: Mapping[str, str], base_url: str) -> str:
         """A server API call, answered (errors included) with a signed node."""
@@ -293,84 +291,6 @@ class AlipaySandbox:
             for trade in self.store.due_trades(now, finish_before, SWEEP_BATCH):
                 self.refresh(trade, now)
 
-    # --- the payer (沙箱付款) -----------------------------------------------------------------
-
-    def find_trade(self, payload: Mapping[str, Any]) -> Trade:
-        """Named by ``qr_code``, ``token`` or ``app_id`` + ``out_trade_no``."""
-        with self.store.transaction():
-            return self.refresh(self._lookup(payload), time.time())
-
-    def _lookup(self, payload: Mapping[str, Any]) -> Trade:
-        qr_code, token = payload.get("qr_code"), payload.get("token")
-        if isinstance(qr_code, str) and qr_code:
-            token = urlsplit(qr_code).path.rstrip("/").rsplit("/", 1)[-1]
-        if isinstance(token, str) and token:
-            trade = self.store.trade_by_token(token)
-        elif isinstance(payload.get("app_id"), str) and isinstance(
-            payload.get("out_trade_no"), str
-        ):
-            trade = self.store.get_trade(payload["app_id"], payload["out_trade_no"])
-        else:
-            raise SandboxError(400, "PARAM_ERROR", "需要 qr_code，或 app_id 与 out_trade_no")
-        if trade is None:
-            raise SandboxError(404, "TRADE_NOT_EXIST", "交易不存在")
-        return trade
-
-    def open(self, payload: Mapping[str, Any]) -> Trade:
-        """The payer scans the QR or reaches the cashier: now the trade exists (交易创建)."""
-        with self.store.transaction():
-            trade = self.find_trade(payload)
-            if trade.status == "EXPIRED":
-                raise SandboxError(410, "QR_CODE_EXPIRED", "二维码已失效")
-            if trade.status != "UNSCANNED":
-                return trade
-            now = time.time()
-            buyer_id, logon_id = p.new_buyer()
-            opened = trade.with_changes(
-                status="WAIT_BUYER_PAY",
-                buyer_id=buyer_id,
-                buyer_logon_id=logon_id,
-                created_at=now,
-                updated_at=now,
-            )
-            self.store.update_trade(opened)
-            return opened
-
-    def pay(self, payload: Mapping[str, Any]) -> dict[str, Any]:
-        """The payer pays (SUCCESS) or fails (FAIL: the trade stays WAIT_BUYER_PAY)."""
-        outcome = payload.get("outcome", "SUCCESS")
-        if outcome not in ("SUCCESS", "FAIL"):
-            raise SandboxError(400, "PARAM_ERROR", "outcome 只能是 SUCCESS 或 FAIL")
-        notify_ids: list[str] = []
-        with self.store.transaction():
-            trade = self.open(payload)
-            if trade.status in ("TRADE_CLOSED", "TRADE_FINISHED") and trade.paid_at is None:
-                raise SandboxError(409, "TRADE_CLOSED", "交易已关闭")
-            if trade.status == "WAIT_BUYER_PAY" and outcome == "SUCCESS":
-                now = time.time()
-                fee = rate_fee(trade.total, self.settings.fee_rate_ppm)
-                trade = trade.with_changes(
-                    status="TRADE_SUCCESS", paid_at=now, fee=fee, updated_at=now
-                )
-                self.store.update_trade(trade)
-                notify_ids = self.queue_notify(trade, now)
-        self.sender.wake()
-        return {
-            "trade": {**p.trade_node(trade), "kind": trade.kind},
-            "notify_ids": notify_ids,
-            "return_url": self.return_url(trade),
-        }
-
-    def return_url(self, trade: Trade) -> str | None:
-        """Where the browser goes back after paying (page/wap pay): ``return_url`` + the
-        signed return parameters; None when unpaid or without a return_url."""
-        if trade.paid_at is None or not trade.return_url or trade.kind == "precreate":
-            return None
-        unsigned = p.return_params(trade, self.creds.seller_id, time.time())
-        signed = signing.sign_notify(unsigned, self._alipay_key)
-        joiner = "&" if "?" in trade.return_url else "?"
-        return f"{trade.return_url}{joiner}{urlencode(signed)}"
-
     # --- notifies (异步通知) ------------------------------------------------------------------
 
     def queue_notify(self, trade: Trade, now: float, refund: Refund | None = None) -> list[str]:
@@ -378,7 +298,7 @@ class AlipaySandbox:
         if not trade.notify_url:
             return []
         unsigned = p.notify_fields(trade, self.creds.seller_id, now, refund)
-        form = signing.sign_notify(unsigned, self._alipay_key)
+        form = signing.sign_notify(unsigned, self.alipay_key)
         body = urlencode(form).encode("ascii")
         config = self.faults.config
         dropped = self.store.active_notification_count() >= MAX_ACTIVE or self.faults.roll(
