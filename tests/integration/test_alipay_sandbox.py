@@ -244,6 +244,8 @@ def test_page_pay_in_the_browser_returns_signed_to_return_url(
             subject="网页支付", out_trade_no=ref, total_amount="0.01", return_url=return_url
         )
         with httpx.Client(base_url=sandbox.base_url, follow_redirects=False) as browser:
+            forged = browser.get(f"{creds['gateway_url']}?{signed.replace('0.01', '0.02')}")
+            assert forged.status_code == 200 and "isv.invalid-signature" in forged.text
             arrived = browser.get(f"{creds['gateway_url']}?{signed}")
             assert arrived.status_code == 302, arrived.text
             cashier = arrived.headers["location"]
