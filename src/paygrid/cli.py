@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from paygrid import config, datadir
+from paygrid.channels import registry
 from paygrid.merchants.domain import DEFAULT_ROTATION_GRACE
 from paygrid.merchants.vault import Vault
 from paygrid.notify.service import NotificationNotFound, NotifyService
@@ -58,7 +59,6 @@ ConfigFile = Annotated[
     Path | None,
     typer.Option("--config", help="TOML file with a paygrid table (default $PAYGRID_CONFIG)."),
 ]
-SANDBOX_CHANNELS = ("wechatpay",)
 
 
 @app.callback()
@@ -352,11 +352,12 @@ def _tool_database(settings: config.Settings) -> tuple[Database, Vault]:
     return db, vault
 
 
-def _sandbox_channel(channel: str) -> str:
-    if channel not in SANDBOX_CHANNELS:
-        err.print(f"[red]unknown channel {channel!r}; known: {', '.join(SANDBOX_CHANNELS)}[/]")
-        raise typer.Exit(2)
-    return channel
+def _sandbox_channel(channel: str) -> registry.ChannelSpec:
+    try:
+        return registry.spec(channel)
+    except registry.UnknownChannel:
+        err.print(f"[red]unknown channel {channel!r}; known: {', '.join(registry.NAMES)}[/]")
+        raise typer.Exit(2) from None
 
 
 @sandbox_app.command("credentials")
@@ -365,21 +366,19 @@ def sandbox_credentials(
     data_dir: DataDir = None,
     url: Annotated[
         str | None,
-        typer.Option(help="The running sandbox's base URL (default $PAYGRID_WECHATPAY_BASE_URL)."),
+        typer.Option(help="The running sandbox's base URL (default $PAYGRID_<CHANNEL>_BASE_URL)."),
     ] = None,
     config_file: ConfigFile = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Print what a merchant of CHANNEL downloads from its merchant platform: keys and ids."""
-    _sandbox_channel(channel)
-    settings = _settings(data_dir=data_dir, wechatpay_base_url=url, config=config_file)
-    base = settings.wechatpay_base_url
+    spec = _sandbox_channel(channel)
+    settings = _settings(data_dir=data_dir, config=config_file, **{f"{channel}_base_url": url})
+    base = settings.channels[channel].base_url
     try:
         creds = httpx.get(f"{base}/sandbox/credentials", timeout=3.0).raise_for_status().json()
     except httpx.HTTPError:
-        from paygrid.channels.wechatpay.sandbox import load_or_create_credentials
-
-        creds = load_or_create_credentials(settings.data_dir / "sandbox" / channel)
+        creds = spec.sandbox_credentials(settings.data_dir / "sandbox" / channel)
     if as_json:
         print(json.dumps(creds, ensure_ascii=False, indent=2))
         return
@@ -392,26 +391,24 @@ def sandbox_serve(
     channel: str,
     data_dir: DataDir = None,
     port: Annotated[
-        int | None, typer.Option(help="default: the port of $PAYGRID_WECHATPAY_BASE_URL")
+        int | None, typer.Option(help="default: the port of $PAYGRID_<CHANNEL>_BASE_URL")
     ] = None,
     host: Annotated[
-        str | None, typer.Option(help="default: the host of $PAYGRID_WECHATPAY_BASE_URL")
+        str | None, typer.Option(help="default: the host of $PAYGRID_<CHANNEL>_BASE_URL")
     ] = None,
     config_file: ConfigFile = None,
 ) -> None:
     """Run one channel sandbox in the foreground; its state lives in DATA_DIR/sandbox/CHANNEL,
     where `paygrid up` keeps it."""
-    _sandbox_channel(channel)
+    spec = _sandbox_channel(channel)
     from urllib.parse import urlsplit
 
-    from paygrid.channels.wechatpay.sandbox import run
-
     settings = _settings(data_dir=data_dir, config=config_file)
-    where = urlsplit(settings.wechatpay_base_url)
-    run(
+    where = urlsplit(settings.channels[channel].base_url)
+    spec.run_sandbox(
         settings.data_dir / "sandbox" / channel,
         host or where.hostname or "127.0.0.1",
-        port or where.port or 8101,
+        port or where.port or spec.default_port,
     )
 
 
