@@ -269,7 +269,7 @@ def merchant_create(
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     db, vault = _tool_database(settings)
     try:
-        onboarded = create_merchant(db, vault, name, fee_rate_ppm)
+        onboarded = create_merchant(db, vault, name, fee_rate_ppm, methods=registry.NAMES)
     except ValueError as exc:
         err.print(f"[red]{exc}[/]")
         raise typer.Exit(2) from None

@@ -82,7 +82,9 @@ def ensure_demo_merchant(platform: Platform) -> dict[str, str]:
             key = merchant_repo.get_key(conn, platform.vault, creds["mchid"], creds["key_id"])
             if key is not None:
                 return creds
-    onboarded = create_merchant(platform.db, platform.vault, DEMO_MERCHANT_NAME)
+    onboarded = create_merchant(
+        platform.db, platform.vault, DEMO_MERCHANT_NAME, methods=registry.NAMES
+    )
     creds = onboarded.credentials()
     creds["api_base_url"] = platform.settings.api_base_url + "/v1"
     datadir.write_private(path, json.dumps(creds, indent=2, ensure_ascii=False) + "\n")

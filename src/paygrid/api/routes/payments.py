@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable
 from datetime import timedelta
 from typing import Any
 
@@ -17,11 +16,12 @@ from paygrid.api.deps import ApiDeps, call, json_object, require_empty_object, r
 from paygrid.api.errors import ApiError
 from paygrid.api.idempotency import Outcome
 from paygrid.api.schemas import CreatePaymentIn
+from paygrid.channels.ports import ChannelCapabilities, Payer
 from paygrid.kernel.clock import utcnow
 from paygrid.notify.service import NotifyService
 from paygrid.notify.url_policy import UrlRefused
 from paygrid.payments.domain import Discount, Item, OrderInvalid, check_items, request_fingerprint
-from paygrid.payments.service import CreatePayment
+from paygrid.payments.service import CreatePayment, PaymentService
 
 DEFAULT_EXPIRY = timedelta(hours=2)
 MIN_EXPIRY = timedelta(minutes=1)
@@ -55,7 +55,7 @@ def router(deps: ApiDeps) -> APIRouter:
         principal, body = await deps.signed(request)
 
         async def create() -> Outcome:
-            cmd = _create_command(principal, body, deps.payments.currencies)
+            cmd = _create_command(principal, body, deps.payments)
             _check_notify_url(deps.notify, cmd.notify_url)
             payment, created = await call(deps.payments.create, cmd)
             return (201 if created else 200), deps.payments.resource(payment)
@@ -142,9 +142,7 @@ def _field_code(loc: tuple[int | str, ...]) -> tuple[str, str]:
     return f"INVALID_{top.upper()}", field
 
 
-def _create_command(
-    principal: Principal, body: bytes, currencies: Callable[[Iterable[str]], frozenset[str]]
-) -> CreatePayment:
+def _create_command(principal: Principal, body: bytes, payments: PaymentService) -> CreatePayment:
     json_object(body)
     try:
         req = CreatePaymentIn.model_validate_json(body)
@@ -163,7 +161,7 @@ def _create_command(
             "channel",
         )
     channels = merchant.methods if req.channel is None else (req.channel,)
-    if req.amount.currency not in currencies(channels):
+    if req.amount.currency not in payments.currencies(channels):
         raise ApiError(
             400,
             "UNSUPPORTED_CURRENCY",
@@ -172,6 +170,9 @@ def _create_command(
         )
     if req.method != "cashier" and req.channel is None:
         raise ApiError(400, "INVALID_CHANNEL", f"method {req.method} needs a channel", "channel")
+    payer = Payer(req.payer.client_ip, req.payer.openid) if req.payer else Payer()
+    if req.channel is not None and req.method != "cashier":
+        _check_method(payments.capabilities(req.channel), req.channel, req.method, payer)
     items = tuple(Item(i.sku, i.name, i.quantity, i.unit_amount) for i in req.items or ())
     discounts = tuple(Discount(d.name, d.amount) for d in req.discounts or ())
     try:
@@ -203,4 +204,18 @@ def _create_command(
         items=items,
         discounts=discounts,
         fingerprint=request_fingerprint(meaning),
+        payer=payer,
     )
+
+
+def _check_method(caps: ChannelCapabilities, channel: str, method: str, payer: Payer) -> None:
+    """An unsupported method is a clear 400 at creation, never a failure at the channel."""
+    if method not in caps.methods:
+        takes = ", ".join(sorted(caps.methods))
+        raise ApiError(
+            400, "METHOD_NOT_SUPPORTED", f"{channel} takes {takes}, not {method}", "method"
+        )
+    missing = caps.missing_payer_fields(method, payer)
+    if missing:
+        needs = ", ".join(f"payer.{m}" for m in missing)
+        raise ApiError(400, "PAYER_REQUIRED", f"{channel} {method} needs {needs}", "payer")
