@@ -274,7 +274,7 @@ def resolve_fields(
     file_values: Mapping[str, object] | None = None,
 ) -> tuple[dict[str, Any], dict[str, str]]:
     """Field values of the settings dataclass ``cls`` and where each came from; each field
-    is known as ``prefix + name`` (a channel's settings: ``wechat_base_url``...)."""
+    is known as ``prefix + name`` (a channel's settings: ``<channel>_base_url``...)."""
     fields = {f.name: f for f in dataclasses.fields(cls) if "secret" in f.metadata}
     hints = typing.get_type_hints(cls)
     file_path = flags.get("config") or env.get(CONFIG_ENV) or None
