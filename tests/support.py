@@ -22,7 +22,7 @@ import httpx
 
 from paygrid.api.client import MerchantClient
 from paygrid.channels import registry
-from paygrid.ops.drill import launch_prod
+from paygrid.ops.launch import launch_prod
 from paygrid.storage.database import Database
 
 STARTUP_TIMEOUT_S = 60.0

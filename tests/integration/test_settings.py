@@ -19,7 +19,7 @@ import pytest
 from paygrid.channels import registry
 from paygrid.config import env_name
 from paygrid.kernel.ids import cell_of
-from paygrid.ops.drill import PROD_PORTS, free_port_block, prod_layout
+from paygrid.ops.launch import PROD_PORTS, free_port_block, prod_layout
 from paygrid.platform.bootstrap import create_kek_file
 from tests.integration.test_payment_flow import order, pay, wait_status
 from tests.support import (

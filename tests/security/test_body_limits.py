@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from paygrid.ops.drill import free_port_block
+from paygrid.ops.launch import free_port_block
 from tests.conftest import PlatformFactory
 from tests.integration.wechatpay_helpers import SandboxProcess, start_sandbox
 from tests.support import RunningPlatform, channel_env, free_port, wait_http
