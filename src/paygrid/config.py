@@ -34,7 +34,6 @@ ENV_PREFIX = "PAYGRID_"
 CONFIG_ENV = "PAYGRID_CONFIG"
 CONFIG_TABLE = "paygrid"
 PROFILES = ("embedded", "prod")
-WECHATPAY_FEE_RATE_PPM = 2000  # what WeChat Pay charges us (0.20 %)
 MAX_CONFIG_BYTES = 1 << 20
 OPS_PORTS = 8  # prod: ops_base_port + 0..4 the workers, + 5..7 api, cashier, gateway (roles.py)
 
@@ -122,11 +121,32 @@ def _nats_url(value: str) -> str | None:
     return None if urlsplit(value).scheme in ("nats", "tls") else "must start with nats://"
 
 
+def _ppm(value: int) -> str | None:
+    return None if 0 <= value <= 1_000_000 else "must be 0-1000000 (parts per million)"
+
+
 @dataclass(frozen=True, slots=True)
 class ChannelSettings:
-    base_url: str
-    fee_rate_ppm: int  # what the channel charges us (0.20% = 2000)
-    credentials_file: Path | None = None  # None: fetch from the sandbox's /sandbox/credentials
+    """One channel's settings, named ``PAYGRID_<CHANNEL>_<FIELD>`` (``<channel>_<field>`` in
+    the file, ``--<channel>-<field>`` as a flag) for every channel of the registry; defaults
+    from its registry entry."""
+
+    base_url: str = setting("", check=_http_url)  # default: its sandbox on loopback
+    credentials: Path | None = setting(None)  # None: fetch from the sandbox's credentials
+    fee_rate_ppm: int = setting(0, check=_ppm)  # what the channel charges us (0.20% = 2000)
+
+    @property
+    def credentials_file(self) -> Path | None:
+        return self.credentials
+
+
+def _channel_defaults() -> dict[str, dict[str, object]]:
+    from paygrid.channels import registry
+
+    return {
+        c.name: {"base_url": c.default_base_url, "fee_rate_ppm": c.fee_rate_ppm}
+        for c in registry.CHANNELS
+    }
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,9 +159,9 @@ class Settings:
     ops_port: int = setting(8009, check=port)  # embedded: /healthz /readyz /metrics
     zone: str = setting(DEFAULT_BUSINESS_ZONE, check=_zone)
     cell: int = setting(0, check=_cell)
-    wechatpay_base_url: str = setting("http://127.0.0.1:8101", check=_http_url)
-    wechatpay_credentials: Path | None = setting(None)  # None: ask the sandbox
-    run_sandboxes: bool = setting(True)  # default False when wechatpay_credentials is set
+    # Start the sandbox of every channel without a credentials file (default: true unless
+    # every channel has one).
+    run_sandboxes: bool = setting(True)
     notify_retry_scale: float = setting(1.0, check=positive)
     recovery_after_s: float = setting(30.0, check=positive)  # 补单 after this much silence
     scheduler_interval_s: float = setting(5.0, check=positive)
@@ -155,14 +175,17 @@ class Settings:
     notify_allow_networks: str = setting("127.0.0.0/8", prod="", check=_networks, empty=True)
     kek_file: Path | None = setting(None)  # key-encryption key file; embedded: DATA/keys/kek
     kek: str | None = setting(None, secret=True)  # or the KEK itself, base64 of 32 bytes
-
-    @property
-    def channels(self) -> dict[str, ChannelSettings]:
-        return {
-            "wechatpay": ChannelSettings(
-                self.wechatpay_base_url, WECHATPAY_FEE_RATE_PPM, self.wechatpay_credentials
-            )
+    # Per channel of the registry, resolved like the rest (ChannelSettings).
+    channels: Mapping[str, ChannelSettings] = dataclasses.field(
+        default_factory=lambda: {
+            name: ChannelSettings(**defaults)  # type: ignore[arg-type]
+            for name, defaults in _channel_defaults().items()
         }
+    )
+
+    def sandboxed(self, channel: str) -> bool:
+        """Whether ``paygrid up`` starts this channel's sandbox."""
+        return self.run_sandboxes and self.channels[channel].credentials is None
 
     @property
     def api_base_url(self) -> str:
@@ -202,10 +225,33 @@ def resolve(
     ``flags`` holds only options given on the command line (a command's options default to
     None, meaning "not given"); its ``config`` key is the ``--config`` file. Raises
     :class:`ConfigError` naming the source of the first bad value."""
-    values, sources = resolve_fields(Settings, flags or {}, os.environ if env is None else env)
+    flags = flags or {}
+    env = os.environ if env is None else env
+    channel_keys = {
+        f"{name}_{f}": name for name in _channel_defaults() for f in setting_names(ChannelSettings)
+    }
+    known = set(setting_names(Settings)) | set(channel_keys)
+    unknown = set(flags) - known - {"config"}
+    if unknown:
+        raise TypeError(f"no such settings: {sorted(unknown)}")
+    file_path = flags.get("config") or env.get(CONFIG_ENV) or None
+    file_values = read_config_file(Path(str(file_path)), known) if file_path else {}
+    values, sources = resolve_fields(Settings, flags, env, file_values=file_values)
+    channels: dict[str, ChannelSettings] = {}
+    for name, defaults in _channel_defaults().items():
+        found, where = resolve_fields(
+            ChannelSettings,
+            flags,
+            env,
+            prefix=f"{name}_",
+            defaults=defaults,
+            file_values=file_values,
+        )
+        channels[name] = ChannelSettings(**found)
+        sources.update({f"{name}_{k}": v for k, v in where.items()})
     if sources["run_sandboxes"] == "default":  # real credentials mean a real channel
-        values["run_sandboxes"] = values["wechatpay_credentials"] is None
-    settings = Settings(**values)
+        values["run_sandboxes"] = any(c.credentials is None for c in channels.values())
+    settings = Settings(**values, channels=channels)
     _check_ports(settings, sources)
     return settings
 
@@ -213,22 +259,36 @@ def resolve(
 S = TypeVar("S", bound="DataclassInstance")
 
 
+def setting_names(cls: type[DataclassInstance]) -> list[str]:
+    """The fields of a settings dataclass that are settings (made by :func:`setting`)."""
+    return [f.name for f in dataclasses.fields(cls) if "secret" in f.metadata]
+
+
 def resolve_fields(
-    cls: type[S], flags: Mapping[str, object], env: Mapping[str, str]
+    cls: type[S],
+    flags: Mapping[str, object],
+    env: Mapping[str, str],
+    *,
+    prefix: str = "",
+    defaults: Mapping[str, object] | None = None,
+    file_values: Mapping[str, object] | None = None,
 ) -> tuple[dict[str, Any], dict[str, str]]:
-    """Field values of the settings dataclass ``cls`` and where each came from."""
-    fields = {f.name: f for f in dataclasses.fields(cls)}
+    """Field values of the settings dataclass ``cls`` and where each came from; each field
+    is known as ``prefix + name`` (a channel's settings: ``<channel>_base_url``...)."""
+    fields = {f.name: f for f in dataclasses.fields(cls) if "secret" in f.metadata}
     hints = typing.get_type_hints(cls)
-    unknown = set(flags) - set(fields) - {"config"}
-    if unknown:
-        raise TypeError(f"no such settings: {sorted(unknown)}")
     file_path = flags.get("config") or env.get(CONFIG_ENV) or None
-    file_values = read_config_file(Path(str(file_path)), set(fields)) if file_path else {}
+    if file_values is None:
+        unknown = set(flags) - {prefix + n for n in fields} - {"config"}
+        if unknown:
+            raise TypeError(f"no such settings: {sorted(unknown)}")
+        known = {prefix + n for n in fields}
+        file_values = read_config_file(Path(str(file_path)), known) if file_path else {}
     values: dict[str, Any] = {}
     sources: dict[str, str] = {}
     for name in fields:
         empty_ok = bool(fields[name].metadata.get("empty"))
-        given = _given(name, flags, env, file_values, file_path, empty_ok)
+        given = _given(prefix + name, flags, env, file_values, file_path, empty_ok)
         if given is None:
             continue
         source, raw = given
@@ -238,7 +298,8 @@ def resolve_fields(
     for name, f in fields.items():
         if name not in values:
             prod = f.metadata.get("prod", _NO_PROD)
-            values[name] = prod if profile == "prod" and prod is not _NO_PROD else f.default
+            default = (defaults or {}).get(name, f.default)
+            values[name] = prod if profile == "prod" and prod is not _NO_PROD else default
             sources[name] = "default"
     return values, sources
 
@@ -386,14 +447,16 @@ def _check_ports(s: Settings, sources: Mapping[str, str]) -> None:
     used: dict[str, int] = {"api_port": s.api_port, "cashier_port": s.cashier_port}
     if s.profile != "prod":
         used["ops_port"] = s.ops_port
-    if s.run_sandboxes:
-        sandbox = urlsplit(s.wechatpay_base_url).port
+    for name, channel in s.channels.items():
+        if not s.sandboxed(name):
+            continue
+        key = f"{name}_base_url"
+        sandbox = urlsplit(channel.base_url).port
         if sandbox is None:
             raise ConfigError(
-                f"{sources['wechatpay_base_url']} = {s.wechatpay_base_url!r}: needs a port "
-                "(the sandbox listens on it)"
+                f"{sources[key]} = {channel.base_url!r}: needs a port (the sandbox listens on it)"
             )
-        used["wechatpay_base_url"] = sandbox
+        used[key] = sandbox
     if s.profile == "prod":
         used["gateway_port"] = s.gateway_port
         used.update({f"ops_base_port+{i}": s.ops_base_port + i for i in range(OPS_PORTS)})
@@ -419,22 +482,28 @@ def _source(name: str, sources: Mapping[str, str]) -> str:
 def to_env(s: Settings) -> dict[str, str]:
     """Every setting as PAYGRID_* variables (unset ones absent): what a child process needs
     to resolve exactly these settings from its environment alone."""
-    out: dict[str, str] = {}
-    for f in dataclasses.fields(s):
-        value = getattr(s, f.name)
-        if value is None:
-            continue
-        if isinstance(value, bool):
-            text = "true" if value else "false"
-        elif isinstance(value, tuple):
-            text = ",".join(str(v) for v in value)
-        else:
-            text = str(value)
-        out[env_name(f.name)] = text
-    return out
+    out = {env_name(name): _env_text(getattr(s, name)) for name in setting_names(Settings)}
+    for channel, cs in s.channels.items():
+        for name in setting_names(ChannelSettings):
+            out[env_name(f"{channel}_{name}")] = _env_text(getattr(cs, name))
+    return {k: v for k, v in out.items() if v is not None}
+
+
+def _env_text(value: object) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, tuple):
+        return ",".join(str(v) for v in value)
+    return str(value)
 
 
 def child_env(s: Settings, inherited: Mapping[str, str]) -> dict[str, str]:
     """``inherited`` without any setting or config file variable, plus ``s`` as variables."""
-    names = {env_name(f.name) for f in dataclasses.fields(s)} | {CONFIG_ENV}
-    return {**{k: v for k, v in inherited.items() if k not in names}, **to_env(s)}
+    names = {env_name(n) for n in setting_names(Settings)} | {CONFIG_ENV}
+    names |= {
+        env_name(f"{channel}_{n}") for channel in s.channels for n in setting_names(ChannelSettings)
+    }
+    kept = {k: v for k, v in inherited.items() if k not in names}
+    return {**kept, **to_env(s)}

@@ -63,7 +63,9 @@ def settings(tmp_path: Path, name: str, db_url: str, nats_url: str, sandbox_url:
 
 def paid_payments(producer: Platform, sandbox: SandboxProcess) -> list[str]:
     """Payments paid at the sandbox and found by 补单: payment.succeeded in the outbox."""
-    mchid = create_merchant(producer.db, producer.vault, "killed consumer").merchant.mchid
+    mchid = create_merchant(
+        producer.db, producer.vault, "killed consumer", methods=("wechatpay",)
+    ).merchant.mchid
     refs = []
     for n in range(PAYMENTS):
         payment, created = producer.payments.create(

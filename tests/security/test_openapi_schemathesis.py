@@ -302,11 +302,51 @@ def test_real_answers_match_the_document(live: Live) -> None:
 
 
 # --- what schemathesis found, kept found ----------------------------------------------------
+def test_every_declared_method_works_and_an_undeclared_one_is_refused(live: Live) -> None:
+    """With the payer it needs, each method the channel declares gives its payer action; a
+    method the channel does not declare is 400 METHOD_NOT_SUPPORTED with nothing made."""
+    client = live.running.client()
+    wanted = {
+        "native": ("qr_code", {}),
+        "h5": ("redirect", {"client_ip": "203.0.113.7"}),
+        "jsapi": ("app_params", {"openid": "o-payer-1"}),
+        "app": ("app_params", {}),
+    }
+    for method, (kind, payer) in wanted.items():
+        body = {
+            "out_trade_no": "o-" + uuid.uuid4().hex[:12],
+            "amount": {"total": 100, "currency": "CNY"},
+            "description": "book",
+            "notify_url": "http://127.0.0.1:9/notify",
+            "channel": "wechatpay",
+            "method": method,
+            **({"payer": payer} if payer else {}),
+        }
+        made = client.create_payment(body)
+        assert made.status_code == 201, made.text
+        payment = made.json()
+        assert (payment["status"], payment["method"]) == ("PAYING", method)
+        assert payment["payer_action"]["kind"] == kind, payment
+    ref = "o-" + uuid.uuid4().hex[:12]
+    page = client.create_payment(
+        {
+            "out_trade_no": ref,
+            "amount": {"total": 100, "currency": "CNY"},
+            "description": "book",
+            "notify_url": "http://127.0.0.1:9/notify",
+            "channel": "wechatpay",
+            "method": "page",
+        }
+    )
+    assert page.status_code == 400 and page.json()["code"] == "METHOD_NOT_SUPPORTED", page.text
+    assert client.request("GET", f"/v1/payments?out_trade_no={ref}").status_code == 404
+
+
 def test_a_method_whose_channel_order_needs_the_payer_is_refused_before_anything_is_made(
     live: Live,
 ) -> None:
-    """h5 and jsapi orders need the payer's IP or openid, which the body cannot carry: they
-    were a 502 CHANNEL_ERROR after the payment had been made."""
+    """h5 and jsapi orders need the payer's IP or openid: without ``payer`` they were a 502
+    CHANNEL_ERROR after the payment had been made; now a 400 before anything is made."""
     client = live.running.client()
     for method in ("h5", "jsapi"):
         ref = "o-" + uuid.uuid4().hex[:12]
@@ -320,6 +360,6 @@ def test_a_method_whose_channel_order_needs_the_payer_is_refused_before_anything
         }
         refused = client.create_payment(body)
         assert refused.status_code == 400, refused.text
-        assert (refused.json()["code"], refused.json()["field"]) == ("INVALID_METHOD", "method")
+        assert (refused.json()["code"], refused.json()["field"]) == ("PAYER_REQUIRED", "payer")
         lookup = client.request("GET", f"/v1/payments?out_trade_no={ref}")
         assert lookup.status_code == 404, lookup.text

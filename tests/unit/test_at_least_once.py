@@ -114,7 +114,9 @@ def test_every_event_delivered_twice_to_every_consumer(
     platform: tuple[Platform, RecordingBus, FakeChannel],
 ) -> None:
     running, bus, channel = platform
-    mchid = create_merchant(running.db, running.vault, "twice").merchant.mchid
+    mchid = create_merchant(
+        running.db, running.vault, "twice", methods=("wechatpay",)
+    ).merchant.mchid
     outcomes = ["callback", "query", "callback", "fail", "close", "open"]
     refs = [_pay(running, channel, mchid, n, o) for n, o in enumerate(outcomes)]
     assert running.relay.pump() > 0  # the first delivery
@@ -149,7 +151,9 @@ def test_a_consumer_redelivered_alone_is_acknowledged_and_changes_nothing(
     """Each consumer on its own, its handler called again with the same event (JetStream
     redelivers per consumer): it returns normally, and nothing is added."""
     running, bus, channel = platform
-    mchid = create_merchant(running.db, running.vault, "alone").merchant.mchid
+    mchid = create_merchant(
+        running.db, running.vault, "alone", methods=("wechatpay",)
+    ).merchant.mchid
     _pay(running, channel, mchid, 1, "callback")
     running.relay.pump()
     with running.db.read() as conn:
@@ -177,7 +181,9 @@ def test_a_second_event_for_the_same_success_books_nothing(
     """Another event id announcing the same success (an outbox row copied by hand, a replayed
     backup): the inbox lets it through, the ledger still books one capture per payment."""
     running, bus, channel = platform
-    mchid = create_merchant(running.db, running.vault, "twin").merchant.mchid
+    mchid = create_merchant(
+        running.db, running.vault, "twin", methods=("wechatpay",)
+    ).merchant.mchid
     ref = _pay(running, channel, mchid, 1, "callback")
     running.relay.pump()
     with running.db.read() as conn:

@@ -36,7 +36,9 @@ class Setup:
         self.service = PaymentService(
             self.db, {"wechatpay": self.channel}, Urls("http://cashier", "http://api")
         )
-        self.mchid = create_merchant(self.db, Vault(os.urandom(KEK_BYTES)), "m").merchant.mchid
+        self.mchid = create_merchant(
+            self.db, Vault(os.urandom(KEK_BYTES)), "m", methods=("wechatpay",)
+        ).merchant.mchid
         self.count = 0
 
     def create(self, total: int = 900) -> str:

@@ -4,12 +4,14 @@ take over a key abandoned by a crash, keep merchants apart."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from fastapi import Request, Response
 from sqlalchemy import select, update
 
 from paygrid.api import idempotency
@@ -132,3 +134,69 @@ def test_longest_key_is_accepted(db: Database) -> None:
     key = "k" * idempotency.MAX_KEY_LEN
     assert begin(db, "m1", key, FIRST) is None
     assert [row[1] for row in stored(db)] == [key]
+
+
+# --- respond_once: the one way every POST with an Idempotency-Key answers ---------------------
+def post(path: str, key: str | None) -> Request:
+    headers = [] if key is None else [(b"idempotency-key", key.encode())]
+    return Request({"type": "http", "method": "POST", "path": path, "headers": headers})
+
+
+class Handler:
+    """A POST's work: counts its runs, answers 201 with the run number, or fails."""
+
+    def __init__(self, fail: bool = False) -> None:
+        self.runs = 0
+        self.fail = fail
+
+    async def __call__(self) -> idempotency.Outcome:
+        self.runs += 1
+        if self.fail:
+            raise ApiError(502, "CHANNEL_ERROR", "refused")
+        return 201, {"run": self.runs, "名": "支付"}
+
+
+def answer(db: Database, request: Request, handler: Handler, body: bytes = BODY) -> Response:
+    return asyncio.run(idempotency.respond_once(db, request, "m1", body, handler))
+
+
+def test_respond_once_runs_once_per_key_and_replays_the_first_answer(db: Database) -> None:
+    handler = Handler()
+    first = answer(db, post("/v1/payments", "k"), handler)
+    again = answer(db, post("/v1/payments", "k"), handler)
+    assert handler.runs == 1
+    assert (first.status_code, first.body) == (201, '{"run": 1, "名": "支付"}'.encode())
+    assert "idempotent-replayed" not in first.headers
+    assert (again.status_code, again.body) == (first.status_code, first.body)
+    assert again.headers["idempotent-replayed"] == "true"
+    assert again.headers["content-type"] == first.headers["content-type"] == "application/json"
+    assert stored(db) == [("m1", "k", FIRST, 201, bytes(first.body).decode())]
+
+
+def test_respond_once_without_a_key_runs_every_time_and_stores_nothing(db: Database) -> None:
+    handler = Handler()
+    answers = [answer(db, post("/v1/payments", None), handler) for _ in range(2)]
+    assert [a.body for a in answers] == [
+        b'{"run": 1, "\xe5\x90\x8d": "\xe6\x94\xaf\xe4\xbb\x98"}',
+        b'{"run": 2, "\xe5\x90\x8d": "\xe6\x94\xaf\xe4\xbb\x98"}',
+    ]
+    assert all("idempotent-replayed" not in a.headers for a in answers)
+    assert stored(db) == []
+
+
+def test_respond_once_frees_the_key_of_a_failed_request(db: Database) -> None:
+    with pytest.raises(ApiError):
+        answer(db, post("/v1/payments", "k"), Handler(fail=True))
+    assert stored(db) == []
+    assert answer(db, post("/v1/payments", "k"), Handler()).status_code == 201
+
+
+def test_respond_once_keys_the_request_by_its_path_and_body(db: Database) -> None:
+    answer(db, post("/v1/payments", "k"), Handler())
+    for request, body in (
+        (post("/v1/payments/x/close", "k"), BODY),
+        (post("/v1/payments", "k"), b"{}"),
+    ):
+        with pytest.raises(ApiError) as info:
+            answer(db, request, Handler(), body)
+        assert info.value.code == "IDEMPOTENCY_KEY_REUSED"

@@ -96,7 +96,7 @@ class PaymentLifecycle(RuleBasedStateMachine):
         self.bus.subscribe("ledger", LEDGER_EVENTS, self.ledger)
         self.bus.subscribe("notify", NOTIFY_EVENTS, self.notify)
         self.relay = OutboxRelay(self.db, self.bus)
-        self.mchid = create_merchant(self.db, vault, "prop").merchant.mchid
+        self.mchid = create_merchant(self.db, vault, "prop", methods=("wechatpay",)).merchant.mchid
         self.counter = 0
         self.commands: dict[str, CreatePayment] = {}
         self.told_wrong: set[str] = set()  # misreported payments paygrid got a callback for

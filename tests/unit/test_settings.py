@@ -15,7 +15,16 @@ from typing import Any
 import pytest
 
 from paygrid import config
-from paygrid.config import ConfigError, Settings, env_name, flag_name, resolve, setting
+from paygrid.channels import registry
+from paygrid.config import (
+    ChannelSettings,
+    ConfigError,
+    Settings,
+    env_name,
+    flag_name,
+    resolve,
+    setting,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -34,12 +43,6 @@ SAMPLES: dict[str, tuple[object, object, object]] = {
     "ops_port": (18030, 18031, 18032),
     "zone": ("UTC", "Europe/Paris", "Asia/Tokyo"),
     "cell": (1, 2, 3),
-    "wechatpay_base_url": (
-        "http://127.0.0.1:18101",
-        "http://127.0.0.1:18102",
-        "https://api.mch.weixin.qq.com:443",
-    ),
-    "wechatpay_credentials": (Path("/srv/f.json"), Path("/srv/e.json"), Path("/srv/g.json")),
     "run_sandboxes": (False, True, False),
     "notify_retry_scale": (0.5, 0.25, 0.125),
     "recovery_after_s": (1.5, 2.5, 3.5),
@@ -58,7 +61,32 @@ SAMPLES: dict[str, tuple[object, object, object]] = {
     ),
     "notify_allow_networks": ("10.1.0.0/16", "10.2.0.0/16", "192.168.0.0/24,10.3.0.0/16"),
 }
-FIELDS = [f.name for f in dataclasses.fields(Settings)]
+# Every channel of the registry has the same settings, PAYGRID_<CHANNEL>_<FIELD>.
+for _i, _name in enumerate(registry.NAMES):
+    SAMPLES[f"{_name}_base_url"] = tuple(
+        f"http://127.0.0.1:{18200 + 10 * _i + k}" for k in range(3)
+    )  # type: ignore[assignment]
+    SAMPLES[f"{_name}_credentials"] = tuple(
+        Path(f"/srv/{_name}-{k}.json") for k in ("file", "env", "flag")
+    )  # type: ignore[assignment]
+    SAMPLES[f"{_name}_fee_rate_ppm"] = (1000, 1500, 2500)
+CHANNEL_FIELDS = {
+    f"{name}_{field}": (name, field)
+    for name in registry.NAMES
+    for field in config.setting_names(ChannelSettings)
+}
+FIELDS = [*config.setting_names(Settings), *CHANNEL_FIELDS]
+
+
+def value_of(s: Settings, name: str) -> object:
+    if name in CHANNEL_FIELDS:
+        channel, field = CHANNEL_FIELDS[name]
+        return getattr(s.channels[channel], field)
+    return getattr(s, name)
+
+
+def default_of(name: str) -> object:
+    return value_of(Settings(), name)
 
 
 def toml_value(value: object) -> str:
@@ -92,21 +120,21 @@ def test_every_setting_has_samples_and_documentation() -> None:
 @pytest.mark.parametrize("name", FIELDS)
 def test_each_setting_through_each_source(name: str, tmp_path: Path) -> None:
     file_value, env_val, flag_value = SAMPLES[name]
-    default = next(f.default for f in dataclasses.fields(Settings) if f.name == name)
-    assert getattr(resolve({}, {}), name) == default
+    default = default_of(name)
+    assert value_of(resolve({}, {}), name) == default
     assert default != file_value != env_val != flag_value  # each step is visible
 
     cfg = write_config(tmp_path / "paygrid.toml", {name: file_value})
     from_file = resolve({}, {config.CONFIG_ENV: str(cfg)})
-    assert getattr(from_file, name) == file_value
-    assert getattr(resolve({"config": cfg}, {}), name) == file_value
+    assert value_of(from_file, name) == file_value
+    assert value_of(resolve({"config": cfg}, {}), name) == file_value
 
     env = {config.CONFIG_ENV: str(cfg), env_name(name): env_value(env_val)}
-    assert getattr(resolve({}, env), name) == env_val
+    assert value_of(resolve({}, env), name) == env_val
 
-    assert getattr(resolve({name: flag_value}, env), name) == flag_value
+    assert value_of(resolve({name: flag_value}, env), name) == flag_value
     # Flags that were not given (None) override nothing.
-    assert getattr(resolve({name: None, "config": None}, env), name) == env_val
+    assert value_of(resolve({name: None, "config": None}, env), name) == env_val
 
 
 def test_file_keys_in_any_case_and_config_flag_beats_variable(tmp_path: Path) -> None:
@@ -123,15 +151,23 @@ def test_an_empty_variable_counts_as_unset(tmp_path: Path) -> None:
 
 def test_real_channel_credentials_turn_the_sandbox_off_unless_asked() -> None:
     assert resolve({}, {}).run_sandboxes is True
-    creds = {"PAYGRID_WECHATPAY_CREDENTIALS": "/srv/wx.json"}
-    assert resolve({}, creds).run_sandboxes is False
-    assert resolve({}, {**creds, "PAYGRID_RUN_SANDBOXES": "1"}).run_sandboxes is True
+    first, *others = registry.NAMES
+    one = {f"PAYGRID_{first.upper()}_CREDENTIALS": "/srv/one.json"}
+    s = resolve({}, one)
+    assert not s.sandboxed(first) and all(s.sandboxed(name) for name in others)
+    assert s.run_sandboxes is bool(others)
+    every = {f"PAYGRID_{name.upper()}_CREDENTIALS": f"/srv/{name}.json" for name in registry.NAMES}
+    assert resolve({}, every).run_sandboxes is False
+    assert resolve({}, {**every, "PAYGRID_RUN_SANDBOXES": "1"}).run_sandboxes is True
 
 
-def test_wechatpay_settings_reach_the_channel() -> None:
-    s = resolve({}, {"PAYGRID_WECHATPAY_BASE_URL": "http://127.0.0.1:18101"})
-    assert s.channels["wechatpay"].base_url == "http://127.0.0.1:18101"
-    assert s.channels["wechatpay"].fee_rate_ppm == config.WECHATPAY_FEE_RATE_PPM
+@pytest.mark.parametrize("name", registry.NAMES)
+def test_channel_settings_reach_the_channel(name: str) -> None:
+    spec = registry.spec(name)
+    assert resolve({}, {}).channels[name].base_url == spec.default_base_url
+    s = resolve({}, {f"PAYGRID_{name.upper()}_BASE_URL": "http://127.0.0.1:18101"})
+    assert s.channels[name].base_url == "http://127.0.0.1:18101"
+    assert s.channels[name].fee_rate_ppm == spec.fee_rate_ppm
 
 
 # --- defaults that depend on the profile ---------------------------------------------------
@@ -170,6 +206,8 @@ def test_profile_defaults_follow_the_resolved_profile(source: str, tmp_path: Pat
 def test_settings_with_a_production_default_take_it_in_prod() -> None:
     prod = resolve({}, {"PAYGRID_PROFILE": "prod"})
     for f in dataclasses.fields(Settings):
+        if f.name not in config.setting_names(Settings):
+            continue  # the channels' settings, checked above
         wanted = f.metadata["prod"]
         if wanted is not config._NO_PROD:
             assert getattr(prod, f.name) == wanted, f.name

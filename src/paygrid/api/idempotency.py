@@ -1,15 +1,21 @@
 """Idempotency-Key (DESIGN.md): same key + same body -> the original response; same key +
 another body -> 409 IDEMPOTENCY_KEY_REUSED. Only completed successes are kept: a refused
-request leaves nothing behind and may be sent again."""
+request leaves nothing behind and may be sent again. Every POST that takes the header answers
+through :func:`respond_once`."""
 
 from __future__ import annotations
 
 import hashlib
+import json
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
+from fastapi import Request, Response
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
+from starlette.concurrency import run_in_threadpool
 
 from paygrid.api.errors import ApiError
 from paygrid.api.schemas import has_control_characters
@@ -96,3 +102,35 @@ def abandon(db: Database, mchid: str, key: str) -> None:
                 idempotency_keys.c.status_code.is_(None),
             )
         )
+
+
+Outcome = tuple[int, Mapping[str, Any]]
+"""What a POST did: its HTTP status and the resource it answers with."""
+
+
+async def respond_once(
+    db: Database, request: Request, mchid: str, body: bytes, run: Callable[[], Awaitable[Outcome]]
+) -> Response:
+    """Answer a POST whose checks passed: without an Idempotency-Key, ``run`` it; with one, the
+    stored response of the first request with this key and body (header Idempotent-Replayed),
+    else ``run`` it and store the answer, or free the key when it fails."""
+    key = request.headers.get("idempotency-key")
+    if key is None:
+        status, resource = await run()
+        return _json_response(status, json.dumps(resource, ensure_ascii=False))
+    fingerprint = request_hash("POST", request.url.path, body)
+    replay = await run_in_threadpool(begin, db, mchid, key, fingerprint)
+    if replay is not None:
+        return _json_response(replay.status, replay.body, {"Idempotent-Replayed": "true"})
+    try:
+        status, resource = await run()
+    except BaseException:
+        await run_in_threadpool(abandon, db, mchid, key)
+        raise
+    text = json.dumps(resource, ensure_ascii=False)
+    await run_in_threadpool(complete, db, mchid, key, status, text)
+    return _json_response(status, text)
+
+
+def _json_response(status: int, text: str, headers: Mapping[str, str] | None = None) -> Response:
+    return Response(text, status_code=status, media_type="application/json", headers=headers)

@@ -19,7 +19,13 @@ from pydantic.json_schema import SkipJsonSchema, models_json_schema
 
 from paygrid.api.auth import MAX_NONCE_LEN, SCHEME, TIMESTAMP_WINDOW_S
 from paygrid.api.idempotency import MAX_KEY_LEN
-from paygrid.api.schemas import MAX_URL_LEN, OUT_TRADE_NO_PATTERN, CreatePaymentIn
+from paygrid.api.schemas import (
+    CHANNELS,
+    MAX_URL_LEN,
+    METHODS,
+    OUT_TRADE_NO_PATTERN,
+    CreatePaymentIn,
+)
 from paygrid.kernel.money import MAX_MINOR_UNITS
 
 SECURITY_SCHEME = "PaygridSignature"
@@ -75,8 +81,8 @@ class Payment(_Out):
     amount: Amount
     description: str = Field(min_length=1, max_length=128)
     status: Literal["CREATED", "PAYING", "SUCCESS", "FAILED", "CLOSED"]
-    channel: Literal["wechatpay"] | None
-    method: Literal["cashier", "native", "h5", "jsapi", "app"]
+    channel: str | None = Field(json_schema_extra={"enum": [*CHANNELS, None]})
+    method: str = Field(json_schema_extra={"enum": list(METHODS)})
     cashier_url: str = Field(description="the hosted cashier page for the payer")
     notify_url: str = Field(max_length=MAX_URL_LEN)
     return_url: str | None = Field(max_length=MAX_URL_LEN)
@@ -91,9 +97,23 @@ class Payment(_Out):
     code_url: str | SkipJsonSchema[None] = Field(
         default=None, description="once a channel order exists (native method: the QR code)"
     )
+    payer_action: PayerAction | SkipJsonSchema[None] = Field(
+        default=None, description="once a channel order exists: what the payer does next"
+    )
     refunded_amount: int | SkipJsonSchema[None] = Field(
         default=None, ge=0, description="present when SUCCESS"
     )
+
+
+class PayerAction(_Out):
+    """What the payer does next: ``qr_code`` (show ``content`` as a QR code), ``redirect`` (send
+    the browser to ``url``), ``form`` (POST ``fields`` to ``url`` from the browser),
+    ``app_params`` (hand ``fields`` to the channel's app or JSAPI SDK)."""
+
+    kind: Literal["qr_code", "redirect", "form", "app_params"]
+    content: str | SkipJsonSchema[None] = None
+    url: str | SkipJsonSchema[None] = None
+    fields: dict[str, str] | SkipJsonSchema[None] = None
 
 
 class Delivery(_Out):
@@ -243,7 +263,8 @@ _REPLAYED_HEADER = {
 ERRORS: Mapping[int, str] = {
     400: "Refused input (nothing changed): MALFORMED_JSON, INVALID_<FIELD> (e.g. "
     "INVALID_AMOUNT, INVALID_CURRENCY, INVALID_NOTIFY_URL, INVALID_EXPIRE_AT, INVALID_CHANNEL, "
-    "INVALID_METHOD, INVALID_DESCRIPTION, INVALID_OUT_TRADE_NO, INVALID_BILL_DATE, "
+    "INVALID_METHOD, INVALID_PAYER, METHOD_NOT_SUPPORTED, PAYER_REQUIRED, INVALID_DESCRIPTION, "
+    "INVALID_OUT_TRADE_NO, INVALID_BILL_DATE, "
     "INVALID_IDEMPOTENCY_KEY), UNSUPPORTED_CURRENCY, ITEMS_TOTAL_MISMATCH, "
     "INVALID_DISCOUNTS, CHANNEL_NOT_SUPPORTED; `field` names the member at fault.",
     401: f"The {SCHEME} signature is missing or wrong: UNAUTHORIZED, SIGNATURE_INVALID, "

@@ -6,18 +6,24 @@ from __future__ import annotations
 
 import unicodedata
 from datetime import datetime
-from typing import Annotated, Literal
+from ipaddress import ip_address
+from typing import Annotated
 from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
+from paygrid.channels import registry
+from paygrid.channels.ports import METHODS as METHODS_OF_CHANNELS
 from paygrid.kernel.money import MAX_MINOR_UNITS, is_known_currency
 
 MAX_ITEMS = 100
 MAX_DISCOUNTS = 20
 MAX_URL_LEN = 512
 OUT_TRADE_NO_PATTERN = r"^[A-Za-z0-9_\-|*.:]+$"
-CURRENCIES = ("CNY",)  # what the channels take (wechatpay: CNY); documented in the OpenAPI
+# What the registry's channels take, and the channels themselves: documented in the OpenAPI.
+CURRENCIES = tuple(sorted({c for ch in registry.CHANNELS for c in ch.capabilities.currencies}))
+CHANNELS = registry.NAMES
+METHODS = ("cashier", *METHODS_OF_CHANNELS)
 
 
 # Never in a text field: C0 controls (NUL, tab, line feeds...), DEL, C1 controls, unpaired
@@ -103,16 +109,58 @@ class DiscountIn(_Strict):
     amount: Fen
 
 
+def _channel(value: str) -> str:
+    if value not in CHANNELS:
+        raise ValueError(f"must be one of {', '.join(CHANNELS)}")
+    return value
+
+
+def _method(value: str) -> str:
+    if value not in METHODS:
+        raise ValueError(f"must be one of {', '.join(METHODS)}")
+    return value
+
+
+def _ip(value: str) -> str:
+    try:
+        ip_address(value)
+    except ValueError:
+        raise ValueError("must be an IPv4 or IPv6 address") from None
+    return value
+
+
+ChannelName = Annotated[
+    str, AfterValidator(_channel), Field(json_schema_extra={"enum": list(CHANNELS)})
+]
+MethodName = Annotated[
+    str, AfterValidator(_method), Field(json_schema_extra={"enum": list(METHODS)})
+]
+
+
+OpenId = Annotated[str, Field(min_length=1, max_length=128), AfterValidator(_printable)]
+
+
+class PayerIn(_Strict):
+    """What a method needs to know of the payer (the channel's capabilities say which):
+    ``client_ip`` for h5, ``openid`` (the payer at the channel's app) for jsapi."""
+
+    client_ip: Annotated[str, Field(max_length=45), AfterValidator(_ip)] | None = None
+    openid: (
+        Annotated[str, Field(min_length=1, max_length=128), AfterValidator(_printable)] | None
+    ) = None
+
+
 class CreatePaymentIn(_Strict):
     out_trade_no: Annotated[str, Field(min_length=1, max_length=64, pattern=OUT_TRADE_NO_PATTERN)]
     amount: AmountIn
     description: Text
     notify_url: Url
     return_url: Url | None = None
-    channel: Literal["wechatpay"] | None = None
-    # Not "h5" or "jsapi": their channel order needs the payer's IP address or openid, which
-    # this body does not carry, so the channel would refuse every one (after the payment).
-    method: Literal["cashier", "native", "app"] = "cashier"
+    channel: ChannelName | None = None
+    # A channel method (native, h5, page, jsapi, app) needs a channel that declares it; h5 and
+    # jsapi need the payer's IP address or openid (``payer``).
+    method: MethodName = "cashier"
+    payer: PayerIn | None = None
     expire_at: Annotated[datetime, AfterValidator(_aware)] | None = None
     attach: Annotated[str, Field(max_length=512), AfterValidator(_printable)] | None = None
     items: Annotated[list[ItemIn], Field(max_length=MAX_ITEMS)] | None = None

@@ -11,6 +11,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 import qrcode
@@ -23,6 +24,8 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from paygrid.channels import registry
+from paygrid.channels.ports import PayerActionKind
 from paygrid.kernel.clock import DEFAULT_BUSINESS_ZONE, utcnow
 from paygrid.kernel.ids import is_id
 from paygrid.kernel.money import format_major
@@ -34,7 +37,7 @@ from paygrid.payments.service import PaymentService
 
 HERE = Path(__file__).parent
 log = logging.getLogger(__name__)
-METHOD_LABELS = {"wechatpay": "微信支付 WeChat Pay"}
+METHOD_LABELS = {"native": "扫码 QR code", "page": "网页支付 Web", "h5": "手机网页 Mobile web"}
 POLL_INTERVAL_MS = 1500
 QR_CSS_PX = 264  # the <img>'s size on the page; the PNG is twice that for HiDPI screens
 QR_QUIET_ZONE = 4  # modules of white around the code, as ISO/IEC 18004 asks
@@ -82,7 +85,8 @@ class SecurityHeaders:
             if message["type"] == "http.response.start":
                 headers = MutableHeaders(scope=message)
                 for name, value in SECURITY_HEADERS.items():
-                    headers[name] = value
+                    if name not in headers:  # a page may narrow or widen one (the form page)
+                        headers[name] = value
             await send(message)
 
         await self.app(scope, receive, with_headers)
@@ -114,7 +118,33 @@ def qr_png(text: str, css_px: int = QR_CSS_PX) -> bytes:
 @dataclass(frozen=True, slots=True)
 class MerchantView:
     name: str
-    methods: tuple[str, ...]
+    methods: tuple[str, ...]  # the channels the merchant may use
+
+
+@dataclass(frozen=True, slots=True)
+class Choice:
+    """One button of the cashier: a channel and one of its browser methods."""
+
+    value: str  # "channel:method", as the form posts it
+    label: str
+    element_id: str  # method-<channel> for a channel's first method, method-<channel>-<method>
+
+
+def choices(payments: PaymentService, merchant: MerchantView) -> list[Choice]:
+    """The merchant's channels in its order, each with the methods a browser cashier offers
+    (the channel's ``cashier_methods``); a channel this platform lacks is left out."""
+    offered: list[Choice] = []
+    for channel in merchant.methods:
+        if channel not in payments.channel_names or channel not in registry.BY_NAME:
+            continue
+        methods = payments.capabilities(channel).cashier_methods
+        for i, method in enumerate(methods):
+            label = registry.spec(channel).title
+            if len(methods) > 1:
+                label = f"{label} · {METHOD_LABELS.get(method, method)}"
+            element = f"method-{channel}" if i == 0 else f"method-{channel}-{method}"
+            offered.append(Choice(f"{channel}:{method}", label, element))
+    return offered
 
 
 MerchantLookup = Callable[[str], MerchantView]
@@ -171,7 +201,9 @@ def create_cashier_app(
         )
 
     @app.get("/pay/{payment_id}", response_class=HTMLResponse)
-    async def page(request: Request, payment_id: str, t: str = "", error: str = "") -> Response:
+    async def page(
+        request: Request, payment_id: str, t: str = "", error: str = "", go: str = ""
+    ) -> Response:
         try:
             payment = await run_in_threadpool(load, payment_id, t)
         except LookupError:
@@ -197,7 +229,10 @@ def create_cashier_app(
                 {"name": d.name, "amount": format_major(d.amount, payment.currency)}
                 for d in payment.discounts
             ],
-            "methods": [(m, METHOD_LABELS.get(m, m)) for m in merchant.methods],
+            "methods": choices(payments, merchant),
+            "channel_title": registry.spec(payment.channel).title if payment.channel else "",
+            "action": payment.payer_action,
+            "go_on": go == "1",
             "poll_ms": POLL_INTERVAL_MS,
             "expires": payment.expire_at.astimezone(ZoneInfo(zone)).strftime("%Y-%m-%d %H:%M"),
             "qr_px": QR_CSS_PX,
@@ -213,13 +248,44 @@ def create_cashier_app(
             return not_found()
         merchant = await run_in_threadpool(merchant_of, payment.mchid)
         target = f"/pay/{payment_id}?t={t}"
-        if method not in merchant.methods:
+        offered = choices(payments, merchant)
+        # A bare channel name (the form of earlier versions) is its first method.
+        method = next((c.value for c in offered if c.element_id == f"method-{method}"), method)
+        if method not in {c.value for c in offered}:
             return RedirectResponse(target + "&error=UNKNOWN_METHOD", status_code=303)
+        channel, channel_method = method.split(":", 1)
         try:
-            await run_in_threadpool(payments.start_channel_payment, payment_id, method, "native")
+            started = await run_in_threadpool(
+                payments.start_channel_payment, payment_id, channel, channel_method
+            )
         except PaymentRejected as exc:
             return RedirectResponse(f"{target}&error={exc.code}", status_code=303)
+        action = started.payer_action
+        if action is not None and action.kind in (PayerActionKind.REDIRECT, PayerActionKind.FORM):
+            # Back to our page, which sends the payer on: a redirect of this form post to
+            # another origin would break the page's form-action policy.
+            return RedirectResponse(target + "&go=1", status_code=303)
         return RedirectResponse(target, status_code=303)
+
+    @app.get("/pay/{payment_id}/go", response_class=HTMLResponse)
+    async def go(request: Request, payment_id: str, t: str = "") -> Response:
+        """A form the channel wants posted from the payer's browser: sent on at once."""
+        try:
+            payment = await run_in_threadpool(load, payment_id, t)
+        except LookupError:
+            return not_found()
+        action = payment.payer_action
+        if action is None or action.kind != PayerActionKind.FORM or action.url is None:
+            return RedirectResponse(f"/pay/{payment_id}?t={t}", status_code=303)
+        # This page alone may post to the channel's gateway (form-action), nowhere else.
+        origin = "{0.scheme}://{0.netloc}".format(urlsplit(action.url))
+        csp = SECURITY_HEADERS["Content-Security-Policy"].replace(
+            "form-action 'self'", f"form-action {origin}"
+        )
+        context = {"action": action, "channel_title": registry.spec(payment.channel or "").title}
+        response = templates.TemplateResponse(request, "go.html", context)
+        response.headers["Content-Security-Policy"] = csp
+        return response
 
     @app.get("/pay/{payment_id}/qr.png")
     async def qr(payment_id: str, t: str = "") -> Response:

@@ -1,7 +1,7 @@
 """The one interface every channel adapter implements, and the values that cross it.
 
 Domain-level: no web framework, no database driver. The payment core speaks only these types;
-each channel folder (wechatpay/, ...) turns them into its own protocol.
+each channel folder (see registry.py) turns them into its own protocol.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ class TradeState(enum.Enum):
     """The channel's view of one trade, mapped to what the payment core needs."""
 
     PENDING = "PENDING"  # created, payer has not paid (NOTPAY, USERPAYING)
-    SUCCESS = "SUCCESS"  # paid; also after refunds (WeChat's REFUND state)
+    SUCCESS = "SUCCESS"  # paid; also after refunds (a channel may name that state apart)
     CLOSED = "CLOSED"  # closed or expired without payment (CLOSED, REVOKED)
     FAILED = "FAILED"  # payment attempt failed (PAYERROR)
     NOT_FOUND = "NOT_FOUND"  # the channel has no such order
@@ -139,7 +139,7 @@ class ChannelCapabilities:
 
 @dataclass(frozen=True, slots=True)
 class ChannelAccount:
-    """Who we are at the channel: every trade of ours carries these ids (WeChat Pay: ``mchid``
+    """Who we are at the channel: every trade of ours carries these ids (e.g. ``mchid``
     and ``appid``). ``app_id`` is None for a channel without app ids."""
 
     merchant_id: str
@@ -152,7 +152,7 @@ class Trade:
     decision. Every field the payment core decides on is explicit; None means the channel left
     it out or sent it ill-typed, and the core then refuses to change anything on it."""
 
-    payment_ref: str | None  # our id toward the channel (WeChat's out_trade_no)
+    payment_ref: str | None  # our id toward the channel (its out_trade_no)
     state: TradeState | None
     channel_trade_no: str | None = None
     amount: Money | None = None  # the order total the channel holds; None if total/currency bad
@@ -174,16 +174,16 @@ class Callback:
 class RefundState(enum.Enum):
     """The channel's view of one refund (退款), mapped to what the refund core needs."""
 
-    PROCESSING = "PROCESSING"  # accepted, money not yet back (also WeChat's ABNORMAL: held)
+    PROCESSING = "PROCESSING"  # accepted, money not yet back (also an abnormal refund: held)
     SUCCESS = "SUCCESS"  # the money went back to the payer
-    FAILED = "FAILED"  # the channel gave up (WeChat's CLOSED); the amount is refundable again
+    FAILED = "FAILED"  # the channel gave up (closed it); the amount is refundable again
     NOT_FOUND = "NOT_FOUND"  # the channel has no such refund
 
 
 @dataclass(frozen=True, slots=True)
 class RefundRequest:
-    """A refund at the channel. ``refund_ref`` is our id for it toward the channel (WeChat's
-    out_refund_no, Alipay's out_request_no); the channel takes it once, whatever the repeats."""
+    """A refund at the channel. ``refund_ref`` is our id for it toward the channel (its
+    out_refund_no or out_request_no); the channel takes it once, whatever the repeats."""
 
     refund_ref: str
     payment_ref: str  # the channel order's out_trade_no

@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 DEFAULT_FEE_RATE_PPM = 6_000  # 0.60% merchant rate (DESIGN.md fee example)
-DEFAULT_METHODS = ("wechatpay",)
 SECRET_BYTES = 32
 DEFAULT_ROTATION_GRACE = timedelta(hours=24)  # the old key keeps working this long
 MAX_ROTATION_GRACE = timedelta(days=30)

@@ -9,7 +9,6 @@ from paygrid.kernel.clock import utcnow
 from paygrid.merchants import repository
 from paygrid.merchants.domain import (
     DEFAULT_FEE_RATE_PPM,
-    DEFAULT_METHODS,
     MAX_ROTATION_GRACE,
     ApiKey,
     Merchant,
@@ -46,8 +45,11 @@ def create_merchant(
     vault: Vault,
     name: str,
     fee_rate_ppm: int = DEFAULT_FEE_RATE_PPM,
-    methods: tuple[str, ...] = DEFAULT_METHODS,
+    *,
+    methods: tuple[str, ...],
 ) -> Onboarded:
+    """A new merchant with one API key; ``methods`` are the channels it may use (the platform
+    passes every channel of its registry unless told otherwise)."""
     name = name.strip()
     if not name or len(name) > MAX_NAME_LEN:
         raise ValueError(f"merchant name must be 1..{MAX_NAME_LEN} characters")

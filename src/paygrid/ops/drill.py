@@ -30,6 +30,7 @@ import httpx
 from sqlalchemy import func, select
 
 from paygrid.api.client import MerchantClient, verify_notification
+from paygrid.channels import registry
 from paygrid.config import OPS_PORTS
 from paygrid.ops.check import check_database
 from paygrid.platform.bootstrap import create_kek_file
@@ -37,7 +38,8 @@ from paygrid.platform.workers import ROLE_NAMES, role
 from paygrid.storage.database import Database
 from paygrid.storage.schema import notifications, outbox, payments
 
-KILLABLE_ROLES = (*ROLE_NAMES, "sandbox-wechatpay")
+KILLABLE_ROLES = (*ROLE_NAMES, *(f"sandbox-{name}" for name in registry.NAMES))
+PAID, UNPAID = "PAID", "UNPAID"  # a sandbox order's state, whatever the channel calls it
 CONVERGE_TIMEOUT_S = 120.0
 START_TIMEOUT_S = 120.0
 REQUEST_RETRY_S = 60.0
@@ -72,7 +74,8 @@ def free_port_block(size: int) -> int:
     raise RuntimeError("no free block of ports")
 
 
-PROD_PORTS = 6 + OPS_PORTS  # api, cashier, sandbox, gateway, postgres, nats, every role's ops port
+# api, cashier, first sandbox, gateway, postgres, nats, every role's ops port, other sandboxes
+PROD_PORTS = 5 + OPS_PORTS + len(registry.CHANNELS)
 
 
 @dataclass(frozen=True)
@@ -82,21 +85,30 @@ class ProdLaunch:
     proc: subprocess.Popen[bytes]
     api_url: str
     cashier_url: str
-    sandbox_url: str
+    sandbox_urls: dict[str, str]  # each channel's sandbox
     api_ops_url: str  # the api process's /metrics
+
+    @property
+    def sandbox_url(self) -> str:
+        """The first channel's sandbox."""
+        return self.sandbox_urls[registry.NAMES[0]]
 
 
 def prod_layout(base: int) -> dict[str, str]:
-    """The settings that put a production profile on the ports ``base`` … ``base + 10``."""
-    return {
+    """The settings that put a production profile on the ports ``base`` … ``base +
+    PROD_PORTS - 1``; the first channel's sandbox on base + 2, the others after the ops ports."""
+    layout = {
         "api_port": str(base),
         "cashier_port": str(base + 1),
-        "wechatpay_base_url": f"http://127.0.0.1:{base + 2}",
         "gateway_port": str(base + 3),
         "pg_port": str(base + 4),
         "nats_port": str(base + 5),
         "ops_base_port": str(base + 6),
     }
+    for i, name in enumerate(registry.NAMES):
+        port = base + 2 if i == 0 else base + 5 + OPS_PORTS + i
+        layout[f"{name}_base_url"] = f"http://127.0.0.1:{port}"
+    return layout
 
 
 def launch_prod(data_dir: Path, env: dict[str, str] | None = None) -> ProdLaunch:
@@ -142,7 +154,7 @@ def launch_prod(data_dir: Path, env: dict[str, str] | None = None) -> ProdLaunch
         proc,
         f"http://127.0.0.1:{base}",
         f"http://127.0.0.1:{base + 1}",
-        layout["wechatpay_base_url"],
+        {name: layout[f"{name}_base_url"] for name in registry.NAMES},
         f"http://127.0.0.1:{int(layout['ops_base_port']) + role('api').ops_offset}",
     )
 
@@ -226,7 +238,7 @@ class Drill:
         )
         self.proc = launched.proc
         self.api = launched.api_url
-        self.sandbox = launched.sandbox_url
+        self.sandboxes = launched.sandbox_urls
         deadline = time.monotonic() + START_TIMEOUT_S
         while not (self.data_dir / "profile.json").exists():
             if self.proc.poll() is not None or time.monotonic() > deadline:
@@ -246,10 +258,11 @@ class Drill:
             "timeout_ms": 6000,
             "seed": self.rng.randint(0, 10**6),
         }
-        httpx.post(f"{self.sandbox}/sandbox/faults", json=faults, timeout=5).raise_for_status()
-        httpx.post(
-            f"{self.sandbox}/sandbox/settings", json={"retry_scale": 0.02}, timeout=5
-        ).raise_for_status()
+        for sandbox in self.sandboxes.values():
+            httpx.post(f"{sandbox}/sandbox/faults", json=faults, timeout=5).raise_for_status()
+            httpx.post(
+                f"{sandbox}/sandbox/settings", json={"retry_scale": 0.02}, timeout=5
+            ).raise_for_status()
         self.say(f"platform up: api {self.api}, sandbox faults {faults}")
 
     def stop(self) -> None:
@@ -278,12 +291,13 @@ class Drill:
         return None
 
     def _one_payment(self, i: int) -> None:
+        channel = registry.NAMES[i % len(registry.NAMES)]  # every channel in turn
         body = {
             "out_trade_no": f"drill-{i}-{secrets.token_hex(4)}",
             "amount": {"total": self.rng.randint(1, 50_000), "currency": "CNY"},
             "description": f"drill {i}",
             "notify_url": self.receiver.url,
-            "channel": "wechatpay",
+            "channel": channel,
             "method": "native",
         }
         key = f"drill-create-{i}-{body['out_trade_no']}"
@@ -305,9 +319,9 @@ class Drill:
             self.report.payers += 1
         paid = self._retry(
             lambda: httpx.post(
-                f"{self.sandbox}/sandbox/pay",
+                f"{self.sandboxes[channel]}/sandbox/pay",
                 timeout=5,
-                json={"code_url": payment["code_url"], "outcome": "SUCCESS"},
+                json=registry.spec(channel).sandbox_pay_body(payment["code_url"], "SUCCESS"),
             ),
             (200,),
         )
@@ -384,17 +398,28 @@ class Drill:
             got = self._retry(lambda pid=payment_id: self.client.get_payment(pid), (200,))  # type: ignore[misc]
             if got is not None and got.json()["status"] in ("CREATED", "PAYING"):
                 orders = self._channel_orders()
-                if orders.get(payment_id) == "NOTPAY":
+                if orders.get(payment_id) == UNPAID:
                     self._retry(
                         lambda pid=payment_id: self.client.close_payment(pid),  # type: ignore[misc]
                         (200, 409),
                     )
 
     def _channel_orders(self) -> dict[str, str]:
-        listed = httpx.get(
-            f"{self.sandbox}/sandbox/orders", params={"limit": 1000}, timeout=10
-        ).json()["orders"]
-        return {o["out_trade_no"]: o["trade_state"] for o in listed}
+        """Every sandbox's orders: PAID, UNPAID, or the channel's own word for the rest."""
+        states: dict[str, str] = {}
+        for name, sandbox in self.sandboxes.items():
+            spec = registry.spec(name)
+            listed = httpx.get(
+                f"{sandbox}/sandbox/orders", params={"limit": 1000}, timeout=10
+            ).json()["orders"]
+            for order in listed:
+                state = order["trade_state"]
+                if state in spec.sandbox_paid_states:
+                    state = PAID
+                elif state in spec.sandbox_unpaid_states:
+                    state = UNPAID
+                states[order["out_trade_no"]] = state
+        return states
 
     def _converge(self) -> None:
         started = time.monotonic()
@@ -430,7 +455,7 @@ class Drill:
                     select(notifications.c.resource_id, notifications.c.notify_id)
                 )
             }
-        paid = [pid for pid, state in channel.items() if state == "SUCCESS"]
+        paid = [pid for pid, state in channel.items() if state == PAID]
         self.report.paid_at_channel = len(paid)
         self.report.success = sum(1 for s in rows.values() if s == "SUCCESS")
         self.report.closed = sum(1 for s in rows.values() if s == "CLOSED")
@@ -439,7 +464,7 @@ class Drill:
                 problems.append(f"channel took money for {pid} but paygrid says {rows.get(pid)}")
         problems += self._payers_paid()
         for pid, status in rows.items():
-            if status == "SUCCESS" and channel.get(pid) != "SUCCESS":
+            if status == "SUCCESS" and channel.get(pid) != PAID:
                 problems.append(f"{pid} is SUCCESS but the channel says {channel.get(pid)}")
             if status in ("CREATED", "PAYING"):
                 problems.append(f"{pid} is stuck in {status}")

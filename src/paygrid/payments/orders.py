@@ -43,8 +43,9 @@ class IllegalOrderTransition(Exception):
 
 @dataclass(frozen=True, slots=True)
 class ChannelOrder:
-    """``channel_ref`` is our id for the order toward the channel (WeChat's and Alipay's
-    ``out_trade_no``): the payment id for a payment's attempt on a channel."""
+    """``channel_ref`` is our id for the order toward the channel (the merchant order number
+    the channel keeps, often called ``out_trade_no``): the payment id for a payment's first
+    attempt on a channel, the attempt's own id for a later one."""
 
     order_id: str
     payment_id: str

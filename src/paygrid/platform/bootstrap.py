@@ -15,6 +15,7 @@ from sqlalchemy import Connection
 from paygrid.bus.inprocess import InProcessBus
 from paygrid.bus.ports import MessageBus
 from paygrid.bus.relay import OutboxRelay
+from paygrid.channels import registry
 from paygrid.channels.ports import ChannelAdapter
 from paygrid.config import ChannelSettings, Settings
 from paygrid.datadir import private_dir, write_private
@@ -76,11 +77,12 @@ def channel_credentials(name: str, cs: ChannelSettings, data_dir: Path) -> dict[
 
 
 def build_channels(settings: Settings) -> dict[str, ChannelAdapter]:
-    from paygrid.channels.wechatpay.adapter import WechatPayAdapter, WechatPayConfig
-
-    cs = settings.channels["wechatpay"]
-    creds = channel_credentials("wechatpay", cs, settings.data_dir)
-    return {"wechatpay": WechatPayAdapter(WechatPayConfig.from_credentials(creds, cs.base_url))}
+    """An adapter for every channel of the registry, with its merchant credentials."""
+    adapters: dict[str, ChannelAdapter] = {}
+    for name, cs in settings.channels.items():
+        creds = channel_credentials(name, cs, settings.data_dir)
+        adapters[name] = registry.spec(name).build_adapter(creds, cs.base_url)
+    return adapters
 
 
 def _merchant_rate(conn: Connection, mchid: str) -> int:

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import uvicorn
@@ -23,6 +24,7 @@ from fastapi import FastAPI
 from paygrid import datadir
 from paygrid.api.app import ApiDeps, create_app
 from paygrid.cashier.app import MerchantView, create_cashier_app
+from paygrid.channels import registry
 from paygrid.config import Settings
 from paygrid.merchants import repository as merchant_repo
 from paygrid.merchants.service import create_merchant
@@ -44,7 +46,7 @@ def start_sandbox(channel: str, data_dir: Path, port: int) -> subprocess.Popen[b
         [
             sys.executable,
             "-m",
-            f"paygrid.channels.{channel}.sandbox",
+            registry.spec(channel).sandbox_module,
             "--data-dir",
             str(sandbox_dir),
             "--host",
@@ -80,7 +82,9 @@ def ensure_demo_merchant(platform: Platform) -> dict[str, str]:
             key = merchant_repo.get_key(conn, platform.vault, creds["mchid"], creds["key_id"])
             if key is not None:
                 return creds
-    onboarded = create_merchant(platform.db, platform.vault, DEMO_MERCHANT_NAME)
+    onboarded = create_merchant(
+        platform.db, platform.vault, DEMO_MERCHANT_NAME, methods=registry.NAMES
+    )
     creds = onboarded.credentials()
     creds["api_base_url"] = platform.settings.api_base_url + "/v1"
     datadir.write_private(path, json.dumps(creds, indent=2, ensure_ascii=False) + "\n")
@@ -117,9 +121,11 @@ def run_embedded(settings: Settings, on_ready: Callable[[Platform, dict[str, str
     datadir.secure(settings.data_dir)
     children: list[subprocess.Popen[bytes]] = []
     try:
-        if settings.run_sandboxes:
-            port = int(settings.channels["wechatpay"].base_url.rsplit(":", 1)[1])
-            children.append(start_sandbox("wechatpay", settings.data_dir, port))
+        for name, channel in settings.channels.items():
+            if settings.sandboxed(name):
+                port = urlsplit(channel.base_url).port
+                assert port is not None, "config checks a sandbox's base URL has a port"
+                children.append(start_sandbox(name, settings.data_dir, port))
         platform = bootstrap(settings, consumers=all_consumers())
         creds = ensure_demo_merchant(platform)
         loops = [worker.loop(platform) for worker in embedded_workers()]

@@ -23,10 +23,12 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 
 from paygrid import datadir
+from paygrid.channels import registry
 from paygrid.config import Settings, child_env
 from paygrid.platform.bootstrap import bootstrap, load_vault
 from paygrid.platform.embedded import ensure_demo_merchant
@@ -104,6 +106,24 @@ def _pg_bindir() -> Path:
             "(see the README's production profile section)"
         )
     return Path(found[-1]).parent
+
+
+def sandbox_child(s: Settings, channel: str, base_url: str, env: dict[str, str]) -> Child:
+    """A channel's sandbox, another party: its own process and state (see channels/registry)."""
+    return Child(
+        f"sandbox-{channel}",
+        [
+            sys.executable,
+            "-m",
+            registry.spec(channel).sandbox_module,
+            "--data-dir",
+            str(s.data_dir / "sandbox" / channel),
+            "--port",
+            str(urlsplit(base_url).port),
+        ],
+        env,
+        s.data_dir / "logs" / f"sandbox-{channel}.log",
+    )
 
 
 def postgres_child(s: Settings, env: dict[str, str]) -> Child:
@@ -191,24 +211,9 @@ class Supervisor:
         if s.nats_url is None:
             self._launch(nats_child(s, env))
             s = self.s = _with(s, nats_url=f"nats://127.0.0.1:{s.nats_port}")
-        if s.run_sandboxes:
-            port = s.channels["wechatpay"].base_url.rsplit(":", 1)[1]
-            self._launch(
-                Child(
-                    "sandbox-wechatpay",
-                    [
-                        sys.executable,
-                        "-m",
-                        "paygrid.channels.wechatpay.sandbox",
-                        "--data-dir",
-                        str(s.data_dir / "sandbox" / "wechatpay"),
-                        "--port",
-                        port,
-                    ],
-                    env,
-                    s.data_dir / "logs" / "sandbox-wechatpay.log",
-                )
-            )
+        for name, channel in s.channels.items():
+            if s.sandboxed(name):
+                self._launch(sandbox_child(s, name, channel.base_url, env))
         platform = bootstrap(s, consumers=())  # migrates; fetches channel credentials
         creds = ensure_demo_merchant(platform)
         platform.close()

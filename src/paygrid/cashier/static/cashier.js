@@ -4,6 +4,9 @@
   var initial = root.dataset.state;
   var url = root.dataset.statusUrl;
   var every = parseInt(root.dataset.pollMs, 10) || 1500;
+  // Just chose a method paid on the channel's own page: go there (a link, not a form post).
+  var onward = document.querySelector("a[data-go]");
+  if (onward) { window.location.assign(onward.href); return; }
   function poll() {
     fetch(url, { cache: "no-store" })
       .then(function (r) { return r.json(); })

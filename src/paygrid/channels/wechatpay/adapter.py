@@ -559,3 +559,8 @@ def _gunzip_bounded(content: bytes, limit: int) -> bytes:
     if len(data) > limit:
         raise ChannelError("BILL_TOO_LARGE", f"bill exceeds {limit} bytes")
     return data
+
+
+def build_adapter(credentials: Mapping[str, str], base_url: str) -> WechatPayAdapter:
+    """The channel registry's factory: the merchant's credentials and the API base URL."""
+    return WechatPayAdapter(WechatPayConfig.from_credentials(credentials, base_url))

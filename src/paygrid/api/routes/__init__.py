@@ -1,0 +1,1 @@
+"""The merchant API's routes, one module per resource; each exposes ``router(deps)``."""

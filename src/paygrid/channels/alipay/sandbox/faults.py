@@ -1,0 +1,82 @@
+"""Fault injection (故障注入): notifies, API answers and bills misbehave at given rates.
+
+A seeded random drives every roll, and setting faults reseeds it, so a test that sets the same
+faults and makes the same calls sees the same faults.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+import threading
+from collections.abc import Mapping
+
+from paygrid.channels.alipay.sandbox.settings import updated
+
+_BOUNDS: dict[str, tuple[float, float]] = {
+    "duplicate_rate": (0.0, 1.0),
+    "drop_rate": (0.0, 1.0),
+    "error_rate": (0.0, 1.0),
+    "timeout_rate": (0.0, 1.0),
+    "missing_rate": (0.0, 1.0),
+    "wrong_amount_rate": (0.0, 1.0),
+    "delay_ms": (0, 600_000),
+    "timeout_ms": (0, 120_000),
+    "latency_ms": (0, 60_000),
+    "extra_lines": (0, 1_000),
+    "seed": (0, 2**63 - 1),
+}
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class FaultConfig:
+    # asynchronous notifies (异步通知)
+    duplicate_rate: float = 0.0  # the same notify (same notify_id) delivered twice
+    delay_ms: int = 0  # first delivery held back this long
+    reorder: bool = False  # held and sent newest first, in small batches
+    drop_rate: float = 0.0  # never sent
+    # gateway API (server methods; not the browser's page/wap pay)
+    error_rate: float = 0.0  # signed 20000 isp.unknow-error, request not processed
+    timeout_rate: float = 0.0  # processed, answered only after timeout_ms (client times out)
+    timeout_ms: int = 7_000
+    latency_ms: int = 0
+    # trade bill (对账单)
+    missing_rate: float = 0.0  # a line (payment or refund) left out
+    extra_lines: int = 0  # payment lines for trades the sandbox never had
+    wrong_amount_rate: float = 0.0  # a line one fen off
+    seed: int = 0
+
+    def updated(self, changes: Mapping[str, object]) -> FaultConfig:
+        return updated(self, changes, _BOUNDS)
+
+
+class Faults:
+    """The current faults and their random source; thread-safe."""
+
+    def __init__(self, config: FaultConfig | None = None) -> None:
+        self._lock = threading.Lock()
+        self._config = config or FaultConfig()
+        self._random = random.Random(self._config.seed)
+
+    @property
+    def config(self) -> FaultConfig:
+        with self._lock:
+            return self._config
+
+    def set(self, config: FaultConfig) -> None:
+        with self._lock:
+            self._config = config
+            self._random = random.Random(config.seed)
+
+    def roll(self, rate: float) -> bool:
+        """True with probability ``rate``; 0 and 1 consume no randomness."""
+        if rate <= 0.0:
+            return False
+        if rate >= 1.0:
+            return True
+        with self._lock:
+            return self._random.random() < rate
+
+    def randint(self, low: int, high: int) -> int:
+        with self._lock:
+            return self._random.randint(low, high)

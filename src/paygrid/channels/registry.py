@@ -1,0 +1,91 @@
+"""The channel registry (通道注册表): the one place that knows which channels exist.
+
+Each channel is one folder under ``paygrid/channels/`` with the same shape: ``capabilities.py``
+(what it can do), ``adapter.py`` with ``build_adapter(credentials, base_url)`` (the port's
+implementation), and ``sandbox/`` with ``run(data_dir, host, port)`` and
+``load_or_create_credentials(data_dir)`` (``python -m paygrid.channels.<name>.sandbox``).
+Settings, the embedded runtime, the supervisor, the CLI and the cashier read this table; no
+channel's name appears anywhere else outside its folder."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from paygrid.channels.ports import ChannelAdapter, ChannelCapabilities
+from paygrid.channels.wechatpay import capabilities as wechatpay
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelSpec:
+    name: str  # as the API, the settings (PAYGRID_<NAME>_…) and the callback path know it
+    title: str  # as the cashier shows it
+    default_port: int  # its sandbox's loopback port in the embedded default
+    fee_rate_ppm: int  # the contracted rate the channel charges us (0.20% = 2000)
+    capabilities: ChannelCapabilities
+    sandbox_qr_field: str  # how its sandbox's payer names a QR code (POST /sandbox/pay)
+    # Its sandbox's /sandbox/orders trade states that mean paid / waiting for the payer.
+    sandbox_paid_states: frozenset[str]
+    sandbox_unpaid_states: frozenset[str]
+
+    @property
+    def package(self) -> str:
+        return f"paygrid.channels.{self.name}"
+
+    @property
+    def sandbox_module(self) -> str:
+        return f"{self.package}.sandbox"
+
+    @property
+    def default_base_url(self) -> str:
+        return f"http://127.0.0.1:{self.default_port}"
+
+    def build_adapter(self, credentials: Mapping[str, str], base_url: str) -> ChannelAdapter:
+        module: Any = importlib.import_module(f"{self.package}.adapter")
+        adapter: ChannelAdapter = module.build_adapter(credentials, base_url)
+        assert adapter.name == self.name and adapter.capabilities == self.capabilities
+        return adapter
+
+    def sandbox_credentials(self, sandbox_dir: Path) -> dict[str, str]:
+        """What the sandbox hands a merchant, read (or first made) offline from its state."""
+        module: Any = importlib.import_module(self.sandbox_module)
+        creds: dict[str, str] = module.load_or_create_credentials(sandbox_dir)
+        return creds
+
+    def sandbox_pay_body(self, qr_content: str, outcome: str) -> dict[str, str]:
+        """The sandbox payer scanning a QR code and paying (SUCCESS) or failing (FAIL)."""
+        return {self.sandbox_qr_field: qr_content, "outcome": outcome}
+
+    def run_sandbox(self, sandbox_dir: Path, host: str, port: int) -> None:
+        module: Any = importlib.import_module(self.sandbox_module)
+        module.run(sandbox_dir, host, port)
+
+
+CHANNELS: tuple[ChannelSpec, ...] = (
+    ChannelSpec(
+        name="wechatpay",
+        title="微信支付 WeChat Pay",
+        default_port=8101,
+        fee_rate_ppm=wechatpay.FEE_RATE_PPM,
+        capabilities=wechatpay.CAPABILITIES,
+        sandbox_qr_field="code_url",
+        sandbox_paid_states=frozenset({"SUCCESS", "REFUND"}),
+        sandbox_unpaid_states=frozenset({"NOTPAY"}),
+    ),
+)
+BY_NAME: Mapping[str, ChannelSpec] = {c.name: c for c in CHANNELS}
+NAMES: tuple[str, ...] = tuple(BY_NAME)
+
+
+class UnknownChannel(KeyError):
+    pass
+
+
+def spec(name: str) -> ChannelSpec:
+    try:
+        return BY_NAME[name]
+    except KeyError:
+        raise UnknownChannel(f"no channel {name!r}; channels: {', '.join(NAMES)}") from None

@@ -1,0 +1,5 @@
+"""``python -m paygrid.cli``: the supervisor starts each role this way."""
+
+from paygrid.cli import app
+
+app()
