@@ -72,6 +72,8 @@ MERCHANT_PATHS = {
     "/v1/payments",
     "/v1/payments/{payment_id}",
     "/v1/payments/{payment_id}/close",
+    "/v1/refunds",
+    "/v1/refunds/{refund_id}",
     "/v1/bills/{bill_date}",
     "/v1/notifications",
     "/v1/notifications/{notify_id}/resend",
@@ -166,7 +168,8 @@ def test_schemathesis_finds_no_server_error_and_nothing_undocumented(
     assert run.returncode == 0, output
     result = json.loads(report.read_text())
     assert result["complete"] and result["stop_reason"] == "completed", output
-    assert result["operations"]["tested"] == len(MERCHANT_PATHS) + 1, output  # two on /v1/payments
+    # two operations on /v1/payments and on /v1/refunds
+    assert result["operations"]["tested"] == len(MERCHANT_PATHS) + 2, output
     assert result["failures"] == [] and result["errors"] == [], output
     assert result["test_cases"]["generated"] >= 20 * len(MERCHANT_PATHS), output
     phases = result["phases"]

@@ -42,7 +42,9 @@ class Refunds:
     def __init__(self, running: Platform, channel: FakeChannel) -> None:
         self.running, self.channel = running, channel
         self.payments = running.payments
-        self.mchid = create_merchant(running.db, running.vault, "r").merchant.mchid
+        self.mchid = create_merchant(
+            running.db, running.vault, "r", methods=("wechatpay",)
+        ).merchant.mchid
         self.count = 0
 
     def paid(self, total: int = 10_000, items: tuple[Item, ...] = ()) -> str:
@@ -188,7 +190,9 @@ def test_refusals_before_the_channel_is_called(r: Refunds) -> None:
     with pytest.raises(PaymentRejected) as refused:
         r.refund(pay, 1, "late")
     assert refused.value.code == "REFUND_WINDOW_CLOSED"
-    other = create_merchant(r.running.db, r.running.vault, "other").merchant.mchid
+    other = create_merchant(
+        r.running.db, r.running.vault, "other", methods=("wechatpay",)
+    ).merchant.mchid
     with pytest.raises(PaymentRejected) as refused:
         r.payments.request_refund(RequestRefund(other, pay, None, "x", 1))
     assert refused.value.code == "PAYMENT_NOT_FOUND"

@@ -22,7 +22,7 @@ from paygrid.payments.events import RefundEvent, RefundFailed, RefundSucceeded
 if TYPE_CHECKING:
     from paygrid.payments.domain import Payment
 
-MAX_REFUNDS_PER_PAYMENT = 50  # as WeChat Pay allows; each one is listed on its payment
+MAX_REFUNDS_PER_PAYMENT = 50  # as channels commonly allow; each one is listed on its payment
 MAX_REFUND_ITEMS = 100
 
 
@@ -33,7 +33,7 @@ class RefundStatus(enum.StrEnum):
 
 
 _R = RefundStatus
-# The only allowed transitions of a refund. The channel's own "held" state (WeChat's ABNORMAL:
+# The only allowed transitions of a refund. A channel's own "held" state (e.g. an abnormal refund:
 # the money left the merchant but did not reach the payer) stays PROCESSING, amount reserved.
 REFUND_TRANSITIONS: Mapping[RefundStatus, frozenset[RefundStatus]] = {
     _R.PROCESSING: frozenset({_R.SUCCESS, _R.FAILED}),
@@ -71,8 +71,8 @@ class RefundDraft:
 
 @dataclass(frozen=True, slots=True)
 class Refund:
-    """``channel_ref`` is our refund number toward the channel (WeChat's out_refund_no,
-    Alipay's out_request_no): the refund id, which the channel takes once."""
+    """``channel_ref`` is our refund number toward the channel (its out_refund_no or
+    out_request_no): the refund id, which the channel takes once."""
 
     refund_id: str
     payment_id: str
