@@ -13,6 +13,7 @@ import uuid
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -29,7 +30,9 @@ TOTAL = 10_000
 EACH = 300  # 50 x 3.00 = 150.00 asked of 100.00: 33 fit (99.00), 17 do not
 
 
-def race(running: RunningPlatform, payment_id: str) -> list[httpx.Response]:
+def race(
+    running: RunningPlatform, payment_id: str, same_no: bool = False, same_body: bool = True
+) -> list[httpx.Response]:
     """Every request from its own client and connection, released together by a barrier."""
     barrier = threading.Barrier(WAYS)
     tag = uuid.uuid4().hex[:8]
@@ -37,7 +40,11 @@ def race(running: RunningPlatform, payment_id: str) -> list[httpx.Response]:
     def send(n: int) -> httpx.Response:
         client = running.client()
         client.http = httpx.Client(timeout=60)
-        body = {"payment_id": payment_id, "out_refund_no": f"race-{tag}-{n}", "amount": EACH}
+        body = {
+            "payment_id": payment_id,
+            "out_refund_no": f"race-{tag}" if same_no else f"race-{tag}-{n}",
+            "amount": EACH if same_body else EACH + n,
+        }
         barrier.wait(timeout=60)
         try:
             return client.request("POST", "/v1/refunds", body)
@@ -48,13 +55,18 @@ def race(running: RunningPlatform, payment_id: str) -> list[httpx.Response]:
         return list(pool.map(send, range(WAYS)))
 
 
-def settle(running: RunningPlatform, merchant: MerchantReceiver) -> None:
+def paid(running: RunningPlatform, merchant: MerchantReceiver) -> dict[str, Any]:
     client = running.client()
     payment = client.create_payment(
         order(merchant, amount={"total": TOTAL, "currency": "CNY"}, items=None, discounts=None)
     ).json()
     pay(running, payment["code_url"])
-    wait_status(client, payment["payment_id"], "SUCCESS", timeout=60)
+    return wait_status(client, payment["payment_id"], "SUCCESS", timeout=60)
+
+
+def settle(running: RunningPlatform, merchant: MerchantReceiver) -> None:
+    client = running.client()
+    payment = paid(running, merchant)
 
     responses = race(running, payment["payment_id"])
     errors = [r.text for r in responses if r.status_code >= 500]
@@ -98,6 +110,30 @@ def test_parallel_refunds_never_exceed_the_payment_embedded(
     platform_factory: PlatformFactory, database_url: str | None, merchant: MerchantReceiver
 ) -> None:
     settle(platform_factory(database_url), merchant)
+
+
+@pytest.mark.parametrize("same_body", [True, False], ids=["same body", "other bodies"])
+def test_parallel_repeats_of_one_out_refund_no_make_one_refund(
+    platform_factory: PlatformFactory,
+    database_url: str | None,
+    merchant: MerchantReceiver,
+    same_body: bool,
+) -> None:
+    running = platform_factory(database_url)
+    payment = paid(running, merchant)
+    responses = race(running, payment["payment_id"], same_no=True, same_body=same_body)
+    assert [r.text for r in responses if r.status_code >= 500] == []
+    first = [r.json() for r in responses if r.status_code == 201]
+    assert len(first) == 1, Counter(r.status_code for r in responses)
+    for r in responses:
+        if r.status_code == 200:
+            assert r.json()["refund_id"] == first[0]["refund_id"]
+        elif r.status_code == 409:
+            assert not same_body and r.json()["code"] == "DUPLICATE_OUT_REFUND_NO", r.text
+        else:
+            assert r.status_code == 201
+    shown = running.client().get_payment(payment["payment_id"]).json()
+    assert [x["refund_id"] for x in shown["refunds"]] == [first[0]["refund_id"]]
 
 
 @pytest.mark.postgres

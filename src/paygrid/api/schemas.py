@@ -18,7 +18,7 @@ from paygrid.kernel.money import MAX_MINOR_UNITS, is_known_currency
 
 MAX_ITEMS = 100
 MAX_REFUND_ITEMS = 100
-MAX_REASON_LEN = 80  # the shortest refund reason a channel keeps (WeChat Pay: 80 characters)
+MAX_REASON_LEN = 80  # the shortest refund reason any channel keeps (80 characters)
 MAX_DISCOUNTS = 20
 MAX_URL_LEN = 512
 OUT_TRADE_NO_PATTERN = r"^[A-Za-z0-9_\-|*.:]+$"

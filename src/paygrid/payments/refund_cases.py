@@ -96,7 +96,9 @@ def request_refund(core: Core, cmd: RequestRefund) -> tuple[RefundView, bool]:
         request_hash=fingerprint,
     )
 
-    def reserve(tx: Tx, current: Payment) -> Refund:
+    def reserve(tx: Tx, current: Payment) -> Refund | None:
+        if refund_repository.by_out_refund_no(tx.conn, cmd.mchid, cmd.out_refund_no):
+            return None  # the same out_refund_no, committed while we waited for the payment
         order = current.paid_order
         caps = core.channels.capabilities(order.channel) if order is not None else None
         decision = current.request_refund(draft, caps, utcnow())
@@ -107,10 +109,14 @@ def request_refund(core: Core, cmd: RequestRefund) -> tuple[RefundView, bool]:
 
     try:
         refund = core.uow.change(payment_id, reserve)
-    except IntegrityError:  # the same out_refund_no, committed meanwhile by another request
+    except IntegrityError:  # the same out_refund_no, committed meanwhile on another payment
         existing = _existing(core, cmd, fingerprint)
         if existing is None:
             raise
+        return existing, False
+    if refund is None:  # found committed inside the transaction: it stays found
+        existing = _existing(core, cmd, fingerprint)
+        assert existing is not None, cmd.out_refund_no
         return existing, False
     log.info("refund %s of %s: %d reserved", refund.refund_id, payment_id, refund.amount)
     return refund_view(*send(core, payment_id, refund.refund_id)), True
