@@ -14,9 +14,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select, update
 
+from paygrid.bus.relay import row_to_event
 from paygrid.channels.ports import ChannelError, RefundState
 from paygrid.config import Settings
 from paygrid.kernel.clock import utcnow
+from paygrid.ledger.handlers import CaptureNotBooked
 from paygrid.merchants.service import create_merchant
 from paygrid.ops.check import check_database
 from paygrid.payments.domain import Item
@@ -25,6 +27,7 @@ from paygrid.payments.refunds import RefundItem, RefundOutcome
 from paygrid.payments.service import CreatePayment, RequestRefund
 from paygrid.platform.bootstrap import Platform, bootstrap
 from paygrid.storage.schema import (
+    inbox,
     ledger_entries,
     ledger_vouchers,
     notifications,
@@ -33,6 +36,7 @@ from paygrid.storage.schema import (
     refund_callbacks,
 )
 from tests.unit.fake_channel import FakeChannel
+from tests.unit.test_at_least_once import RecordingBus
 
 SIGNED = {"x-fake-signature": "ok"}
 ALL = timedelta(0)  # every check, no grace
@@ -92,7 +96,7 @@ class Refunds:
 def r(tmp_path: Path) -> Iterator[Refunds]:
     channel = FakeChannel()
     settings = Settings(data_dir=tmp_path / "var", run_sandboxes=False)
-    running = bootstrap(settings, channels={"wechatpay": channel})
+    running = bootstrap(settings, channels={"wechatpay": channel}, bus=RecordingBus())
     yield Refunds(running, channel)
     running.close()
 
@@ -288,3 +292,27 @@ def test_check_notices_a_refund_without_its_voucher_and_a_counter_out_of_step(
         "REFUNDED_AMOUNT_MISMATCH",
         "REFUND_VOUCHER_MISSING",
     ]
+
+
+def test_the_ledger_books_a_refund_once_and_only_after_its_capture(r: Refunds) -> None:
+    """A refund event delivered before its payment's capture is refused (the bus delivers it
+    again) and leaves no inbox row; delivered twice after, it is booked once."""
+    pay = r.paid(2_000)
+    refund_id = str(r.refund(pay, 500, "early")["refund_id"])
+    r.callback(r.channel.settle_refund(refund_id))
+    with r.running.db.read() as conn:
+        rows = {row.event_type: row for row in conn.execute(select(outbox))}
+    refunded, captured = row_to_event(rows["refund.succeeded"]), rows["payment.succeeded"]
+    ledger = r.running.bus.handlers["ledger"]  # type: ignore[attr-defined]
+    with pytest.raises(CaptureNotBooked):
+        ledger(refunded)
+    with r.running.db.read() as conn:
+        assert conn.execute(select(inbox).where(inbox.c.consumer == "ledger")).all() == []
+        assert conn.execute(select(ledger_vouchers)).all() == []
+    ledger(row_to_event(captured))
+    ledger(refunded)
+    ledger(refunded)  # at least once: the repeat books nothing
+    with r.running.db.read() as conn:
+        kinds = conn.execute(select(ledger_vouchers.c.kind, ledger_vouchers.c.business_ref))
+        assert sorted(kinds.all()) == [("capture", pay), ("refund", refund_id)]
+    assert r.codes() == []  # the relay's own delivery changes nothing either
