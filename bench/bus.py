@@ -58,7 +58,7 @@ from multiprocessing.synchronize import Event as MpEvent
 from pathlib import Path
 from queue import Empty
 from types import FrameType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import nats
 from nats.js.api import (
@@ -72,6 +72,7 @@ from nats.js.api import (
 from sqlalchemy import Column, Index, MetaData, String, Table, func, insert, select
 
 from paygrid.bus import jetstream as pjs
+from paygrid.bus.codec import envelope_bytes, event_data
 from paygrid.bus.inbox import first_delivery
 from paygrid.bus.outbox import record_event
 from paygrid.bus.ports import Event
@@ -106,6 +107,20 @@ effects = Table(
     Column("consumed_at", UTCDateTime, nullable=False),
     Index("ix_bench_bus_effects_phase", "phase"),
 )
+
+
+@dataclass(frozen=True, slots=True)
+class BenchEvent:
+    """A typed event of payment.succeeded's size (bus/codec.py encodes it as any other)."""
+
+    TYPE: ClassVar[str] = EVENT_TYPE
+    VERSION: ClassVar[int] = 1
+    ref: str
+    data: dict[str, Any]
+
+    @property
+    def aggregate_id(self) -> str:
+        return self.ref
 
 
 class Overrun(Exception):
@@ -145,8 +160,9 @@ def payload(phase: str, i: int) -> dict[str, Any]:
 
 def sample_body() -> bytes:
     """The exact bytes JetStreamBus publishes for one of this bench's events."""
-    event = Event("evt_01JBENCH0000000000000000000", EVENT_TYPE, "pay_x", utcnow(), payload("x", 0))
-    return pjs.encode(event)
+    data = event_data(BenchEvent("pay_x", payload("x", 0)))
+    event = Event("evt_01JBENCH0000000000000000000", EVENT_TYPE, "pay_x", utcnow(), data)
+    return envelope_bytes(event)
 
 
 def stream_config(name: str, subject: str) -> StreamConfig:
@@ -241,7 +257,7 @@ def consumer_main(db_url: str, nats_url: str, go: MpEvent, stop: MpEvent, out: Q
     db = Database(db_url)
 
     def handle(event: Event) -> None:
-        phase = str(event.payload["bench_phase"])
+        phase = str(event.payload["data"]["bench_phase"])
         consume_effect(db, CONSUMER, event.event_id, phase, event.occurred_at)
 
     bus = pjs.JetStreamBus(nats_url, "bench-consumer")
@@ -518,7 +534,7 @@ def produce(db: Database, phase: str, n: int, batch: int, timeout: float, rate: 
                 time.sleep(delay)
         with db.transaction() as conn:
             for i in range(start, min(n, start + batch)):
-                record_event(conn, EVENT_TYPE, f"pay_{phase}_{i}", payload(phase, i))
+                record_event(conn, BenchEvent(f"pay_{phase}_{i}", payload(phase, i)))
     return n
 
 

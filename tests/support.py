@@ -14,13 +14,14 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 
 from paygrid.api.client import MerchantClient
+from paygrid.channels import registry
 from paygrid.ops.drill import launch_prod
 from paygrid.storage.database import Database
 
@@ -47,6 +48,16 @@ def wait_http(
             pass
         time.sleep(0.1)
     raise TimeoutError(f"{url} did not answer within {timeout}s")
+
+
+def channel_base_urls() -> dict[str, str]:
+    """A free loopback port for every channel's sandbox: a test never uses a fixed port."""
+    return {name: f"http://127.0.0.1:{free_port()}" for name in registry.NAMES}
+
+
+def channel_env(urls: Mapping[str, str]) -> dict[str, str]:
+    """``PAYGRID_<CHANNEL>_BASE_URL`` for each channel of ``urls``."""
+    return {f"PAYGRID_{name.upper()}_BASE_URL": url for name, url in urls.items()}
 
 
 # --- PostgreSQL ----------------------------------------------------------------------------
@@ -148,6 +159,14 @@ class RunningPlatform:
     database_url: str | None
     log_path: Path
     ops_url: str = ""  # /metrics: the operations port (prod: the api process's)
+    sandbox_urls: dict[str, str] = field(default_factory=dict)  # every channel's sandbox
+
+    def channel_sandbox(
+        self, channel: str, method: str, path: str, body: object = None
+    ) -> httpx.Response:
+        """A call to one channel's sandbox (``sandbox`` is the first channel's)."""
+        url = self.sandbox_urls[channel] + path
+        return httpx.request(method, url, json=body, timeout=10.0)
 
     @property
     def credentials(self) -> dict[str, str]:
@@ -192,12 +211,13 @@ class RunningPlatform:
 def start_platform(
     data_dir: Path, database_url: str | None = None, env: dict[str, str] | None = None
 ) -> RunningPlatform:
-    api, cashier, sandbox, ops = free_port(), free_port(), free_port(), free_port()
+    api, cashier, ops = free_port(), free_port(), free_port()
+    sandboxes = channel_base_urls()
     data_dir.mkdir(parents=True, exist_ok=True)
     log_path = data_dir / "paygrid.log"
     full_env = {
         **os.environ,
-        "PAYGRID_WECHATPAY_BASE_URL": f"http://127.0.0.1:{sandbox}",
+        **channel_env(sandboxes),
         "PAYGRID_OPS_PORT": str(ops),
         "PAYGRID_SCHEDULER_INTERVAL_S": "0.5",
         **(env or {}),
@@ -222,10 +242,11 @@ def start_platform(
         data_dir,
         f"http://127.0.0.1:{api}",
         f"http://127.0.0.1:{cashier}",
-        f"http://127.0.0.1:{sandbox}",
+        sandboxes[registry.NAMES[0]],
         database_url,
         log_path,
         f"http://127.0.0.1:{ops}",
+        sandboxes,
     )
     try:
         wait_http(f"{running.api_url}/healthz", proc=proc)
@@ -363,6 +384,7 @@ def start_prod_platform(
         None,
         data_dir / "paygrid.log",
         launched.api_ops_url,
+        dict(launched.sandbox_urls),
     )
     try:
         wait_until(

@@ -292,3 +292,81 @@ def test_cashier_works_without_javascript(
     expect(page.locator("#return")).to_have_count(0)  # no return_url given
     assert running.client().get_payment(payment["payment_id"]).json()["status"] == "SUCCESS"
     context.close()
+
+
+# --- Alipay: a QR code and a redirect to its own pay page ----------------------------------
+@pytest.mark.timeout(120)
+def test_pay_with_alipay_by_qr_code(
+    platform_factory: PlatformFactory,
+    merchant: MerchantReceiver,
+    browser: Browser,
+    tmp_path: Path,
+) -> None:
+    """The cashier offers Alipay beside WeChat Pay; its QR code, read off the page, opens the
+    Alipay sandbox's payer page on the phone, which pays; the cashier follows."""
+    running = platform_factory()
+    payment = create(running, cashier_order(merchant))
+    context = browser.new_context(locale="zh-CN", viewport={"width": 480, "height": 900})
+    page = context.new_page()
+    page.goto(payment["cashier_url"])
+    expect(page.locator("#method-wechatpay")).to_be_visible()
+    expect(page.locator("#method-alipay")).to_contain_text("支付宝")
+    page.locator("#method-alipay").click()
+    expect(page.locator("#waiting")).to_be_visible()
+    decoded = read_qr(page, tmp_path / "alipay-qr.png")
+    fetched = running.client().get_payment(payment["payment_id"]).json()
+    assert fetched["channel"] == "alipay" and fetched["payer_action"]["kind"] == "qr_code"
+    assert decoded == fetched["payer_action"]["content"] == fetched["code_url"]
+
+    phone = browser.new_context(locale="zh-CN", is_mobile=True, has_touch=True)
+    payer = phone.new_page()
+    payer.goto(decoded)  # the sandbox serves a payer page at its QR codes' URLs
+    expect(payer.locator("#amount")).to_have_text("¥12.00")
+    payer.locator("#pay").click()
+    expect(payer.locator("#trade-status")).to_contain_text("TRADE_SUCCESS")
+    phone.close()
+
+    expect(page.locator("#result")).to_contain_text(SUCCESS_TEXT, timeout=FOLLOW_TIMEOUT_MS)
+    paid = running.client().get_payment(payment["payment_id"]).json()
+    assert (paid["status"], paid["channel"]) == ("SUCCESS", "alipay")
+    context.close()
+
+
+@pytest.mark.timeout(120)
+def test_pay_with_alipay_on_its_own_page(
+    platform_factory: PlatformFactory,
+    merchant: MerchantReceiver,
+    shop: MerchantShop,
+    browser: Browser,
+) -> None:
+    """Alipay page pay: the cashier sends the browser on to Alipay's pay page (a redirect the
+    page's CSP allows), the payer pays there and Alipay brings the browser back to the
+    merchant's return_url; the notify makes the payment SUCCESS."""
+    running = platform_factory()
+    return_url = f"{shop.base_url}/thanks?order=77"
+    payment = create(running, cashier_order(merchant, return_url=return_url))
+    context = browser.new_context(locale="zh-CN", viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    blocked: list[str] = []
+    page.on(
+        "console",
+        lambda m: blocked.append(m.text) if "Content Security Policy" in m.text else None,
+    )
+    page.goto(payment["cashier_url"])
+    page.locator("#method-alipay-page").click()
+    alipay = urlsplit(running.sandbox_urls["alipay"]).netloc
+    page.wait_for_url(lambda url: urlsplit(url).netloc == alipay, timeout=FOLLOW_TIMEOUT_MS)
+    expect(page.locator("#amount")).to_have_text("¥12.00")
+    fetched = running.client().get_payment(payment["payment_id"]).json()
+    assert (fetched["method"], fetched["payer_action"]["kind"]) == ("page", "redirect")
+    page.locator("#pay").click()
+    page.wait_for_url(lambda url: url.startswith(return_url), timeout=FOLLOW_TIMEOUT_MS)
+    expect(page.locator("#thanks")).to_contain_text("merchant thank-you")
+    assert blocked == []
+    deadline = time.monotonic() + FOLLOW_TIMEOUT_MS / 1000
+    status = ""
+    while time.monotonic() < deadline and status != "SUCCESS":
+        status = running.client().get_payment(payment["payment_id"]).json()["status"]
+        time.sleep(0.2)
+    assert status == "SUCCESS"
+    context.close()

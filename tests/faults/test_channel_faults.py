@@ -7,22 +7,47 @@ from __future__ import annotations
 import time
 import uuid
 from collections import Counter
+from dataclasses import dataclass
 
 import httpx
 import pytest
 
+from paygrid.channels import registry
 from tests.conftest import PlatformFactory
 from tests.support import MerchantReceiver, wait_until
 
 pytestmark = pytest.mark.timeout(300)
 PAYMENTS = 24
-# Every fourth payer walks away, every eighth pays and fails, the others pay.
-EXPECTED_AT_CHANNEL = Counter({"SUCCESS": 15, "PAYERROR": 3, "NOTPAY": 6})
 
 
+@dataclass(frozen=True)
+class Expected:
+    """What 24 payers leave behind at a channel (every fourth walks away, every eighth pays
+    and fails, the others pay) and what paygrid must hold for each channel state."""
+
+    at_channel: Counter[str]
+    paygrid_of: dict[str, str]  # the channel's trade state -> the payment's status
+
+
+EXPECTED = {
+    "wechatpay": Expected(
+        Counter({"SUCCESS": 15, "PAYERROR": 3, "NOTPAY": 6}),
+        {"SUCCESS": "SUCCESS", "PAYERROR": "FAILED", "NOTPAY": "PAYING"},
+    ),
+    # Alipay: a failed attempt leaves the scanned trade waiting; an unscanned QR has no trade.
+    "alipay": Expected(
+        Counter({"TRADE_SUCCESS": 15, "WAIT_BUYER_PAY": 3, "UNSCANNED": 6}),
+        {"TRADE_SUCCESS": "SUCCESS", "WAIT_BUYER_PAY": "PAYING", "UNSCANNED": "PAYING"},
+    ),
+}
+
+
+@pytest.mark.parametrize("channel", registry.NAMES)
 def test_all_channel_faults_converge(
-    platform_factory: PlatformFactory, merchant: MerchantReceiver
+    channel: str, platform_factory: PlatformFactory, merchant: MerchantReceiver
 ) -> None:
+    want = EXPECTED[channel]
+    spec = registry.spec(channel)
     running = platform_factory(env={"PAYGRID_RECOVERY_AFTER_S": "1"})
     client = running.client()
     faults = {
@@ -35,7 +60,8 @@ def test_all_channel_faults_converge(
         "timeout_ms": 6000,
         "seed": 7,
     }
-    assert running.sandbox("POST", "/sandbox/faults", faults).status_code == 200
+    faulted = running.channel_sandbox(channel, "POST", "/sandbox/faults", faults)
+    assert faulted.status_code == 200, faulted.text
     ids: list[str] = []
     for i in range(PAYMENTS):
         body = {
@@ -43,7 +69,7 @@ def test_all_channel_faults_converge(
             "amount": {"total": 100 + i, "currency": "CNY"},
             "description": "faults",
             "notify_url": merchant.url,
-            "channel": "wechatpay",
+            "channel": channel,
             "method": "native",
         }
         payment = None
@@ -59,17 +85,17 @@ def test_all_channel_faults_converge(
         if i % 4 != 3:  # every fourth payer walks away
             outcome = "SUCCESS" if i % 8 else "FAIL"
             paid = httpx.post(
-                f"{running.sandbox_url}/sandbox/pay",
+                f"{running.sandbox_urls[channel]}/sandbox/pay",
                 timeout=10,
-                json={"code_url": payment["code_url"], "outcome": outcome},
+                json=spec.sandbox_pay_body(payment["code_url"], outcome),
             )
             assert paid.status_code == 200, paid.text  # the payer really paid (or failed to)
 
     def channel_states() -> dict[str, str]:
-        orders = running.sandbox("GET", "/sandbox/orders?limit=1000").json()["orders"]
-        return {o["out_trade_no"]: o["trade_state"] for o in orders}
+        listed = running.channel_sandbox(channel, "GET", "/sandbox/orders?limit=1000")
+        return {o["out_trade_no"]: o["trade_state"] for o in listed.json()["orders"]}
 
-    expected = {"SUCCESS": "SUCCESS", "PAYERROR": "FAILED", "NOTPAY": "PAYING"}
+    expected = want.paygrid_of
 
     def converged() -> bool:
         states = channel_states()
@@ -82,11 +108,11 @@ def test_all_channel_faults_converge(
         return True
 
     wait_until(converged, timeout=120, interval=1.0)
-    paid = [p for p, s in channel_states().items() if s == "SUCCESS"]
+    paid = [p for p, s in channel_states().items() if expected[s] == "SUCCESS"]
     # The count the payers make, not just agreement: 18 went to pay, 3 of them failed.
-    assert Counter(channel_states().values()) == EXPECTED_AT_CHANNEL
+    assert Counter(channel_states().values()) == want.at_channel
     statuses = Counter(client.get_payment(p).json()["status"] for p in ids)
-    assert statuses == {"SUCCESS": 15, "FAILED": 3, "PAYING": 6}, statuses
+    assert statuses == Counter(expected[s] for s in want.at_channel.elements()), statuses
     wait_until(
         lambda: len({h["Paygrid-Notify-Id"] for h, _ in merchant.received}) == len(paid), timeout=60
     )

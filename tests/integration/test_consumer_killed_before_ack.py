@@ -19,7 +19,7 @@ from sqlalchemy import Table, func, select
 
 from paygrid.bus import jetstream
 from paygrid.bus.jetstream import JetStreamBus
-from paygrid.config import Settings
+from paygrid.config import ChannelSettings, Settings
 from paygrid.kernel.clock import utcnow
 from paygrid.merchants.service import create_merchant
 from paygrid.payments.service import CreatePayment
@@ -55,7 +55,7 @@ def settings(tmp_path: Path, name: str, db_url: str, nats_url: str, sandbox_url:
         database_url=db_url,
         nats_url=nats_url,
         run_sandboxes=False,
-        wechatpay_base_url=sandbox_url,
+        channels={"wechatpay": ChannelSettings(sandbox_url, fee_rate_ppm=2000)},
         kek=TEST_KEK,
         api_port=free_port(),  # where the sandbox sends callbacks: nobody (补单 finds them)
     )

@@ -15,6 +15,7 @@ from paygrid.bus import jetstream
 from paygrid.bus.jetstream import JetStreamBus
 from paygrid.bus.ports import BusUnavailable, Event
 from paygrid.kernel.clock import utcnow
+from tests.events import Numbered
 from tests.support import NatsServer, nats_server, wait_until
 
 pytestmark = pytest.mark.timeout(120)
@@ -164,7 +165,7 @@ def test_outbox_grows_while_nats_is_down_and_drains_after(nats: NatsServer, tmp_
     nats.kill()
     for i in range(20):  # payments keep succeeding: their events wait in the outbox
         with db.transaction() as conn:
-            record_event(conn, "payment.succeeded", f"pay_{i}", {"i": i})
+            record_event(conn, Numbered(f"pay_{i}", i))
         relay.pump()
     assert unpublished() == 20 and not relay.bus_available
     with db.read() as conn:  # not counted as delivery failures: nothing dead-lettered

@@ -12,6 +12,7 @@ from paygrid.bus.ports import Event
 from paygrid.bus.relay import OutboxRelay
 from paygrid.storage.database import Database
 from paygrid.storage.leader import LeaderLock
+from tests.events import Numbered
 from tests.support import PostgresServer
 
 pytestmark = pytest.mark.timeout(120)
@@ -38,12 +39,12 @@ def test_only_the_leader_publishes_and_another_takes_over(postgres: PostgresServ
     relay_b = OutboxRelay(db_b, bus_b, LeaderLock(db_b, "outbox-relay"))
     with db_a.transaction() as conn:
         for i in range(5):
-            record_event(conn, "payment.succeeded", f"pay_{i}", {"i": i})
+            record_event(conn, Numbered(f"pay_{i}", i))
     assert relay_a.pump() == 5
     assert relay_b.pump() == 0  # standby
     with db_a.transaction() as conn:
         for i in range(5, 8):
-            record_event(conn, "payment.succeeded", f"pay_{i}", {"i": i})
+            record_event(conn, Numbered(f"pay_{i}", i))
     assert relay_b.pump() == 0
     lock_a.release()  # the leader's session dies (process killed, connection gone)
     assert relay_b.pump() == 3

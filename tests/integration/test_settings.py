@@ -16,6 +16,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from paygrid.channels import registry
+from paygrid.config import env_name
 from paygrid.kernel.ids import cell_of
 from paygrid.ops.drill import PROD_PORTS, free_port_block, prod_layout
 from paygrid.platform.bootstrap import create_kek_file
@@ -37,6 +39,16 @@ def clean_env(**settings: str) -> dict[str, str]:
     """Our environment without any PAYGRID_* variable, plus ``settings``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PAYGRID_")}
     return {**env, "PAYGRID_SCHEDULER_INTERVAL_S": "0.5", **settings}
+
+
+def other_sandboxes() -> dict[str, str]:
+    """A free port for the sandbox of every channel but the first (whose port a test picks),
+    as configuration file keys: a test never starts a sandbox on a fixed port."""
+    return {f"{n}_base_url": f"http://127.0.0.1:{free_port()}" for n in registry.NAMES[1:]}
+
+
+def other_sandboxes_env() -> dict[str, str]:
+    return {env_name(key): url for key, url in other_sandboxes().items()}
 
 
 def write_config(path: Path, values: dict[str, object]) -> Path:
@@ -137,6 +149,7 @@ def test_up_takes_ports_and_data_dir_from_the_environment(up: Up, tmp_path: Path
         PAYGRID_CASHIER_PORT=str(cashier),
         PAYGRID_DATA_DIR=str(data),
         PAYGRID_WECHATPAY_BASE_URL=f"http://127.0.0.1:{sandbox}",
+        **other_sandboxes_env(),
     )
     running = up(tmp_path, env, data, (api, cashier, sandbox))
     assert_serves(running, tmp_path)
@@ -153,6 +166,7 @@ def test_up_takes_them_from_the_configuration_file(up: Up, tmp_path: Path) -> No
             "CASHIER_PORT": cashier,
             "data_dir": str(data),
             "wechatpay_base_url": f"http://127.0.0.1:{sandbox}",
+            **other_sandboxes(),
         },
     )
     running = up(tmp_path, clean_env(PAYGRID_CONFIG=str(cfg)), data, (api, cashier, sandbox))
@@ -170,6 +184,7 @@ def test_flag_beats_environment_beats_file(up: Up, tmp_path: Path) -> None:
             "cashier_port": cashier_file,
             "data_dir": str(file_dir),
             "wechatpay_base_url": f"http://127.0.0.1:{sandbox}",
+            **other_sandboxes(),
         },
     )
     env = clean_env(

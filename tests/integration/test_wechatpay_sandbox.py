@@ -17,6 +17,7 @@ import httpx
 import pytest
 
 from paygrid.channels.ports import (
+    Callback,
     CallbackRejected,
     ChannelError,
     CloseOutcome,
@@ -181,13 +182,15 @@ def test_adapter_full_flow(
         ref = new_ref()
         expire = datetime.now(UTC) + timedelta(minutes=30)
         created = adapter.create_order(native(ref, receiver.url, 100_001, expire_at=expire))
-        assert created.code_url and created.code_url.startswith("weixin://wxpay/bizpayurl?pr=")
+        code_url = created.content or ""
+        assert code_url.startswith("weixin://wxpay/bizpayurl?pr=")
         assert adapter.create_order(native(ref, receiver.url, 100_001, expire_at=expire)) == created
         assert adapter.query(ref).state is TradeState.PENDING
 
-        pay(http, code_url=created.code_url)
+        pay(http, code_url=code_url)
         [received] = receiver.wait_for(1)
         callback = adapter.parse_callback(dict(received.headers.items()), received.body)
+        assert isinstance(callback, Callback)
         assert callback.trade.payment_ref == ref
         assert callback.trade.state is TradeState.SUCCESS
         assert callback.trade.amount == Money(100_001, "CNY")
@@ -398,7 +401,7 @@ def test_pay_page_shows_the_order_and_pays_by_form(
     adapter = adapter_for(creds, sandbox.base_url)
     ref = new_ref()
     created = adapter.create_order(native(ref, "http://127.0.0.1:9/notify", 12_345))
-    page = http.get("/sandbox/pay", params={"code_url": created.code_url})
+    page = http.get("/sandbox/pay", params={"code_url": created.content})
     assert page.status_code == 200
     assert "123.45" in page.text and ref in page.text and 'id="pay"' in page.text
     form = {"mchid": creds["mchid"], "out_trade_no": ref, "outcome": "SUCCESS"}

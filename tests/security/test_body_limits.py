@@ -28,7 +28,7 @@ import pytest
 from paygrid.ops.drill import free_port_block
 from tests.conftest import PlatformFactory
 from tests.integration.wechatpay_helpers import SandboxProcess, start_sandbox
-from tests.support import RunningPlatform, free_port, wait_http
+from tests.support import RunningPlatform, channel_env, free_port, wait_http
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -254,7 +254,7 @@ def gateway_process(running: RunningPlatform, data_dir: Path) -> Iterator[tuple[
         "PAYGRID_NATS_URL": "nats://127.0.0.1:1",  # the gateway role needs no bus
         "PAYGRID_GATEWAY_PORT": str(port),
         "PAYGRID_OPS_BASE_PORT": str(ops_base),
-        "PAYGRID_WECHATPAY_BASE_URL": running.sandbox_url,
+        **channel_env(running.sandbox_urls),
         "PAYGRID_KEK_FILE": str(running.data_dir / "keys" / "kek"),  # the platform's own
     }
     data_dir.mkdir(parents=True, exist_ok=True)

@@ -31,6 +31,8 @@ from tests.integration.test_payment_flow import order, pay, wait_status
 from tests.support import (
     MerchantReceiver,
     RunningPlatform,
+    channel_base_urls,
+    channel_env,
     free_port,
     pg_bin,
     start_platform,
@@ -113,7 +115,7 @@ def up_expecting_failure(
         cmd += ["--database-url", database_url]
     full_env = {
         **os.environ,
-        "PAYGRID_WECHATPAY_BASE_URL": f"http://127.0.0.1:{free_port()}",
+        **channel_env(channel_base_urls()),
         "PAYGRID_PG_PORT": str(free_port()),
         "PAYGRID_NATS_PORT": str(free_port()),
         "PAYGRID_GATEWAY_PORT": str(free_port()),

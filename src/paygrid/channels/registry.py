@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from paygrid.channels.alipay import capabilities as alipay
 from paygrid.channels.ports import ChannelAdapter, ChannelCapabilities
 from paygrid.channels.wechatpay import capabilities as wechatpay
 
@@ -74,6 +75,17 @@ CHANNELS: tuple[ChannelSpec, ...] = (
         sandbox_qr_field="code_url",
         sandbox_paid_states=frozenset({"SUCCESS", "REFUND"}),
         sandbox_unpaid_states=frozenset({"NOTPAY"}),
+    ),
+    ChannelSpec(
+        name="alipay",
+        title="支付宝 Alipay",
+        default_port=8102,
+        fee_rate_ppm=alipay.FEE_RATE_PPM,
+        capabilities=alipay.CAPABILITIES,
+        sandbox_qr_field="qr_code",
+        # REFUNDED: TRADE_CLOSED after payment (refunded in full); UNSCANNED: no trade yet
+        sandbox_paid_states=frozenset({"TRADE_SUCCESS", "TRADE_FINISHED", "REFUNDED"}),
+        sandbox_unpaid_states=frozenset({"UNSCANNED", "WAIT_BUYER_PAY"}),
     ),
 )
 BY_NAME: Mapping[str, ChannelSpec] = {c.name: c for c in CHANNELS}
