@@ -1,7 +1,8 @@
-"""Refunds (退款) end to end through real processes and real HTTP, on SQLite and PostgreSQL:
-merchant API -> the WeChat Pay sandbox -> its signed, encrypted refund callback (or 补单 when
-the callback is lost) -> the refund voucher with the fee returned pro rata -> the merchant's
-refund notification; WeChat's ABNORMAL and CLOSED refunds; `paygrid check` on all of it."""
+"""Refunds (退款) end to end through real processes and real HTTP, on every channel of the
+registry and on SQLite and PostgreSQL: merchant API -> the channel's sandbox -> its signed
+refund callback, or the refund's answer (or 补单 when the answer times out and the callback is
+lost) -> the refund voucher with the fee returned pro rata -> the merchant's refund
+notification; WeChat Pay's ABNORMAL and CLOSED refunds; `paygrid check` on all of it."""
 
 from __future__ import annotations
 
@@ -13,19 +14,25 @@ import pytest
 from sqlalchemy import select
 
 from paygrid.api.client import MerchantClient, verify_notification
+from paygrid.channels import registry
 from paygrid.storage.schema import ledger_entries, ledger_vouchers, refund_callbacks
 from tests.conftest import PlatformFactory
-from tests.integration.test_payment_flow import order, pay, wait_status
+from tests.integration.test_payment_flow import order, wait_status
 from tests.support import MerchantReceiver, RunningPlatform, wait_until
 
 pytestmark = pytest.mark.timeout(240)
 
 
-def paid(running: RunningPlatform, merchant: MerchantReceiver) -> dict[str, Any]:
-    """A payment of 100.00 (two apples, a 10.00 coupon), paid, its notification received."""
+def paid(
+    running: RunningPlatform, merchant: MerchantReceiver, channel: str = "wechatpay"
+) -> dict[str, Any]:
+    """A payment of 100.00 (two apples, a 10.00 coupon) on ``channel``, paid by scanning its
+    QR code at the channel's sandbox, its notification received."""
     client = running.client()
-    payment = client.create_payment(order(merchant)).json()
-    pay(running, payment["code_url"])
+    payment = client.create_payment(order(merchant, channel=channel)).json()
+    body = registry.spec(channel).sandbox_pay_body(payment["code_url"], "SUCCESS")
+    answer = running.channel_sandbox(channel, "POST", "/sandbox/pay", body)
+    assert answer.status_code == 200, answer.text
     done = wait_status(client, payment["payment_id"], "SUCCESS")
     wait_until(lambda: any(b'"payment.succeeded"' in body for _, body in merchant.received))
     return done
@@ -61,13 +68,17 @@ def check_passes(running: RunningPlatform) -> None:
     )
 
 
+@pytest.mark.parametrize("channel", registry.NAMES)
 def test_full_and_partial_refunds_end_to_end(
-    platform_factory: PlatformFactory, database_url: str | None, merchant: MerchantReceiver
+    platform_factory: PlatformFactory,
+    database_url: str | None,
+    merchant: MerchantReceiver,
+    channel: str,
 ) -> None:
     running = platform_factory(database_url)
     client = running.client()
     secret = running.credentials["secret"]
-    payment = paid(running, merchant)
+    payment = paid(running, merchant, channel)
     own = MerchantReceiver()
     try:
         body = {
@@ -81,8 +92,11 @@ def test_full_and_partial_refunds_end_to_end(
         created = refund(client, body, key="k-" + uuid.uuid4().hex)
         assert created.status_code == 201, created.text
         first = created.json()
-        assert first["status"] == "PROCESSING" and first["refund_id"].startswith("rfd_")
-        assert (first["amount"], first["currency"], first["channel"]) == (3_000, "CNY", "wechatpay")
+        # WeChat Pay answers PROCESSING (its callback follows), Alipay SUCCESS at once
+        assert first["status"] in ("PROCESSING", "SUCCESS") and first["refund_id"].startswith(
+            "rfd_"
+        )
+        assert (first["amount"], first["currency"], first["channel"]) == (3_000, "CNY", channel)
         assert first["items"] == [{"sku": "APL", "quantity": 1}]
         assert first["out_trade_no"] == payment["out_trade_no"]
         again = refund(client, body)
@@ -91,7 +105,7 @@ def test_full_and_partial_refunds_end_to_end(
         assert (other.status_code, other.json()["code"]) == (409, "DUPLICATE_OUT_REFUND_NO")
 
         done = wait_refund(client, first["refund_id"], "SUCCESS")
-        assert done["channel_refund_no"] and done["succeeded_at"]
+        assert done["succeeded_at"] and done["channel_status"]  # (Alipay has no refund number)
         wait_until(lambda: len(own.received) == 1)
         headers, raw = own.received[0]
         assert verify_notification(secret, headers, raw)
@@ -137,8 +151,8 @@ def test_full_and_partial_refunds_end_to_end(
                 ("refund", "D", 42),
             ]
             with db.read() as conn:
-                said = conn.execute(select(refund_callbacks.c.outcome)).scalars().all()
-            assert sorted(said) == ["APPLY_SUCCESS", "APPLY_SUCCESS"]  # both by their callback
+                said = set(conn.execute(select(refund_callbacks.c.outcome)).scalars())
+            assert said <= {"APPLY_SUCCESS", "NO_CHANGE", "STALE"}  # no callback refused
         finally:
             db.dispose()
         check_passes(running)
@@ -161,19 +175,25 @@ def _fees(db: Any, payment_id: str) -> list[tuple[str, str, int]]:
     return [(r.kind, r.direction, r.amount) for r in rows]
 
 
-def test_refund_recovery_when_the_callback_is_lost(
-    platform_factory: PlatformFactory, merchant: MerchantReceiver
+@pytest.mark.parametrize("channel", registry.NAMES)
+def test_refund_recovery_when_the_answer_times_out_and_the_callback_is_lost(
+    platform_factory: PlatformFactory, merchant: MerchantReceiver, channel: str
 ) -> None:
     running = platform_factory(env={"PAYGRID_RECOVERY_AFTER_S": "1"})
     client = running.client()
-    payment = paid(running, merchant)
-    assert running.sandbox("POST", "/sandbox/faults", {"drop_rate": 1}).status_code == 200
+    payment = paid(running, merchant, channel)
+
+    def faults(changes: dict[str, Any]) -> None:
+        assert running.channel_sandbox(channel, "POST", "/sandbox/faults", changes).is_success
+
+    faults({"drop_rate": 1, "timeout_rate": 1})  # the channel refunds; nobody hears of it
     body = {"payment_id": payment["payment_id"], "out_refund_no": "rf-lost", "amount": 2_500}
-    made = refund(client, body).json()
-    done = wait_refund(client, made["refund_id"], "SUCCESS", timeout=60)  # by 补单
-    sent = running.sandbox("GET", f"/sandbox/notifications?out_refund_no={made['refund_id']}")
-    assert [n["state"] for n in sent.json()["notifications"]] == ["DROPPED"]
-    assert done["channel_refund_no"]
+    made = refund(client, body)
+    assert made.status_code == 201, made.text
+    assert made.json()["status"] == "PROCESSING"  # written down; the channel's word is late
+    faults({"timeout_rate": 0})  # queries are answered again; callbacks still lost
+    done = wait_refund(client, made.json()["refund_id"], "SUCCESS", timeout=60)  # by 补单
+    assert done["succeeded_at"]
     wait_until(lambda: len(notices(merchant, "refund.succeeded")) == 1)
     assert client.get_payment(payment["payment_id"]).json()["refunded_amount"] == 2_500
     db = running.database()
@@ -185,7 +205,7 @@ def test_refund_recovery_when_the_callback_is_lost(
     check_passes(running)
 
 
-def test_abnormal_refunds_stay_reserved_and_closed_ones_release(
+def test_wechatpay_abnormal_refunds_stay_reserved_and_closed_ones_release(
     platform_factory: PlatformFactory, merchant: MerchantReceiver
 ) -> None:
     running = platform_factory()
