@@ -21,7 +21,7 @@ import pytest
 from paygrid.channels import registry
 from paygrid.channels.ports import RefundState
 from tests.conftest import PlatformFactory
-from tests.integration.test_payment_flow import order, pay, wait_status
+from tests.integration.test_payment_flow import order, wait_status
 from tests.support import MerchantReceiver, RunningPlatform, pg_bin, start_prod_platform, wait_until
 
 pytestmark = pytest.mark.timeout(400)
@@ -55,18 +55,27 @@ def race(
         return list(pool.map(send, range(WAYS)))
 
 
-def paid(running: RunningPlatform, merchant: MerchantReceiver) -> dict[str, Any]:
+def paid(
+    running: RunningPlatform, merchant: MerchantReceiver, channel: str = "wechatpay"
+) -> dict[str, Any]:
     client = running.client()
     payment = client.create_payment(
-        order(merchant, amount={"total": TOTAL, "currency": "CNY"}, items=None, discounts=None)
+        order(
+            merchant,
+            amount={"total": TOTAL, "currency": "CNY"},
+            items=None,
+            discounts=None,
+            channel=channel,
+        )
     ).json()
-    pay(running, payment["code_url"])
+    body = registry.spec(channel).sandbox_pay_body(payment["code_url"], "SUCCESS")
+    assert running.channel_sandbox(channel, "POST", "/sandbox/pay", body).status_code == 200
     return wait_status(client, payment["payment_id"], "SUCCESS", timeout=60)
 
 
-def settle(running: RunningPlatform, merchant: MerchantReceiver) -> None:
+def settle(running: RunningPlatform, merchant: MerchantReceiver, channel: str) -> None:
     client = running.client()
-    payment = paid(running, merchant)
+    payment = paid(running, merchant, channel)
 
     responses = race(running, payment["payment_id"])
     errors = [r.text for r in responses if r.status_code >= 500]
@@ -86,7 +95,8 @@ def settle(running: RunningPlatform, merchant: MerchantReceiver) -> None:
     shown = client.get_payment(payment["payment_id"]).json()
     assert Counter(r["status"] for r in shown["refunds"]) == Counter({"SUCCESS": len(accepted)})
     ids = [r["refund_id"] for r in accepted]
-    assert _refunded_at_channel(running, payment["payment_id"], ids) == EACH * len(accepted)
+    given = _refunded_at_channel(running, channel, payment["payment_id"], ids)
+    assert given == EACH * len(accepted)
     wait_until(
         lambda: running.paygrid("check", "--grace-seconds", "0").returncode == 0,
         timeout=90,
@@ -94,10 +104,12 @@ def settle(running: RunningPlatform, merchant: MerchantReceiver) -> None:
     )
 
 
-def _refunded_at_channel(running: RunningPlatform, payment_id: str, refund_ids: list[str]) -> int:
+def _refunded_at_channel(
+    running: RunningPlatform, name: str, payment_id: str, refund_ids: list[str]
+) -> int:
     """What the channel itself says it gave back, asked with the merchant's own credentials."""
-    creds = running.sandbox("GET", "/sandbox/credentials").json()
-    channel = registry.spec("wechatpay").build_adapter(creds, running.sandbox_url)
+    creds = running.channel_sandbox(name, "GET", "/sandbox/credentials").json()
+    channel = registry.spec(name).build_adapter(creds, running.sandbox_urls[name])
     given = 0
     for refund_id in refund_ids:
         said = channel.query_refund(refund_id, payment_id)
@@ -106,10 +118,14 @@ def _refunded_at_channel(running: RunningPlatform, payment_id: str, refund_ids: 
     return given
 
 
+@pytest.mark.parametrize("channel", registry.NAMES)
 def test_parallel_refunds_never_exceed_the_payment_embedded(
-    platform_factory: PlatformFactory, database_url: str | None, merchant: MerchantReceiver
+    platform_factory: PlatformFactory,
+    database_url: str | None,
+    merchant: MerchantReceiver,
+    channel: str,
 ) -> None:
-    settle(platform_factory(database_url), merchant)
+    settle(platform_factory(database_url), merchant, channel)
 
 
 @pytest.mark.parametrize("same_body", [True, False], ids=["same body", "other bodies"])
@@ -146,6 +162,6 @@ def test_parallel_refunds_never_exceed_the_payment_in_production(
         pytest.skip("PostgreSQL binaries not installed")
     running = start_prod_platform(tmp_path / "prod")
     try:
-        settle(running, merchant)
+        settle(running, merchant, "wechatpay")
     finally:
         running.stop()
