@@ -72,6 +72,8 @@ MERCHANT_PATHS = {
     "/v1/payments",
     "/v1/payments/{payment_id}",
     "/v1/payments/{payment_id}/close",
+    "/v1/refunds",
+    "/v1/refunds/{refund_id}",
     "/v1/bills/{bill_date}",
     "/v1/notifications",
     "/v1/notifications/{notify_id}/resend",
@@ -166,7 +168,8 @@ def test_schemathesis_finds_no_server_error_and_nothing_undocumented(
     assert run.returncode == 0, output
     result = json.loads(report.read_text())
     assert result["complete"] and result["stop_reason"] == "completed", output
-    assert result["operations"]["tested"] == len(MERCHANT_PATHS) + 1, output  # two on /v1/payments
+    # two operations on /v1/payments and on /v1/refunds
+    assert result["operations"]["tested"] == len(MERCHANT_PATHS) + 2, output
     assert result["failures"] == [] and result["errors"] == [], output
     assert result["test_cases"]["generated"] >= 20 * len(MERCHANT_PATHS), output
     phases = result["phases"]
@@ -230,6 +233,7 @@ def test_every_documented_operation_refuses_an_unsigned_request(
     filled = {
         "{payment_id}": "pay_" + "0" * 26,
         "{notify_id}": "ntf_" + "0" * 26,
+        "{refund_id}": "rfd_" + "0" * 26,
         "{bill_date}": "2026-01-01",
     }
     for method, path, _ in _operations(_document(live)):
@@ -246,7 +250,7 @@ def test_the_docs_page_is_served_and_no_path_redirects(live: Live) -> None:
     page = httpx.get(f"{live.api_url}/docs", timeout=10)
     assert page.status_code == 200 and "/openapi.json" in page.text
     # A redirect would make a signed client resend to another target (a 401 at best).
-    for path in ("/v1/payments/", "/v1/notifications/", "/v1/bills/"):
+    for path in ("/v1/payments/", "/v1/refunds/", "/v1/notifications/", "/v1/bills/"):
         response = httpx.get(live.api_url + path, timeout=10)
         assert response.status_code == 404, f"{path}: {response.status_code}"
         assert response.json()["code"] == "NOT_FOUND"
@@ -254,7 +258,8 @@ def test_the_docs_page_is_served_and_no_path_redirects(live: Live) -> None:
 
 def test_real_answers_match_the_document(live: Live) -> None:
     """Answers generated data rarely reaches (a paid payment, a notification and its resend,
-    a bill with a row, an idempotent replay, a refused close), checked as schemathesis does."""
+    a bill with a row, an idempotent replay, a refused close, a refund, its repeat and an
+    over-refund), checked as schemathesis does."""
     schema = schemathesis.openapi.from_url(f"{live.api_url}/openapi.json")
     signer = PaygridSigner(live.running.credentials)
     paid = live.paid
@@ -268,6 +273,13 @@ def test_real_answers_match_the_document(live: Live) -> None:
     }
     key = {"Idempotency-Key": "k-" + uuid.uuid4().hex}
     by_id = {"payment_id": paid["payment_id"]}
+    refund = {
+        "out_trade_no": paid["out_trade_no"],
+        "out_refund_no": "rf-" + uuid.uuid4().hex[:12],
+        "amount": 1,
+        "reason": "one fen back",
+        "notify_url": "http://127.0.0.1:9/refunds",
+    }
     calls: list[tuple[str, str, dict[str, Any], int]] = [
         ("GET", "/v1/payments/{payment_id}", {"path_parameters": by_id}, 200),
         ("GET", "/v1/payments", {"query": {"out_trade_no": paid["out_trade_no"]}}, 200),
@@ -287,6 +299,11 @@ def test_real_answers_match_the_document(live: Live) -> None:
         ("POST", "/v1/payments/{payment_id}/close", {"path_parameters": by_id, "body": {}}, 409),
         ("POST", "/v1/payments", {"body": new, "headers": key}, 201),
         ("POST", "/v1/payments", {"body": new, "headers": key}, 201),
+        ("POST", "/v1/refunds", {"body": refund}, 201),
+        ("POST", "/v1/refunds", {"body": refund}, 200),
+        ("POST", "/v1/refunds", {"body": {**refund, "out_refund_no": "o", "amount": 10**9}}, 409),
+        ("GET", "/v1/refunds", {"query": {"out_refund_no": refund["out_refund_no"]}}, 200),
+        ("GET", "/v1/payments/{payment_id}", {"path_parameters": by_id}, 200),
     ]
     answers = []
     for method, path, data, status in calls:
@@ -297,8 +314,17 @@ def test_real_answers_match_the_document(live: Live) -> None:
     assert answers[2].json()["data"][0]["id"] == live.notify_id
     assert answers[3].json()["deliveries"][-1]["manual"] is True
     assert paid["out_trade_no"] in answers[4].text
-    assert answers[-1].headers["idempotent-replayed"] == ["true"]
-    assert answers[-1].text == answers[-2].text
+    assert answers[7].headers["idempotent-replayed"] == ["true"]
+    assert answers[7].text == answers[6].text
+    made = answers[8].json()
+    assert answers[9].json() == made and answers[11].json() == made
+    assert answers[10].json()["code"] == "REFUND_EXCEEDS_REMAINING"
+    listed = answers[12].json()["refunds"]
+    assert [r["refund_id"] for r in listed] == [made["refund_id"]]
+    got = schema["/v1/refunds/{refund_id}"]["GET"].Case(
+        path_parameters={"refund_id": made["refund_id"]}
+    )
+    assert got.call_and_validate(checks=CHECK_FUNCTIONS, auth=signer).json()["amount"] == 1
 
 
 # --- what schemathesis found, kept found ----------------------------------------------------

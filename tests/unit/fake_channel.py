@@ -15,10 +15,15 @@ from paygrid.channels.ports import (
     CallbackReply,
     ChannelAccount,
     ChannelCapabilities,
+    ChannelError,
     CloseOutcome,
     OrderRequest,
     PayerAction,
     PayerActionKind,
+    RefundCallback,
+    RefundRequest,
+    RefundState,
+    RefundTrade,
     Trade,
     TradeState,
 )
@@ -45,6 +50,10 @@ class FakeChannel:
     # What the channel reports as paid where that is not the order's amount (a wrong amount or
     # currency in its callbacks and query answers): paygrid must never take it as a success.
     misreported: dict[str, Money] = field(default_factory=dict)
+    refunds: dict[str, RefundRequest] = field(default_factory=dict)  # by refund_ref
+    refund_states: dict[str, RefundState] = field(default_factory=dict)
+    refund_errors: list[ChannelError] = field(default_factory=list)  # raised by the next calls
+    refund_calls: int = 0
 
     def create_order(self, request: OrderRequest) -> PayerAction:
         if self.states.get(request.payment_ref) in (TradeState.SUCCESS, TradeState.CLOSED):
@@ -109,10 +118,67 @@ class FakeChannel:
             self.states[payment_ref] = TradeState.CLOSED
         return CloseOutcome.CLOSED
 
-    def parse_callback(self, headers: Mapping[str, str], body: bytes) -> Callback:
+    # --- refunds ---------------------------------------------------------------------------
+    def refund(self, request: RefundRequest) -> RefundTrade:
+        """Idempotent on refund_ref; refuses (finally) a refund above what remains."""
+        self.refund_calls += 1
+        if self.refund_errors:
+            raise self.refund_errors.pop(0)
+        if request.refund_ref not in self.refunds:
+            if self.states.get(request.payment_ref) != TradeState.SUCCESS:
+                raise ChannelError("RESOURCE_NOT_EXISTS", "no such paid order")
+            taken = sum(
+                r.amount.minor
+                for ref, r in self.refunds.items()
+                if r.payment_ref == request.payment_ref
+                and self.refund_states[ref] != RefundState.FAILED
+            )
+            if taken + request.amount.minor > self.orders[request.payment_ref].amount.minor:
+                raise ChannelError("INVALID_REQUEST", "above what remains refundable")
+            self.refunds[request.refund_ref] = request
+            self.refund_states[request.refund_ref] = RefundState.PROCESSING
+        return self.refund_trade(request.refund_ref)
+
+    def refund_trade(self, refund_ref: str, amount: Money | None = None) -> RefundTrade:
+        request = self.refunds[refund_ref]
+        state = self.refund_states[refund_ref]
+        return RefundTrade(
+            refund_ref,
+            state,
+            payment_ref=request.payment_ref,
+            channel_refund_no=f"wxr{refund_ref}",
+            amount=amount or request.amount,
+            succeeded_at=datetime.now(UTC) if state == RefundState.SUCCESS else None,
+            raw_state=state.value,
+            merchant_id=self.account.merchant_id,
+        )
+
+    def settle_refund(
+        self, refund_ref: str, state: RefundState = RefundState.SUCCESS, amount: int | None = None
+    ) -> bytes:
+        """The channel ends a refund; returns the callback body it would send (``amount``: it
+        reports this amount instead of the refund's)."""
+        self.refund_states[refund_ref] = state
+        body = {"id": f"rn{len(self.sent)}", "refund_ref": refund_ref, "state": state.value}
+        if amount is not None:
+            body["amount"] = amount
+        encoded = json.dumps(body).encode()
+        self.sent.append(encoded)
+        return encoded
+
+    def query_refund(self, refund_ref: str, payment_ref: str) -> RefundTrade:
+        if refund_ref not in self.refunds:
+            return RefundTrade(refund_ref, RefundState.NOT_FOUND, raw_state="NOT_FOUND")
+        return self.refund_trade(refund_ref)
+
+    def parse_callback(self, headers: Mapping[str, str], body: bytes) -> Callback | RefundCallback:
         if headers.get("x-fake-signature") != "ok":
             raise CallbackRejected("bad signature")
         data = json.loads(body)
+        if "refund_ref" in data:
+            said = data.get("amount")
+            amount = None if said is None else Money(said, "CNY")
+            return RefundCallback(data["id"], self.refund_trade(data["refund_ref"], amount))
         trade = Trade(
             data["ref"],
             TradeState(data["state"]),

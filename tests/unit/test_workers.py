@@ -81,6 +81,7 @@ def test_workers_intervals_and_roles() -> None:
     table = {w.name: (w.role, w.interval(s), w.busy_at, w.embedded) for w in WORKERS}
     assert table == {
         "core": ("core", 2.5, 0, True),
+        "refund-recovery": ("core", 2.5, 0, True),
         "outbox-relay": ("relay", 0.1, 1, True),
         "notifier": ("notifier", 0.5, 1, True),
         "scheduler": ("scheduler", 2.5, 0, True),

@@ -19,7 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from paygrid.api import openapi as doc
 from paygrid.api.deps import ApiDeps
 from paygrid.api.errors import ApiError
-from paygrid.api.routes import bills, notifications, payments
+from paygrid.api.routes import bills, notifications, payments, refunds
 from paygrid.gateway.app import callback_router
 from paygrid.ops.http_limits import BodyLimit
 from paygrid.ops.observability import add_health_routes, observe_request, request_id_var
@@ -33,6 +33,7 @@ MAX_BODY_BYTES = 64 * 1024
 # One router per resource, in the order of the OpenAPI document.
 ROUTERS: tuple[Callable[[ApiDeps], APIRouter], ...] = (
     payments.router,
+    refunds.router,
     bills.router,
     notifications.router,
 )

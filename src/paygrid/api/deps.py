@@ -11,6 +11,7 @@ from dataclasses import KW_ONLY, dataclass
 from typing import Any, TypeVar
 
 from fastapi import Request
+from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from paygrid.api.auth import Principal, authenticate
@@ -19,11 +20,13 @@ from paygrid.kernel.clock import DEFAULT_BUSINESS_ZONE
 from paygrid.kernel.ids import is_id
 from paygrid.merchants.vault import Vault
 from paygrid.notify.service import NotifyService
+from paygrid.notify.url_policy import UrlRefused
 from paygrid.payments.errors import PaymentRejected
 from paygrid.payments.service import PaymentService
 from paygrid.storage.database import Database
 
 T = TypeVar("T")
+M = TypeVar("M", bound=BaseModel)
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,3 +87,31 @@ def require_empty_object(body: bytes) -> None:
     if body.strip() in (b"", b"{}"):
         return
     json_object(body)
+
+
+def parse_body(model: type[M], body: bytes) -> M:
+    """The body as ``model``; the first error is 400 INVALID_<FIELD> naming the field."""
+    json_object(body)
+    try:
+        return model.model_validate_json(body)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        if first["type"] == "json_invalid":  # e.g. nested too deep, or a lone surrogate
+            raise ApiError(400, "MALFORMED_JSON", first["msg"]) from None
+        code, field = field_code(tuple(first["loc"]))
+        raise ApiError(400, code, f"{field}: {first['msg']}", field) from None
+
+
+def field_code(loc: tuple[int | str, ...]) -> tuple[str, str]:
+    names = [str(p) for p in loc if not isinstance(p, int)]
+    field = ".".join(str(p) for p in loc)
+    top = names[-1] if names and names[-1] == "currency" else (names[0] if names else "body")
+    return f"INVALID_{top.upper()}", field
+
+
+def check_notify_url(notify: NotifyService, url: str) -> None:
+    """SSRF guard (notify/url_policy.py): no internal, credential-bearing or obfuscated URL."""
+    try:
+        notify.check_url(url)
+    except UrlRefused as exc:
+        raise ApiError(400, "INVALID_NOTIFY_URL", exc.message, "notify_url") from None

@@ -21,16 +21,22 @@ from paygrid.api.auth import MAX_NONCE_LEN, SCHEME, TIMESTAMP_WINDOW_S
 from paygrid.api.idempotency import MAX_KEY_LEN
 from paygrid.api.schemas import (
     CHANNELS,
+    ID_BODY,
+    MAX_REASON_LEN,
+    MAX_REFUND_ITEMS,
     MAX_URL_LEN,
     METHODS,
     OUT_TRADE_NO_PATTERN,
+    PAYMENT_ID_PATTERN,
+    REFUND_ID_PATTERN,
     CreatePaymentIn,
+    CreateRefundIn,
 )
 from paygrid.kernel.money import MAX_MINOR_UNITS
+from paygrid.payments.refunds import MAX_REFUNDS_PER_PAYMENT
 
 SECURITY_SCHEME = "PaygridSignature"
-_ID_BODY = "[0-9A-HJKMNP-TV-Z]{26}"  # Crockford base32, kernel.ids
-PAYMENT_ID_PATTERN = f"^pay_{_ID_BODY}$"
+_ID_BODY = ID_BODY  # Crockford base32, kernel.ids
 NOTIFY_ID_PATTERN = f"^ntf_{_ID_BODY}$"
 REQUEST_ID_PATTERN = "^req_[0-9a-f]{20}$"
 CURRENCY_PATTERN = "^[A-Z]{3}$"
@@ -72,6 +78,16 @@ class Discount(_Out):
     amount: int = Field(ge=0, le=MAX_MINOR_UNITS)
 
 
+class RefundSummary(_Out):
+    """One refund of a payment, as the payment lists it."""
+
+    refund_id: str = Field(pattern=REFUND_ID_PATTERN)
+    out_refund_no: str = Field(pattern=OUT_TRADE_NO_PATTERN, max_length=64)
+    amount: int = Field(gt=0, le=MAX_MINOR_UNITS)
+    status: Literal["PROCESSING", "SUCCESS", "FAILED"]
+    created_at: str = Field(json_schema_extra=DATE_TIME)
+
+
 class Payment(_Out):
     """The payment as GET returns it (and as notifications carry it)."""
 
@@ -103,6 +119,11 @@ class Payment(_Out):
     refunded_amount: int | SkipJsonSchema[None] = Field(
         default=None, ge=0, description="present when SUCCESS"
     )
+    refunds: list[RefundSummary] | SkipJsonSchema[None] = Field(
+        default=None,
+        max_length=MAX_REFUNDS_PER_PAYMENT,
+        description="present when SUCCESS: its refunds, oldest first",
+    )
 
 
 class PayerAction(_Out):
@@ -114,6 +135,39 @@ class PayerAction(_Out):
     content: str | SkipJsonSchema[None] = None
     url: str | SkipJsonSchema[None] = None
     fields: dict[str, str] | SkipJsonSchema[None] = None
+
+
+class RefundItem(_Out):
+    sku: str = Field(min_length=1, max_length=64)
+    quantity: int = Field(ge=1, le=1_000_000)
+
+
+class Refund(_Out):
+    """The refund as GET returns it (and as its notifications carry it). ``status`` PROCESSING
+    while the channel has not given the money back (also while the channel holds it as
+    abnormal: ``channel_status`` says so), then SUCCESS or FAILED."""
+
+    refund_id: str = Field(pattern=REFUND_ID_PATTERN)
+    mchid: str = Field(pattern="^m[0-9]{10}$")
+    payment_id: str = Field(pattern=PAYMENT_ID_PATTERN)
+    out_trade_no: str = Field(pattern=OUT_TRADE_NO_PATTERN, max_length=64)
+    out_refund_no: str = Field(pattern=OUT_TRADE_NO_PATTERN, max_length=64)
+    amount: int = Field(gt=0, le=MAX_MINOR_UNITS, description="minor units (fen)")
+    currency: str = Field(pattern=CURRENCY_PATTERN, examples=["CNY"])
+    reason: str | None = Field(max_length=MAX_REASON_LEN)
+    notify_url: str | None = Field(
+        max_length=MAX_URL_LEN, description="null: notifications go to the payment's notify_url"
+    )
+    items: list[RefundItem] = Field(max_length=MAX_REFUND_ITEMS)
+    status: Literal["PROCESSING", "SUCCESS", "FAILED"]
+    channel: str = Field(json_schema_extra={"enum": list(CHANNELS)})
+    channel_refund_no: str | None = Field(description="the channel's refund number, once known")
+    channel_status: str | None = Field(
+        description="the channel's own word on the refund (e.g. ABNORMAL), or why it refused"
+    )
+    created_at: str = Field(json_schema_extra=DATE_TIME)
+    succeeded_at: str | None = Field(json_schema_extra=DATE_TIME)
+    failed_at: str | None = Field(json_schema_extra=DATE_TIME)
 
 
 class Delivery(_Out):
@@ -190,6 +244,18 @@ OUT_TRADE_NO = query_param(
     {"pattern": OUT_TRADE_NO_PATTERN, "minLength": 1, "maxLength": 64},
     required=True,
 )
+REFUND_ID = path_param(
+    "refund_id",
+    "The refund's id; an id that names no refund of yours is 404 REFUND_NOT_FOUND.",
+    {"pattern": REFUND_ID_PATTERN},
+)
+OUT_REFUND_NO = query_param(
+    "out_refund_no",
+    "The merchant's refund number given at creation; missing is 400 INVALID_OUT_REFUND_NO, "
+    "one that names no refund of yours is 404 REFUND_NOT_FOUND.",
+    {"pattern": OUT_TRADE_NO_PATTERN, "minLength": 1, "maxLength": 64},
+    required=True,
+)
 PAYMENT_FILTER = query_param(
     "payment_id",
     "Only the notifications of this payment (none when it names no payment of yours).",
@@ -238,6 +304,15 @@ CREATE_EXAMPLE = {
 }
 
 
+CREATE_REFUND_EXAMPLE = {
+    "payment_id": "pay_01KB3Z7Q0W00000000000000A0",
+    "out_refund_no": "refund-20260101-0001",
+    "amount": 300,
+    "reason": "out of stock",
+    "items": [{"sku": "B1", "quantity": 1}],
+}
+
+
 EMPTY_BODY = {
     "required": False,
     "description": "No body, or {} (the members of an object are ignored).",
@@ -264,16 +339,20 @@ ERRORS: Mapping[int, str] = {
     400: "Refused input (nothing changed): MALFORMED_JSON, INVALID_<FIELD> (e.g. "
     "INVALID_AMOUNT, INVALID_CURRENCY, INVALID_NOTIFY_URL, INVALID_EXPIRE_AT, INVALID_CHANNEL, "
     "INVALID_METHOD, INVALID_PAYER, METHOD_NOT_SUPPORTED, PAYER_REQUIRED, INVALID_DESCRIPTION, "
-    "INVALID_OUT_TRADE_NO, INVALID_BILL_DATE, "
-    "INVALID_IDEMPOTENCY_KEY), UNSUPPORTED_CURRENCY, ITEMS_TOTAL_MISMATCH, "
-    "INVALID_DISCOUNTS, CHANNEL_NOT_SUPPORTED; `field` names the member at fault.",
+    "INVALID_OUT_TRADE_NO, INVALID_BILL_DATE, INVALID_PAYMENT_ID, INVALID_OUT_REFUND_NO, "
+    "INVALID_REASON, INVALID_IDEMPOTENCY_KEY), UNSUPPORTED_CURRENCY, ITEMS_TOTAL_MISMATCH, "
+    "INVALID_DISCOUNTS, INVALID_ITEMS, CHANNEL_NOT_SUPPORTED; `field` names the member at "
+    "fault.",
     401: f"The {SCHEME} signature is missing or wrong: UNAUTHORIZED, SIGNATURE_INVALID, "
     "TIMESTAMP_EXPIRED, TIMESTAMP_INVALID, NONCE_REUSED, NONCE_INVALID, KEY_EXPIRED (a key "
     "rotated away whose grace period is over).",
-    404: "PAYMENT_NOT_FOUND or NOTIFICATION_NOT_FOUND: nothing of yours has this id.",
+    404: "PAYMENT_NOT_FOUND, REFUND_NOT_FOUND or NOTIFICATION_NOT_FOUND: nothing of yours has "
+    "this id.",
     409: "The request conflicts with the payment's state or an earlier request: "
     "DUPLICATE_OUT_TRADE_NO, IDEMPOTENCY_KEY_REUSED, IDEMPOTENCY_REQUEST_IN_PROGRESS, "
-    "PAYMENT_ALREADY_PAID, PAYMENT_CLOSED, PAYMENT_FAILED, PAYMENT_EXPIRED, CONCURRENT_UPDATE.",
+    "PAYMENT_ALREADY_PAID, PAYMENT_CLOSED, PAYMENT_FAILED, PAYMENT_EXPIRED, CONCURRENT_UPDATE; "
+    "for refunds DUPLICATE_OUT_REFUND_NO, PAYMENT_NOT_REFUNDABLE, REFUND_EXCEEDS_REMAINING, "
+    "REFUND_WINDOW_CLOSED, PARTIAL_REFUND_NOT_SUPPORTED, TOO_MANY_REFUNDS.",
     413: "BODY_TOO_LARGE: the body exceeds 64 KiB.",
     502: "CHANNEL_ERROR: the payment channel refused the call; retry may not help.",
     503: "DATABASE_UNAVAILABLE, or CHANNEL_UNAVAILABLE: retry later, with the same "
@@ -295,6 +374,12 @@ PAYMENT_LINKS = {
     "FindPayment": _payment_link("findPayment", "out_trade_no", "out_trade_no"),
     "ClosePayment": _payment_link("closePayment", "payment_id", "payment_id"),
     "ListNotifications": _payment_link("listNotifications", "payment_id", "payment_id"),
+}
+
+REFUND_LINKS = {
+    "GetRefund": _payment_link("getRefund", "refund_id", "refund_id"),
+    "FindRefund": _payment_link("findRefund", "out_refund_no", "out_refund_no"),
+    "GetRefundedPayment": _payment_link("getPayment", "payment_id", "payment_id"),
 }
 
 NOTIFICATION_LINKS = {
@@ -371,7 +456,8 @@ def finish(document: dict[str, Any]) -> dict[str, Any]:
     for name in ("HTTPValidationError", "ValidationError"):
         schemas.pop(name, None)
     _, defs = models_json_schema(
-        [(CreatePaymentIn, "validation")], ref_template="#/components/schemas/{model}"
+        [(CreatePaymentIn, "validation"), (CreateRefundIn, "validation")],
+        ref_template="#/components/schemas/{model}",
     )
     schemas.update(defs["$defs"])
     components["securitySchemes"] = {

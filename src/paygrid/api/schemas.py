@@ -17,9 +17,14 @@ from paygrid.channels.ports import METHODS as METHODS_OF_CHANNELS
 from paygrid.kernel.money import MAX_MINOR_UNITS, is_known_currency
 
 MAX_ITEMS = 100
+MAX_REFUND_ITEMS = 100
+MAX_REASON_LEN = 80  # the shortest refund reason any channel keeps (80 characters)
 MAX_DISCOUNTS = 20
 MAX_URL_LEN = 512
 OUT_TRADE_NO_PATTERN = r"^[A-Za-z0-9_\-|*.:]+$"
+ID_BODY = "[0-9A-HJKMNP-TV-Z]{26}"  # Crockford base32, kernel.ids
+PAYMENT_ID_PATTERN = f"^pay_{ID_BODY}$"
+REFUND_ID_PATTERN = f"^rfd_{ID_BODY}$"
 # What the registry's channels take, and the channels themselves: documented in the OpenAPI.
 CURRENCIES = tuple(sorted({c for ch in registry.CHANNELS for c in ch.capabilities.currencies}))
 CHANNELS = registry.NAMES
@@ -169,3 +174,27 @@ class CreatePaymentIn(_Strict):
 
 class CloseIn(_Strict):
     pass
+
+
+MerchantNumber = Annotated[str, Field(min_length=1, max_length=64, pattern=OUT_TRADE_NO_PATTERN)]
+
+
+class RefundItemIn(_Strict):
+    sku: Annotated[str, Field(min_length=1, max_length=64), AfterValidator(_printable)]
+    quantity: Annotated[int, Field(ge=1, le=1_000_000)]
+
+
+class CreateRefundIn(_Strict):
+    """A refund (退款) of a successful payment, named by ``payment_id`` or ``out_trade_no``
+    (exactly one of them); ``amount`` in fen of the payment's currency."""
+
+    payment_id: Annotated[str, Field(pattern=PAYMENT_ID_PATTERN)] | None = None
+    out_trade_no: MerchantNumber | None = None
+    out_refund_no: MerchantNumber
+    amount: Annotated[int, Field(gt=0, le=MAX_MINOR_UNITS)]
+    reason: (
+        Annotated[str, Field(min_length=1, max_length=MAX_REASON_LEN), AfterValidator(_printable)]
+        | None
+    ) = None
+    notify_url: Url | None = None
+    items: Annotated[list[RefundItemIn], Field(max_length=MAX_REFUND_ITEMS)] | None = None

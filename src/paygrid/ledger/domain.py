@@ -86,6 +86,7 @@ class Voucher:
     business_ref: str
     memo: str
     entries: tuple[Entry, ...]
+    parent_ref: str | None = None  # the record this one belongs to (a refund's payment)
 
     def __post_init__(self) -> None:
         assert self.entries, "a voucher has entries"
@@ -132,3 +133,42 @@ def capture_voucher(
         entries.append(Entry(channel_cost(channel, currency), D, fees.channel_fee))
         entries.append(Entry(pending_clearing(channel, currency), C, fees.channel_fee))
     return Voucher("capture", payment_id, f"capture {payment_id}", tuple(entries))
+
+
+def refund_fee_returned(
+    fee_charged: int, total: int, refunded_before: int, returned_before: int, amount: int
+) -> int:
+    """The merchant fee a refund of ``amount`` gives back, pro rata over the payment's
+    ``total``: cumulative, so after refunds R the fee returned is round_half_up(fee × R / total).
+    The refund that completes the payment returns exactly the rest; none returns more than
+    remains, nor more than its own amount; over any sequence no fen is lost or created."""
+    assert 0 <= fee_charged <= total and amount > 0 and refunded_before + amount <= total
+    assert 0 <= returned_before <= fee_charged
+    refunded = refunded_before + amount
+    due = (fee_charged * refunded * 2 + total) // (2 * total)  # half up
+    return max(0, min(due - returned_before, fee_charged - returned_before, amount))
+
+
+def refund_voucher(
+    refund_id: str,
+    payment_id: str,
+    mchid: str,
+    channel: str,
+    amount: int,
+    currency: str,
+    fee_returned: int,
+) -> Voucher:
+    """Refund succeeds (DESIGN.md): Dr merchant pending settlement (the amount less the fee
+    returned) and fee income (the fee returned); Cr pending clearing of the channel."""
+    assert amount > 0 and 0 <= fee_returned <= amount
+    D, C = Direction.DEBIT, Direction.CREDIT
+    entries = []
+    net = amount - fee_returned
+    if net:
+        entries.append(Entry(merchant_pending_settlement(mchid, currency), D, net))
+    if fee_returned:
+        entries.append(Entry(fee_income(currency), D, fee_returned))
+    entries.append(Entry(pending_clearing(channel, currency), C, amount))
+    return Voucher(
+        "refund", refund_id, f"refund {refund_id} of {payment_id}", tuple(entries), payment_id
+    )

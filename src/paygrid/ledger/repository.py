@@ -3,9 +3,11 @@ in the same transaction and are re-derived from entries by `paygrid check`."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Connection, Select, func, insert, select, update
 
 from paygrid.kernel.clock import business_date
 from paygrid.kernel.ids import new_id
@@ -59,6 +61,7 @@ def post(
             business_date=business_date(business_at, zone).isoformat(),
             memo=voucher.memo,
             created_at=at,
+            parent_ref=voucher.parent_ref,
         )
     )
     accounts = {e.account.code: e.account for e in voucher.entries}
@@ -90,3 +93,46 @@ def post(
             )
         )
     return voucher_id
+
+
+def booked(
+    conn: Connection, kind: str, business_ref: str, account: Account, direction: Direction
+) -> int | None:
+    """What the voucher (kind, business_ref) booked on ``account`` in ``direction``; None when
+    there is no such voucher. On PostgreSQL the voucher row is locked until the transaction
+    ends, so the refunds of one payment are booked one after the other."""
+    voucher = select(ledger_vouchers.c.voucher_id).where(
+        ledger_vouchers.c.kind == kind, ledger_vouchers.c.business_ref == business_ref
+    )
+    if conn.dialect.name == "postgresql":
+        voucher = voucher.with_for_update()
+    voucher_id = conn.execute(voucher).scalar()
+    if voucher_id is None:
+        return None
+    return _sum(conn, [voucher_id], account, direction)
+
+
+def booked_under(
+    conn: Connection, kind: str, parent_ref: str, account: Account, direction: Direction
+) -> int:
+    """What every voucher of ``kind`` belonging to ``parent_ref`` booked on ``account``."""
+    ids = select(ledger_vouchers.c.voucher_id).where(
+        ledger_vouchers.c.kind == kind, ledger_vouchers.c.parent_ref == parent_ref
+    )
+    return _sum(conn, ids, account, direction)
+
+
+def _sum(
+    conn: Connection,
+    voucher_ids: Sequence[str] | Select[Any],
+    account: Account,
+    direction: Direction,
+) -> int:
+    total = conn.execute(
+        select(func.coalesce(func.sum(ledger_entries.c.amount), 0)).where(
+            ledger_entries.c.voucher_id.in_(voucher_ids),
+            ledger_entries.c.account_code == account.code,
+            ledger_entries.c.direction == direction.value,
+        )
+    ).scalar_one()
+    return int(total)

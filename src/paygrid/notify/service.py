@@ -37,13 +37,13 @@ from paygrid.notify.domain import (
     status_reason,
 )
 from paygrid.notify.url_policy import Network, NotifyTarget, check_url
-from paygrid.payments.events import PaymentSucceeded
+from paygrid.payments.events import PaymentSucceeded, RefundFailed, RefundSucceeded
 from paygrid.storage.database import Database
 from paygrid.storage.schema import notification_attempts, notifications
 
 log = logging.getLogger(__name__)
 CONSUMER = "notify"
-EVENT_TYPES = frozenset({PaymentSucceeded.TYPE})
+EVENT_TYPES = frozenset({PaymentSucceeded.TYPE, RefundSucceeded.TYPE, RefundFailed.TYPE})
 CLAIM_LEASE_S = 30  # a claimed notification is not picked again for this long
 BATCH = 50
 RESEND_WAIT_S = DELIVERY_DEADLINE_S + 30  # the attempt, then recording it
@@ -66,7 +66,8 @@ class NotificationNotFound(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Notice:
-    """What the merchant is told of one event: ``data`` is the resource as its GET returns it."""
+    """What the merchant is told of one event: ``data`` is the resource as its GET returns it;
+    ``resource_id`` the payment it concerns (a refund's payment), as the merchant lists them."""
 
     mchid: str
     resource_id: str
@@ -79,6 +80,10 @@ def notice_of(event: Event) -> Notice:
     if event.event_type == PaymentSucceeded.TYPE:
         payment = decode(event, PaymentSucceeded).payment
         return Notice(payment.mchid, payment.payment_id, payment.notify_url, payment.resource())
+    for refund_event in (RefundSucceeded, RefundFailed):
+        if event.event_type == refund_event.TYPE:
+            refund = decode(event, refund_event).refund  # to its notify_url, else its payment's
+            return Notice(refund.mchid, refund.payment_id, refund.deliver_to, refund.resource())
     raise UndecodableEvent(f"{event.event_id}: no notice for {event.event_type}")
 
 

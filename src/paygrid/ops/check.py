@@ -21,6 +21,108 @@ class Violation:
     detail: str
 
 
+# The refund invariants (DESIGN.md 3): refunds never exceed their payment, the payment's
+# counters equal its refunds, exactly one voucher per successful refund and none without it,
+# the fee returned never more than charged and all of it once the payment is refunded whole.
+REFUND_CHECKS: tuple[tuple[str, str, str], ...] = (
+    (
+        "REFUNDS_EXCEED_PAYMENT",
+        """
+        SELECT p.payment_id, p.amount, SUM(r.amount) AS refunds FROM payments p
+        JOIN refunds r ON r.payment_id = p.payment_id AND r.status <> 'FAILED'
+        GROUP BY p.payment_id, p.amount HAVING SUM(r.amount) > p.amount""",
+        "payment {payment_id} of {amount} has refunds of {refunds} not failed",
+    ),
+    (
+        "REFUNDED_AMOUNT_MISMATCH",
+        """
+        SELECT p.payment_id, p.refunded_amount, p.refunding_amount,
+               COALESCE(SUM(CASE WHEN r.status='SUCCESS' THEN r.amount END), 0) AS succeeded,
+               COALESCE(SUM(CASE WHEN r.status='PROCESSING' THEN r.amount END), 0) AS processing
+        FROM payments p LEFT JOIN refunds r ON r.payment_id = p.payment_id
+        GROUP BY p.payment_id, p.refunded_amount, p.refunding_amount
+        HAVING p.refunded_amount <> COALESCE(SUM(CASE WHEN r.status='SUCCESS' THEN r.amount END), 0)
+            OR p.refunding_amount
+               <> COALESCE(SUM(CASE WHEN r.status='PROCESSING' THEN r.amount END), 0)""",
+        "payment {payment_id} says refunded {refunded_amount}, in progress {refunding_amount}; "
+        "its refunds: {succeeded} succeeded, {processing} processing",
+    ),
+    (
+        "REFUND_VOUCHER_MISSING",
+        """
+        SELECT r.refund_id, r.payment_id FROM refunds r
+        LEFT JOIN ledger_vouchers v ON v.kind='refund' AND v.business_ref = r.refund_id
+        WHERE r.status='SUCCESS' AND v.voucher_id IS NULL AND r.updated_at < :cutoff""",
+        "successful refund {refund_id} of {payment_id} has no refund voucher",
+    ),
+    (
+        "REFUND_VOUCHER_DUPLICATE",
+        """
+        SELECT business_ref, COUNT(*) AS n FROM ledger_vouchers WHERE kind='refund'
+        GROUP BY business_ref HAVING COUNT(*) > 1""",
+        "refund {business_ref} has {n} refund vouchers",
+    ),
+    (
+        "VOUCHER_WITHOUT_BUSINESS",
+        """
+        SELECT v.voucher_id, v.business_ref FROM ledger_vouchers v
+        LEFT JOIN refunds r ON r.refund_id = v.business_ref
+        WHERE v.kind='refund' AND (r.refund_id IS NULL OR r.status <> 'SUCCESS'
+              OR v.parent_ref IS NULL OR v.parent_ref <> r.payment_id)""",
+        "refund voucher {voucher_id} has no successful refund {business_ref}",
+    ),
+    (
+        "REFUND_VOUCHER_AMOUNT_MISMATCH",
+        """
+        SELECT r.refund_id, r.amount, COALESCE(SUM(e.amount), 0) AS booked FROM refunds r
+        JOIN ledger_vouchers v ON v.kind='refund' AND v.business_ref = r.refund_id
+        LEFT JOIN ledger_entries e ON e.voucher_id = v.voucher_id AND e.direction='C'
+             AND e.account_code LIKE 'pending_clearing:%'
+        GROUP BY r.refund_id, r.amount HAVING COALESCE(SUM(e.amount), 0) <> r.amount""",
+        "refund {refund_id} of {amount} was booked as {booked}",
+    ),
+    (
+        "REFUND_FEE_MISMATCH",
+        """
+        SELECT p.payment_id, p.amount, charged.fee AS charged, back.fee AS returned,
+               back.refunded
+        FROM (SELECT v.business_ref, COALESCE(SUM(e.amount), 0) AS fee FROM ledger_vouchers v
+              LEFT JOIN ledger_entries e ON e.voucher_id = v.voucher_id AND e.direction='C'
+                   AND e.account_code LIKE 'fee_income:%'
+              WHERE v.kind='capture' GROUP BY v.business_ref) charged
+        JOIN (SELECT v.parent_ref,
+                     SUM(CASE WHEN e.direction='D' AND e.account_code LIKE 'fee_income:%'
+                         THEN e.amount ELSE 0 END) AS fee,
+                     SUM(CASE WHEN e.direction='C' AND e.account_code LIKE 'pending_clearing:%'
+                         THEN e.amount ELSE 0 END) AS refunded
+              FROM ledger_vouchers v JOIN ledger_entries e ON e.voucher_id = v.voucher_id
+              WHERE v.kind='refund' GROUP BY v.parent_ref) back
+             ON back.parent_ref = charged.business_ref
+        JOIN payments p ON p.payment_id = charged.business_ref
+        WHERE back.fee > charged.fee OR (back.refunded = p.amount AND back.fee <> charged.fee)""",
+        "payment {payment_id}: its refunds ({refunded} of {amount}) returned {returned} of the "
+        "fee {charged}",
+    ),
+    (
+        "REFUND_PROCESSING",
+        """
+        SELECT refund_id, payment_id, channel, channel_state FROM refunds
+        WHERE status='PROCESSING' AND created_at < :cutoff""",
+        "refund {refund_id} of {payment_id} is still PROCESSING past the grace period "
+        "({channel} says {channel_state})",
+    ),
+    (
+        "REFUND_CALLBACK_ANOMALY",
+        """
+        SELECT channel, notify_id, refund_id, refund_state, outcome, detail
+        FROM refund_callbacks
+        WHERE outcome IN ('ILLEGAL_TRANSITION', 'AMOUNT_MISMATCH', 'MISSING_FIELD',
+                          'MERCHANT_MISMATCH', 'PROTOCOL_MISMATCH')""",
+        "{channel} report {notify_id} on refund {refund_id} said {refund_state}: "
+        "{outcome} ({detail})",
+    ),
+)
+
 # (code, SQL, how to describe a row). ``:cutoff`` is now minus the grace period: events
 # younger than that may still be on their way through the bus.
 CHECKS: tuple[tuple[str, str, str], ...] = (
@@ -102,9 +204,11 @@ CHECKS: tuple[tuple[str, str, str], ...] = (
     (
         "REFUND_EXCEEDS_PAYMENT",
         """
-        SELECT payment_id, amount, refunded_amount FROM payments
-        WHERE refunded_amount > amount OR refunded_amount < 0""",
-        "payment {payment_id} of {amount} has refunded {refunded_amount}",
+        SELECT payment_id, amount, refunded_amount, refunding_amount FROM payments
+        WHERE refunded_amount + refunding_amount > amount OR refunded_amount < 0
+              OR refunding_amount < 0""",
+        "payment {payment_id} of {amount} has refunded {refunded_amount} "
+        "and {refunding_amount} in progress",
     ),
     (
         "NON_POSITIVE_PAYMENT",
@@ -156,6 +260,7 @@ CHECKS: tuple[tuple[str, str, str], ...] = (
                           'MERCHANT_MISMATCH', 'PROTOCOL_MISMATCH')""",
         "{channel} callback {notify_id} for {payment_id} said {trade_state}: {outcome} ({detail})",
     ),
+    *REFUND_CHECKS,
     (
         "NOTIFICATION_MISSING",
         """

@@ -12,7 +12,14 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
-from paygrid.channels.ports import ChannelAccount, PayerAction, PayerActionKind, Trade
+from paygrid.channels.ports import (
+    ChannelAccount,
+    ChannelCapabilities,
+    PayerAction,
+    PayerActionKind,
+    RefundTrade,
+    Trade,
+)
 from paygrid.kernel.money import Money
 from paygrid.payments.decisions import (
     ANOMALIES,
@@ -24,6 +31,15 @@ from paygrid.payments.decisions import (
 )
 from paygrid.payments.events import PaymentClosed
 from paygrid.payments.orders import ChannelOrder, OrderStatus
+from paygrid.payments.refunds import (
+    AdmissionDecision,
+    Refund,
+    RefundDecision,
+    RefundDraft,
+    RefundStatus,
+    admit,
+    decide_refund,
+)
 from paygrid.payments.status import (
     FINAL,
     TRANSITIONS,
@@ -47,6 +63,9 @@ __all__ = [  # the payment domain, as its users import it
     "OrderInvalid",
     "Payment",
     "PaymentStatus",
+    "Refund",
+    "RefundDraft",
+    "RefundStatus",
     "check_items",
     "check_transition",
     "request_fingerprint",
@@ -125,6 +144,8 @@ class Payment:
     version: int
     confirmed_amount: Money | None = None  # what the channel confirmed when SUCCESS was applied
     orders: tuple[ChannelOrder, ...] = ()  # its channel orders (attempts), oldest first
+    refunding_amount: int = 0  # reserved by its refunds PROCESSING (退款中)
+    refunds: tuple[Refund, ...] = ()  # its refunds (退款), oldest first
 
     def is_expired(self, now: datetime) -> bool:
         return now >= self.expire_at
@@ -209,3 +230,61 @@ class Payment:
         """The channel's word (a callback or a 补单 answer) on this payment: applied only when
         every field the change depends on is present and equal to what we hold."""
         return decide(self, trade, account, channel, now)
+
+    # --- its refunds (退款) ------------------------------------------------------------------
+    @property
+    def paid_order(self) -> ChannelOrder | None:
+        """The attempt that collected the money (refunds go back through it)."""
+        if self.status != S.SUCCESS:
+            return None
+        return next((o for o in self.orders if o.status == OrderStatus.PAID), None)
+
+    @property
+    def refundable_amount(self) -> int:
+        """What remains: amount - refunded - refunding (reserved by refunds in flight)."""
+        return self.amount - self.refunded_amount - self.refunding_amount
+
+    def refund(self, refund_id: str) -> Refund | None:
+        return next((r for r in self.refunds if r.refund_id == refund_id), None)
+
+    def with_refund(self, refund: Refund, now: datetime) -> Payment:
+        """This payment with ``refund`` added or replaced (by refund id); amounts unchanged."""
+        kept = tuple(r for r in self.refunds if r.refund_id != refund.refund_id)
+        ordered = tuple(sorted((*kept, refund), key=lambda r: (r.created_at, r.refund_id)))
+        return replace(self, refunds=ordered, updated_at=now)
+
+    def request_refund(
+        self, draft: RefundDraft, caps: ChannelCapabilities | None, now: datetime
+    ) -> AdmissionDecision:
+        """Admit a refund: PROCESSING with its amount reserved, or why not (an enum)."""
+        return admit(self, draft, caps, now)
+
+    def refund_reserved(self, refund: Refund, now: datetime) -> Payment:
+        assert refund.status == RefundStatus.PROCESSING and self.refund(refund.refund_id) is None
+        assert 0 < refund.amount <= self.refundable_amount, (refund.amount, self.refundable_amount)
+        reserved = replace(self, refunding_amount=self.refunding_amount + refund.amount)
+        return reserved.with_refund(refund, now)
+
+    def refund_settled(self, ended: Refund, now: datetime) -> Payment:
+        """A refund PROCESSING ended: SUCCESS moves its amount from refunding to refunded,
+        FAILED releases it."""
+        held = self.refund(ended.refund_id)
+        assert held is not None and held.status == RefundStatus.PROCESSING, held
+        assert ended.status in (RefundStatus.SUCCESS, RefundStatus.FAILED)
+        assert held.amount == ended.amount <= self.refunding_amount
+        refunded = self.refunded_amount + (
+            ended.amount if ended.status == RefundStatus.SUCCESS else 0
+        )
+        after = replace(
+            self, refunding_amount=self.refunding_amount - ended.amount, refunded_amount=refunded
+        )
+        assert 0 <= after.refunded_amount + after.refunding_amount <= after.amount
+        return after.with_refund(ended, now)
+
+    def apply_refund_trade(
+        self, refund_id: str, trade: RefundTrade, account: ChannelAccount, now: datetime
+    ) -> RefundDecision:
+        """The channel's word (answer, callback or 补单) on one of this payment's refunds."""
+        refund = self.refund(refund_id)
+        assert refund is not None, f"{refund_id} is not a refund of {self.payment_id}"
+        return decide_refund(self, refund, trade, account, now)

@@ -13,8 +13,10 @@ from sqlalchemy import Connection, Row, insert, select, update
 from paygrid.channels.ports import PayerAction, Trade
 from paygrid.kernel.clock import utcnow
 from paygrid.kernel.money import Money
+from paygrid.payments import refund_repository
 from paygrid.payments.domain import ChannelDecision, Discount, Item, Payment, PaymentStatus
 from paygrid.payments.orders import ChannelOrder, OrderStatus
+from paygrid.payments.refunds import Refund
 from paygrid.storage.schema import (
     channel_callbacks,
     channel_orders,
@@ -62,7 +64,9 @@ def _orders_of(conn: Connection, payment_id: str) -> tuple[ChannelOrder, ...]:
     return tuple(_order(r) for r in rows)
 
 
-def _payment(row: Row[Any], orders: tuple[ChannelOrder, ...] = ()) -> Payment:
+def _payment(
+    row: Row[Any], orders: tuple[ChannelOrder, ...] = (), refunds: tuple[Refund, ...] = ()
+) -> Payment:
     items = tuple(Item(**i) for i in json.loads(row.items)) if row.items else ()
     discounts = tuple(Discount(**d) for d in json.loads(row.discounts)) if row.discounts else ()
     return Payment(
@@ -94,6 +98,8 @@ def _payment(row: Row[Any], orders: tuple[ChannelOrder, ...] = ()) -> Payment:
             else None
         ),
         orders=orders,
+        refunding_amount=row.refunding_amount,
+        refunds=refunds,
     )
 
 
@@ -116,6 +122,7 @@ def add(conn: Connection, p: Payment) -> None:
             discounts=json.dumps([_discount(d) for d in p.discounts]) if p.discounts else None,
             request_hash=p.request_hash,
             refunded_amount=p.refunded_amount,
+            refunding_amount=p.refunding_amount,
             paid_at=p.paid_at,
             closed_at=p.closed_at,
             cashier_token=p.cashier_token,
@@ -126,6 +133,7 @@ def add(conn: Connection, p: Payment) -> None:
         )
     )
     _save_orders(conn, (), p.orders)
+    refund_repository.save_refunds(conn, (), p.refunds)
 
 
 def _save_orders(
@@ -176,14 +184,21 @@ def get(conn: Connection, payment_id: str, *, for_update: bool = False) -> Payme
     if for_update and conn.dialect.name == "postgresql":
         stmt = stmt.with_for_update()
     row = conn.execute(stmt).first()
-    return _payment(row, _orders_of(conn, payment_id)) if row else None
+    return _loaded(conn, row) if row else None
 
 
 def get_by_out_trade_no(conn: Connection, mchid: str, out_trade_no: str) -> Payment | None:
     row = conn.execute(
         select(payments).where(payments.c.mchid == mchid, payments.c.out_trade_no == out_trade_no)
     ).first()
-    return _payment(row, _orders_of(conn, row.payment_id)) if row else None
+    return _loaded(conn, row) if row else None
+
+
+def _loaded(conn: Connection, row: Row[Any]) -> Payment:
+    """The payment with its channel orders and its refunds."""
+    paid = row.status == PaymentStatus.SUCCESS.value  # only a paid payment has refunds
+    refunds = refund_repository.refunds_of(conn, row.payment_id) if paid else ()
+    return _payment(row, _orders_of(conn, row.payment_id), refunds)
 
 
 def payment_of_order(conn: Connection, channel: str, channel_ref: str) -> str | None:
@@ -207,12 +222,18 @@ def save_change(conn: Connection, before: Payment, after: Payment, cause: str) -
             closed_at=after.closed_at,
             updated_at=after.updated_at,
             version=before.version + 1,
+            refunded_amount=after.refunded_amount,
+            refunding_amount=after.refunding_amount,
             **_confirmed(after),
         )
     )
     if result.rowcount != 1:
         raise ConcurrentUpdate(before.payment_id)
     _save_orders(conn, before.orders, after.orders)
+    try:
+        refund_repository.save_refunds(conn, before.refunds, after.refunds)
+    except refund_repository.ConcurrentRefundUpdate as exc:
+        raise ConcurrentUpdate(before.payment_id) from exc
     if before.status != after.status:
         conn.execute(
             insert(payment_transitions).values(

@@ -1,24 +1,34 @@
 """The payment core's use cases behind one facade (the API, the cashier, the gateway and the
 workers call these): create, place the channel order, close, apply the channel's truth
-(callback or 补单 query), expire. Each state change commits with its events (outbox)."""
+(callback or 补单 query), expire; refund, and 补单 for refunds. Each state change commits with
+its events (outbox)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 
-from paygrid.channels.ports import CallbackReply, ChannelAdapter, ChannelCapabilities, Payer, Trade
-from paygrid.payments import checkout, lifecycle, repository, truth
+from paygrid.channels.ports import (
+    CallbackReply,
+    ChannelAdapter,
+    ChannelCapabilities,
+    Payer,
+    RefundTrade,
+    Trade,
+)
+from paygrid.payments import checkout, lifecycle, refund_cases, repository, truth
 from paygrid.payments.core import Channels, Core, Urls
 from paygrid.payments.create import CreatePayment, create
 from paygrid.payments.domain import ChannelOutcome, Payment
 from paygrid.payments.errors import PaymentRejected, not_found
-from paygrid.payments.events import PaymentView
+from paygrid.payments.events import PaymentView, RefundView
+from paygrid.payments.refund_cases import RequestRefund
+from paygrid.payments.refunds import RefundOutcome
 from paygrid.payments.uow import UnitOfWork
 from paygrid.payments.views import payment_view
 from paygrid.storage.database import Database
 
-__all__ = ["CreatePayment", "PaymentService", "Urls"]
+__all__ = ["CreatePayment", "PaymentService", "RequestRefund", "Urls"]
 
 
 class PaymentService:
@@ -91,3 +101,23 @@ class PaymentService:
 
     def recover_pending(self, older_than: timedelta, now: datetime | None = None) -> int:
         return lifecycle.recover_pending(self.core, self.get, older_than, now)
+
+    # --- refunds (退款) ----------------------------------------------------------------------
+    def request_refund(self, cmd: RequestRefund) -> tuple[RefundView, bool]:
+        """The refund (created=True), or the existing one for a repeated out_refund_no."""
+        return refund_cases.request_refund(self.core, cmd)
+
+    def get_refund(self, refund_id: str, mchid: str | None = None) -> RefundView:
+        return refund_cases.get_refund(self.core, refund_id, mchid)
+
+    def find_refund(self, mchid: str, out_refund_no: str) -> RefundView:
+        return refund_cases.find_refund(self.core, mchid, out_refund_no)
+
+    def apply_refund_trade(
+        self, channel: str, refund_id: str, trade: RefundTrade, cause: str
+    ) -> RefundOutcome:
+        return refund_cases.apply_refund_trade(self.core, channel, refund_id, trade, cause)
+
+    def recover_refunds(self, older_than: timedelta, now: datetime | None = None) -> int:
+        """补单 for refunds PROCESSING longer than ``older_than``; returns how many ended."""
+        return refund_cases.recover_refunds(self.core, older_than, now)

@@ -1,5 +1,6 @@
 """The channel's truth about a payment: its callbacks (回调) and its answers to 补单 queries,
-applied through the payment's own decision (payments/decisions.py)."""
+applied through the payment's own decision (payments/decisions.py). Refund callbacks go to the
+refund use cases (payments/refund_cases.py)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from paygrid.channels.ports import (
     Trade,
 )
 from paygrid.kernel.clock import utcnow
-from paygrid.payments import repository
+from paygrid.payments import refund_cases, repository
 from paygrid.payments.core import Core
 from paygrid.payments.domain import ANOMALIES, ChannelOutcome, Payment
 from paygrid.payments.errors import PaymentRejected, not_found
@@ -38,10 +39,7 @@ def handle_callback(
         log.log(level, "refused %s callback (%s): %s", channel, exc.refusal.value, exc)
         return adapter.callback_nack(str(exc), exc.refusal)
     if isinstance(callback, RefundCallback):
-        # Refunds are applied by the refund use cases (next commit); until then the channel
-        # is told to retry, as it would be while paygrid is down.
-        log.warning("%s refund callback %s: not handled yet", channel, callback.notify_id)
-        return adapter.callback_nack("refunds not enabled", CallbackRefusal.RETRY_LATER)
+        return refund_cases.handle_refund_callback(core, channel, callback)
     trade = callback.trade
     ref = trade.payment_ref
     if ref is None:

@@ -16,8 +16,9 @@ from paygrid.bus.outbox import record_event
 from paygrid.payments import repository
 from paygrid.payments.domain import Payment, check_transition
 from paygrid.payments.errors import PaymentRejected, not_found
-from paygrid.payments.events import PaymentEvent, PaymentView
+from paygrid.payments.events import PaymentEvent, PaymentView, RefundEvent
 from paygrid.payments.repository import ConcurrentUpdate
+from paygrid.payments.views import refund_view
 from paygrid.storage.database import Database
 
 log = logging.getLogger(__name__)
@@ -54,6 +55,15 @@ class Tx:
     def _emit(self, payment: Payment, events: Iterable[type[PaymentEvent]]) -> None:
         for event in events:
             record_event(self.conn, event(payment=self.view(payment)))
+
+    def emit_refund(
+        self, payment: Payment, refund_id: str, events: Iterable[type[RefundEvent]]
+    ) -> None:
+        """Record events of one of ``payment``'s refunds (as saved) in the outbox."""
+        refund = payment.refund(refund_id)
+        assert refund is not None, refund_id
+        for event in events:
+            record_event(self.conn, event(refund=refund_view(refund, payment)))
 
 
 class UnitOfWork:

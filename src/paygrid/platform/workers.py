@@ -11,8 +11,9 @@ by the supervisor as ``paygrid run ROLE``, killed at random by the crash drill:
 | cashier   | cashier pages                                               | cashier_port     |
 | gateway   | channel callbacks (回调)                                     | gateway_port     |
 | core      | payment core workers: expiry (closing at the channel), 补单  | ops_base_port+0  |
+|           | for payments and for refunds                                |                  |
 | relay     | outbox -> NATS JetStream                                    | ops_base_port+1  |
-| ledger    | consumer: capture vouchers                                  | ops_base_port+2  |
+| ledger    | consumer: capture and refund vouchers                       | ops_base_port+2  |
 | notifier  | consumer: notifications; delivery worker                    | ops_base_port+3  |
 | scheduler | housekeeping: nonce purge, outbox gauges                    | ops_base_port+4  |
 
@@ -123,6 +124,13 @@ def expire_and_recover(platform: Platform) -> int:
     return closed + platform.payments.recover_pending(older_than)
 
 
+def recover_refunds(platform: Platform) -> int:
+    """补单 for refunds: query the channel about refunds PROCESSING whose word is late; send
+    again one the channel never received."""
+    older_than = timedelta(seconds=platform.settings.recovery_after_s)
+    return platform.payments.recover_refunds(older_than)
+
+
 def relay_outbox(platform: Platform) -> int:
     return platform.relay.pump()
 
@@ -161,6 +169,7 @@ def scheduler_interval(settings: Settings) -> float:
 # --- the tables -----------------------------------------------------------------------------
 WORKERS: tuple[Worker, ...] = (
     Worker("core", "core", expire_and_recover, scheduler_interval),
+    Worker("refund-recovery", "core", recover_refunds, scheduler_interval),
     Worker("outbox-relay", "relay", relay_outbox, every(0.1), busy_at=1),
     Worker("notifier", "notifier", deliver_notifications, every(0.5), busy_at=1),
     Worker("scheduler", "scheduler", purge_used_nonces, scheduler_interval),

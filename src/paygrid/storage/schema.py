@@ -93,6 +93,8 @@ payments = Table(
     Column("discounts", Text, nullable=True),
     Column("request_hash", String(64), nullable=False),
     Column("refunded_amount", BigInteger, nullable=False, default=0),
+    # Refunds PROCESSING: reserved, so refunded + refunding never exceeds amount (退款中).
+    Column("refunding_amount", BigInteger, nullable=False, default=0, server_default="0"),
     Column("paid_at", UTCDateTime, nullable=True),
     Column("closed_at", UTCDateTime, nullable=True),
     Column("cashier_token", String(64), nullable=False),
@@ -151,6 +153,54 @@ channel_callbacks = Table(
     Column("received_at", UTCDateTime, nullable=False),
 )
 
+# A payment's refunds (退款), each keyed to the channel order it refunds; see payments/refunds.py.
+refunds = Table(
+    "refunds",
+    metadata,
+    Column("refund_id", String(40), primary_key=True),
+    Column("payment_id", String(40), ForeignKey("payments.payment_id"), nullable=False, index=True),
+    Column("order_id", String(40), ForeignKey("channel_orders.order_id"), nullable=False),
+    Column("channel", String(32), nullable=False),
+    Column("channel_ref", String(64), nullable=False),  # our refund number at the channel
+    Column("mchid", String(32), nullable=False),
+    Column("out_refund_no", String(64), nullable=False),
+    Column("amount", BigInteger, nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("reason", String(80), nullable=True),
+    Column("notify_url", String(512), nullable=True),
+    Column("items", Text, nullable=True),  # JSON [{sku, quantity}], for per-SKU recon
+    Column("request_hash", String(64), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("channel_refund_no", String(64), nullable=True),
+    Column("channel_state", String(32), nullable=True),  # the channel's own word (ABNORMAL...)
+    Column("cause", String(64), nullable=True),  # what settled it: callback, answer, query...
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Column("succeeded_at", UTCDateTime, nullable=True),
+    Column("failed_at", UTCDateTime, nullable=True),
+    Column("version", Integer, nullable=False),
+    UniqueConstraint("mchid", "out_refund_no", name="uq_refunds_mchid_out_refund_no"),
+    UniqueConstraint("channel", "channel_ref", name="uq_refunds_channel_ref"),
+    Index("ix_refunds_status_updated_at", "status", "updated_at"),
+)
+
+# What each refund callback said and what became of it, deduplicated by (notify id, refund) as
+# channel_callbacks are for payments; refused refund 补单 answers too, once per outcome.
+refund_callbacks = Table(
+    "refund_callbacks",
+    metadata,
+    Column("channel", String(32), primary_key=True),
+    Column("notify_id", String(128), primary_key=True),
+    Column("refund_id", String(40), primary_key=True, index=True),
+    Column("payment_id", String(40), nullable=False),
+    Column("refund_state", String(16), nullable=False),
+    Column("outcome", String(32), nullable=False),
+    Column("amount", BigInteger, nullable=True),  # the amount the channel said, if any
+    Column("currency", String(3), nullable=True),
+    Column("detail", String(256), nullable=True),  # why it was refused
+    Column("received_at", UTCDateTime, nullable=False),
+)
+
 # --- bus (outbox / inbox) -------------------------------------------------------------------
 outbox = Table(
     "outbox",
@@ -199,6 +249,8 @@ ledger_vouchers = Table(
     Column("business_date", String(10), nullable=False),
     Column("memo", String(256), nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
+    # The record this one belongs to: a refund voucher's payment (its capture's business_ref).
+    Column("parent_ref", String(64), nullable=True, index=True),
     UniqueConstraint("kind", "business_ref", name="uq_ledger_vouchers_kind_business_ref"),
 )
 

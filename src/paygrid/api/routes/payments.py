@@ -7,19 +7,23 @@ from datetime import timedelta
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
-from pydantic import ValidationError
 
 from paygrid.api import idempotency
 from paygrid.api import openapi as doc
 from paygrid.api.auth import Principal
-from paygrid.api.deps import ApiDeps, call, json_object, require_empty_object, require_payment_id
+from paygrid.api.deps import (
+    ApiDeps,
+    call,
+    check_notify_url,
+    parse_body,
+    require_empty_object,
+    require_payment_id,
+)
 from paygrid.api.errors import ApiError
 from paygrid.api.idempotency import Outcome
 from paygrid.api.schemas import CreatePaymentIn
 from paygrid.channels.ports import ChannelCapabilities, Payer
 from paygrid.kernel.clock import utcnow
-from paygrid.notify.service import NotifyService
-from paygrid.notify.url_policy import UrlRefused
 from paygrid.payments.domain import Discount, Item, OrderInvalid, check_items, request_fingerprint
 from paygrid.payments.service import CreatePayment, PaymentService
 
@@ -56,7 +60,7 @@ def router(deps: ApiDeps) -> APIRouter:
 
         async def create() -> Outcome:
             cmd = _create_command(principal, body, deps.payments)
-            _check_notify_url(deps.notify, cmd.notify_url)
+            check_notify_url(deps.notify, cmd.notify_url)
             payment, created = await call(deps.payments.create, cmd)
             return (201 if created else 200), deps.payments.resource(payment)
 
@@ -127,31 +131,8 @@ def router(deps: ApiDeps) -> APIRouter:
     return routes
 
 
-def _check_notify_url(notify: NotifyService, url: str) -> None:
-    """SSRF guard (notify/url_policy.py): no internal, credential-bearing or obfuscated URL."""
-    try:
-        notify.check_url(url)
-    except UrlRefused as exc:
-        raise ApiError(400, "INVALID_NOTIFY_URL", exc.message, "notify_url") from None
-
-
-def _field_code(loc: tuple[int | str, ...]) -> tuple[str, str]:
-    names = [str(p) for p in loc if not isinstance(p, int)]
-    field = ".".join(str(p) for p in loc)
-    top = names[-1] if names and names[-1] == "currency" else (names[0] if names else "body")
-    return f"INVALID_{top.upper()}", field
-
-
 def _create_command(principal: Principal, body: bytes, payments: PaymentService) -> CreatePayment:
-    json_object(body)
-    try:
-        req = CreatePaymentIn.model_validate_json(body)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        if first["type"] == "json_invalid":  # e.g. nested too deep, or a lone surrogate
-            raise ApiError(400, "MALFORMED_JSON", first["msg"]) from None
-        code, field = _field_code(tuple(first["loc"]))
-        raise ApiError(400, code, f"{field}: {first['msg']}", field) from None
+    req = parse_body(CreatePaymentIn, body)
     merchant = principal.merchant
     if req.channel is not None and req.channel not in merchant.methods:
         raise ApiError(
