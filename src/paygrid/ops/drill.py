@@ -350,22 +350,18 @@ class Drill:
         if unpublished:
             problems.append(f"{unpublished} events still in the outbox")
         problems += [f"{v.code}: {v.detail}" for v in check_database(self.db, timedelta(0))]
-        problems += self._refunds_verified()
+        problems += drill_refund_checks.verify(
+            self.db,
+            self.sandboxes,
+            self.report.refunds,
+            set(self.receiver.ids),
+            self.refunder.asked,
+        )
         if self.receiver.bad_signatures:
             problems.append(f"{self.receiver.bad_signatures} notifications had bad signatures")
         self.report.notified_ids = len(self.receiver.ids)
         self.report.notification_posts = self.receiver.posts
         return problems
-
-    def _refunds_verified(self) -> list[str]:
-        """What the channels gave back against paygrid and what the drill was answered."""
-        state = drill_refund_checks.gather(self.db, self.sandboxes)
-        figures = self.report.refunds
-        figures.succeeded_at_channel = sum(c.refunded for c in state.channel)
-        figures.success = sum(r.status == "SUCCESS" for r in state.refunds)
-        figures.verified = len(state.refunds)
-        acknowledged = set(self.receiver.ids)
-        return drill_refund_checks.refund_problems(state, acknowledged, self.refunder.asked)
 
     def _payers_paid(self) -> list[str]:
         """The drill proves something only if payers really paid, as many as expected."""

@@ -14,7 +14,7 @@ import httpx
 from sqlalchemy import func, select
 
 from paygrid.channels import registry
-from paygrid.ops.drill_refunds import ACCEPTED, Asked
+from paygrid.ops.drill_refunds import ACCEPTED, Asked, RefundFigures
 from paygrid.payments.events import RefundSucceeded
 from paygrid.storage.database import Database
 from paygrid.storage.schema import ledger_vouchers, notifications, payments, refunds
@@ -126,6 +126,21 @@ def gather(db: Database, sandboxes: Mapping[str, str]) -> RefundState:
         ):
             notified[json.loads(body)["data"]["refund_id"]].append(notify_id)
     return RefundState(channel, held, counters, vouchers, notified)
+
+
+def verify(
+    db: Database,
+    sandboxes: Mapping[str, str],
+    figures: RefundFigures,
+    acknowledged: Collection[str],
+    asked: Iterable[Asked],
+) -> list[str]:
+    """Read the state, count it into ``figures`` and judge it."""
+    state = gather(db, sandboxes)
+    figures.succeeded_at_channel = sum(c.refunded for c in state.channel)
+    figures.success = sum(r.status == "SUCCESS" for r in state.refunds)
+    figures.verified = len(state.refunds)
+    return refund_problems(state, acknowledged, asked)
 
 
 def refund_problems(

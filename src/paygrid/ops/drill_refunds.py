@@ -111,6 +111,11 @@ class Refunder:
     def finish(self) -> None:
         """Wait for every refund job (each bounded by its retry times)."""
         self._pool.shutdown(wait=True)
+        f = self.figures
+        self.say(
+            f"refunds done: {f.asked} asked of {f.payments} payments, {f.accepted} accepted, "
+            f"{f.refused} refused"
+        )
 
     def _refund(self, payment_id: str, parts: list[int]) -> None:
         if not self._wait_success(payment_id):

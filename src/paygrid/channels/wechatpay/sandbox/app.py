@@ -297,20 +297,8 @@ def _add_sandbox_routes(app: FastAPI, sandbox: WechatPaySandbox) -> None:
 
     @app.get("/sandbox/refunds")
     async def refunds(limit: int = 100) -> Response:
-        """Every refund, newest first, as every channel's sandbox lists them: ``status`` is
-        PROCESSING, SUCCESS, ABNORMAL or CLOSED."""
-        listed = sandbox.store.list_refunds(max(1, min(limit, 1000)))
-        views = [
-            {
-                "out_refund_no": r.out_refund_no,
-                "out_trade_no": r.out_trade_no,
-                "amount": r.refund,
-                "status": r.status,
-                "refund_id": r.refund_id,
-            }
-            for r in listed
-        ]
-        return json_response(200, {"refunds": views})
+        listed = sandbox.refunds.listed(max(1, min(limit, 1000)))
+        return json_response(200, {"refunds": listed})
 
     @app.get("/sandbox/notifications")
     async def notifications(
