@@ -1,4 +1,5 @@
-"""The crash drill in CI: payments keep flowing while random processes, NATS and PostgreSQL
+"""The crash drill in CI: payments on every channel and refunds of them (full, and partial ones
+racing each other past the amount) keep flowing while random processes, NATS and PostgreSQL
 are SIGKILLed; at the end nothing is lost, created or counted twice."""
 
 from __future__ import annotations
@@ -56,3 +57,11 @@ def test_crash_drill_converges(tmp_path: Path) -> None:
     assert summary["paid_at_channel"] >= min_paid(PAYMENTS) > 0, summary
     assert summary["pay_confirmed"] <= summary["paid_at_channel"] <= summary["payers"], summary
     assert summary["success"] == summary["paid_at_channel"], summary
+    # Refunds happened, raced, and were checked against the channels: every refund paygrid
+    # accepted (and only those) is held, and each one the channels made is SUCCESS in paygrid.
+    assert summary["refunds_payments"] >= 5, summary
+    assert summary["refunds_asked"] > summary["refunds_payments"], summary  # some in parts
+    assert summary["refunds_accepted"] + summary["refunds_refused"] == summary["refunds_asked"]
+    assert summary["refunds_refused"] > 0 and summary["refunds_accepted"] > 0, summary
+    assert summary["refunds_verified"] == summary["refunds_accepted"], summary
+    assert summary["refunds_success"] == summary["refunds_succeeded_at_channel"] > 0, summary

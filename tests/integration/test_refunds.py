@@ -6,9 +6,13 @@ notification; WeChat Pay's ABNORMAL and CLOSED refunds; `paygrid check` on all o
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import uuid
+from datetime import datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from sqlalchemy import select
@@ -156,8 +160,42 @@ def test_full_and_partial_refunds_end_to_end(
         finally:
             db.dispose()
         check_passes(running)
+        _bill_shows_refunds(client, payment, whole["refunds"], [first, last.json()])
     finally:
         own.close()
+
+
+def _bill_shows_refunds(
+    client: MerchantClient,
+    payment: dict[str, Any],
+    listed: list[dict[str, Any]],
+    made: list[dict[str, Any]],
+) -> None:
+    """The merchant's daily bill: the payment, then each refund at its success time (in the
+    business zone), negative, with the fee it gave back: 18 then the rest, 42."""
+    zone = ZoneInfo("Asia/Shanghai")
+    refunds = [client.request("GET", f"/v1/refunds/{r['refund_id']}").json() for r in made]
+    assert [r["refund_id"] for r in refunds] == [r["refund_id"] for r in listed]
+    moments = [payment["paid_at"]] + [r["succeeded_at"] for r in refunds]
+    lines: list[dict[str, str]] = []
+    for day in sorted({datetime.fromisoformat(m).astimezone(zone).date() for m in moments}):
+        bill = client.request("GET", f"/v1/bills/{day.isoformat()}")
+        assert bill.status_code == 200, bill.text
+        rows = list(csv.DictReader(io.StringIO(bill.text)))
+        lines += [row for row in rows if row["payment_id"] == payment["payment_id"]]
+    shown = [
+        (r["type"], r["amount"], r["fee"], r["net"], r["refund_id"], r["out_refund_no"])
+        for r in lines
+    ]
+    assert shown == [
+        ("PAYMENT", "10000", "60", "9940", "", ""),
+        ("REFUND", "-3000", "-18", "-2982", refunds[0]["refund_id"], refunds[0]["out_refund_no"]),
+        ("REFUND", "-7000", "-42", "-6958", refunds[1]["refund_id"], refunds[1]["out_refund_no"]),
+    ]
+    for line, refund in zip(lines[1:], refunds, strict=True):
+        at = datetime.fromisoformat(refund["succeeded_at"]).astimezone(zone)
+        assert line["paid_at"] == at.strftime("%Y-%m-%d %H:%M:%S")
+        assert line["channel"] == refund["channel"] and line["currency"] == "CNY"
 
 
 def _fees(db: Any, payment_id: str) -> list[tuple[str, str, int]]:

@@ -10,6 +10,7 @@ import json
 import secrets
 import time
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
@@ -72,6 +73,19 @@ class MerchantClient:
 
     def close_payment(self, payment_id: str) -> httpx.Response:
         return self.request("POST", f"/v1/payments/{payment_id}/close", {})
+
+    def create_refund(
+        self, body: dict[str, Any], idempotency_key: str | None = None
+    ) -> httpx.Response:
+        """``POST /v1/refunds`` (退款): 201 a new refund, 200 the one this out_refund_no names."""
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
+        return self.request("POST", "/v1/refunds", body, headers)
+
+    def get_refund(self, refund_id: str) -> httpx.Response:
+        return self.request("GET", f"/v1/refunds/{refund_id}")
+
+    def find_refund(self, out_refund_no: str) -> httpx.Response:
+        return self.request("GET", f"/v1/refunds?out_refund_no={quote(out_refund_no)}")
 
     def notifications(self, payment_id: str) -> httpx.Response:
         return self.request("GET", f"/v1/notifications?payment_id={payment_id}")

@@ -31,6 +31,8 @@ class ChannelSpec:
     # Its sandbox's /sandbox/orders trade states that mean paid / waiting for the payer.
     sandbox_paid_states: frozenset[str]
     sandbox_unpaid_states: frozenset[str]
+    # Its sandbox's /sandbox/refunds states that mean the money went back to the payer.
+    sandbox_refunded_states: frozenset[str]
 
     @property
     def package(self) -> str:
@@ -75,6 +77,8 @@ CHANNELS: tuple[ChannelSpec, ...] = (
         sandbox_qr_field="code_url",
         sandbox_paid_states=frozenset({"SUCCESS", "REFUND"}),
         sandbox_unpaid_states=frozenset({"NOTPAY"}),
+        # PROCESSING, ABNORMAL (held at WeChat Pay) and CLOSED gave nothing back (yet)
+        sandbox_refunded_states=frozenset({"SUCCESS"}),
     ),
     ChannelSpec(
         name="alipay",
@@ -86,6 +90,7 @@ CHANNELS: tuple[ChannelSpec, ...] = (
         # REFUNDED: TRADE_CLOSED after payment (refunded in full); UNSCANNED: no trade yet
         sandbox_paid_states=frozenset({"TRADE_SUCCESS", "TRADE_FINISHED", "REFUNDED"}),
         sandbox_unpaid_states=frozenset({"UNSCANNED", "WAIT_BUYER_PAY"}),
+        sandbox_refunded_states=frozenset({"REFUND_SUCCESS"}),  # as its refund query says
     ),
 )
 BY_NAME: Mapping[str, ChannelSpec] = {c.name: c for c in CHANNELS}

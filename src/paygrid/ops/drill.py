@@ -1,9 +1,11 @@
-"""`paygrid drill crash`: prove crash safety. Start the production profile, drive payments and
-channel callbacks (duplicated, delayed, dropped) through it, SIGKILL random processes at random
-moments (and NATS once, and PostgreSQL once), let the supervisor restart them, then check that
-the platform converged: every payment the channel took money for is SUCCESS, each exactly once
-in the ledger, the merchant got every notification (deduplicable by id), the outbox drained and
-nothing is stuck. Bounded in payments and seconds; stops by itself."""
+"""`paygrid drill crash`: prove crash safety. Start the production profile, drive payments on
+every channel of the registry in turn, refunds of a share of them (full, or several partial ones
+at once: :mod:`paygrid.ops.drill_refunds`) and channel callbacks (duplicated, delayed, dropped)
+through it, SIGKILL random processes at random moments (and NATS once, and PostgreSQL once), let
+the supervisor restart them, then check that the platform converged: every payment the channel
+took money for is SUCCESS and every refund it made is SUCCESS, each exactly once in the ledger,
+no payment refunded beyond its amount, the merchant got every notification (deduplicable by
+id), the outbox drained and nothing is stuck. Bounded in payments and seconds; stops by itself."""
 
 from __future__ import annotations
 
@@ -20,17 +22,20 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import httpx
 from sqlalchemy import func, select
 
-from paygrid.api.client import MerchantClient, verify_notification
+from paygrid.api.client import MerchantClient
 from paygrid.channels import registry
+from paygrid.ops import drill_refund_checks
 from paygrid.ops.check import check_database
+from paygrid.ops.drill_merchant import Receiver
+from paygrid.ops.drill_refunds import Refunder, RefundFigures
 from paygrid.ops.launch import launch_prod
+from paygrid.payments.events import PaymentSucceeded
 from paygrid.platform.workers import ROLE_NAMES
 from paygrid.storage.database import Database
 from paygrid.storage.schema import notifications, outbox, payments
@@ -52,40 +57,6 @@ def min_paid(created: int, walk_away_rate: float = WALK_AWAY_RATE) -> int:
     return max(1, math.floor(created * p - 5 * math.sqrt(created * p * (1 - p))))
 
 
-class Receiver:
-    """The merchant's notify_url: answers 200 (or 500 at ``fail_rate``), keeps every POST."""
-
-    def __init__(self, secret: str, fail_rate: float, rng: random.Random) -> None:
-        self.posts = 0
-        self.bad_signatures = 0
-        self.ids: dict[str, str] = {}  # notify id -> payment id
-        lock = threading.Lock()
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-                ok = verify_notification(secret, dict(self.headers.items()), body)
-                with lock:
-                    outer.posts += 1
-                    if not ok:
-                        outer.bad_signatures += 1
-                    fail = rng.random() < fail_rate
-                    if ok and not fail:
-                        note = json.loads(body)
-                        outer.ids[note["id"]] = note["data"]["payment_id"]
-                self.send_response(500 if fail or not ok else 200)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/notify"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-
 @dataclass
 class DrillReport:
     kills: list[str] = field(default_factory=list)
@@ -98,6 +69,7 @@ class DrillReport:
     notified_ids: int = 0
     notification_posts: int = 0
     converge_s: float = 0.0
+    refunds: RefundFigures = field(default_factory=RefundFigures)
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -142,6 +114,10 @@ class Drill:
         creds = json.loads((self.data_dir / "demo-merchant.json").read_text())
         self.client = MerchantClient(self.api, creds["mchid"], creds["key_id"], creds["secret"])
         self.receiver = Receiver(creds["secret"], 0.1, random.Random(self.rng.random()))
+        self.refunder = Refunder(
+            self.client, random.Random(self.rng.random()), REQUEST_RETRY_S, self.say
+        )
+        self.report.refunds = self.refunder.figures
         faults = {
             "duplicate_rate": 0.2,
             "drop_rate": 0.1,
@@ -185,9 +161,10 @@ class Drill:
 
     def _one_payment(self, i: int) -> None:
         channel = registry.NAMES[i % len(registry.NAMES)]  # every channel in turn
+        total = self.rng.randint(1, 50_000)
         body = {
             "out_trade_no": f"drill-{i}-{secrets.token_hex(4)}",
-            "amount": {"total": self.rng.randint(1, 50_000), "currency": "CNY"},
+            "amount": {"total": total, "currency": "CNY"},
             "description": f"drill {i}",
             "notify_url": self.receiver.url,
             "channel": channel,
@@ -221,6 +198,7 @@ class Drill:
         if paid is not None:
             with self.lock:
                 self.report.pay_confirmed += 1
+            self.refunder.maybe_refund(payment["payment_id"], total)
 
     def _load(self) -> None:
         started = time.monotonic()
@@ -279,6 +257,8 @@ class Drill:
             chaos.start()
             self._load()
             chaos.join()
+            self.refunder.finish()
+            self.report.problems.extend(self.refunder.problems)
             self.say(f"load done: {self.report.created} payments created; converging")
             self._close_unpaid()
             self._converge()
@@ -345,7 +325,9 @@ class Drill:
             success_ids = {
                 r.resource_id: r.notify_id
                 for r in conn.execute(
-                    select(notifications.c.resource_id, notifications.c.notify_id)
+                    select(notifications.c.resource_id, notifications.c.notify_id).where(
+                        notifications.c.event_type == PaymentSucceeded.TYPE
+                    )
                 )
             }
         paid = [pid for pid, state in channel.items() if state == PAID]
@@ -368,6 +350,13 @@ class Drill:
         if unpublished:
             problems.append(f"{unpublished} events still in the outbox")
         problems += [f"{v.code}: {v.detail}" for v in check_database(self.db, timedelta(0))]
+        problems += drill_refund_checks.verify(
+            self.db,
+            self.sandboxes,
+            self.report.refunds,
+            set(self.receiver.ids),
+            self.refunder.asked,
+        )
         if self.receiver.bad_signatures:
             problems.append(f"{self.receiver.bad_signatures} notifications had bad signatures")
         self.report.notified_ids = len(self.receiver.ids)
@@ -412,6 +401,7 @@ def summary(report: DrillReport) -> dict[str, Any]:
         "closed": report.closed,
         "notified_ids": report.notified_ids,
         "notification_posts": report.notification_posts,
+        **report.refunds.summary(),
         "converge_s": report.converge_s,
         "ok": report.ok,
     }

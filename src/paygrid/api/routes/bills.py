@@ -26,8 +26,8 @@ def router(deps: ApiDeps) -> APIRouter:
         summary="The merchant's daily bill (CSV)",
         response_class=Response,
         responses=doc.csv_responses(
-            "The payments that succeeded on that business date, one CSV row each (columns in "
-            "docs/merchant-api.md; amounts in fen).",
+            "The payments and the refunds that succeeded on that business date, one CSV row "
+            "each (columns in docs/merchant-api.md; amounts in fen, negative for a refund).",
             {
                 "Content-Disposition": {
                     "description": "attachment; filename=paygrid-bill-<mchid>-<date>.csv",

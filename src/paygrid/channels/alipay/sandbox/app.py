@@ -196,6 +196,22 @@ def _add_payer_routes(app: FastAPI, sandbox: AlipaySandbox) -> None:
         listed = sandbox.store.list_trades(max(1, min(limit, 1000)))
         return json_response(200, {"orders": [_order_view(t) for t in listed]})
 
+    @app.get("/sandbox/refunds")
+    async def refunds(limit: int = 100) -> Response:
+        """Every refund, newest first, as every channel's sandbox lists them: named by its
+        ``out_request_no``; Alipay's refunds are done when answered (``REFUND_SUCCESS``)."""
+        listed = sandbox.store.list_refunds(max(1, min(limit, 1000)))
+        views = [
+            {
+                "out_refund_no": r.out_request_no,
+                "out_trade_no": r.out_trade_no,
+                "amount": r.amount,
+                "status": REFUND_SUCCESS,
+            }
+            for r in listed
+        ]
+        return json_response(200, {"refunds": views})
+
     @app.get("/sandbox/notifications")
     async def notifications(out_trade_no: str | None = None, limit: int = 100) -> Response:
         listed = sandbox.store.list_notifications(out_trade_no, max(1, min(limit, 1000)))
@@ -230,6 +246,7 @@ def _trade_view(trade: Trade) -> dict[str, Any]:
 # refunded in full), TRADE_CLOSED when it never was; UNSCANNED and EXPIRED are QR codes or
 # page pay requests the payer never opened (no trade at Alipay yet).
 REFUNDED = "REFUNDED"
+REFUND_SUCCESS = "REFUND_SUCCESS"  # /sandbox/refunds' status: the refund query's word
 
 
 def _order_view(trade: Trade) -> dict[str, Any]:

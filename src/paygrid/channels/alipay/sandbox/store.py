@@ -300,6 +300,9 @@ class Store:
     def insert_refund(self, refund: Refund) -> None:
         self._insert("refunds", _REFUND_COLUMNS, refund)
 
+    def list_refunds(self, limit: int) -> list[Refund]:
+        return self._refunds("1 = 1 ORDER BY refunded_at DESC, out_request_no LIMIT ?", (limit,))
+
     def refunds_between(self, app_id: str, start: float, end: float) -> list[Refund]:
         return self._refunds(
             "app_id = ? AND refunded_at >= ? AND refunded_at < ? ORDER BY refunded_at",

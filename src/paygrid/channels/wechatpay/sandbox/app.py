@@ -295,6 +295,11 @@ def _add_sandbox_routes(app: FastAPI, sandbox: WechatPaySandbox) -> None:
         listed = sandbox.store.list_orders(max(1, min(limit, 1000)))
         return json_response(200, {"orders": [_order_view(o) for o in listed]})
 
+    @app.get("/sandbox/refunds")
+    async def refunds(limit: int = 100) -> Response:
+        listed = sandbox.refunds.listed(max(1, min(limit, 1000)))
+        return json_response(200, {"refunds": listed})
+
     @app.get("/sandbox/notifications")
     async def notifications(
         out_trade_no: str | None = None, out_refund_no: str | None = None, limit: int = 100

@@ -99,6 +99,20 @@ class RefundDesk:
                 raise ApiError(404, "RESOURCE_NOT_EXISTS", "退款单不存在")
             return refund_json(refund, order)
 
+    def listed(self, limit: int) -> list[dict[str, object]]:
+        """``GET /sandbox/refunds``: every refund, newest first, as every channel's sandbox
+        lists them (``amount`` in fen; ``status`` PROCESSING, SUCCESS, ABNORMAL or CLOSED)."""
+        return [
+            {
+                "out_refund_no": r.out_refund_no,
+                "out_trade_no": r.out_trade_no,
+                "amount": r.refund,
+                "status": r.status,
+                "refund_id": r.refund_id,
+            }
+            for r in self._store.list_refunds(limit)
+        ]
+
     def _trade(self, mchid: str, fields: RefundFields) -> Order:
         if fields.transaction_id is not None:
             order = self._store.order_by_transaction_id(mchid, fields.transaction_id)

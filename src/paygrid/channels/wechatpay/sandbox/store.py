@@ -388,6 +388,9 @@ class Store:
             (mchid, start, end),
         )
 
+    def list_refunds(self, limit: int) -> list[Refund]:
+        return self._refunds("1 = 1 ORDER BY created_at DESC, refund_id LIMIT ?", (limit,))
+
     def insert_refund(self, refund: Refund) -> None:
         marks = ", ".join("?" for _ in _REFUND_COLUMNS)
         self._run(
