@@ -109,6 +109,11 @@ def ratio(a: float | None, b: float | None, digits: int) -> float | None:
     return round(a / b, digits)
 
 
+def shown(path: Path) -> str:
+    """A path as the output names it: relative to the repository when inside it."""
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+
 def pg_version() -> str:
     from tests.support import pg_bin
 
@@ -135,21 +140,22 @@ def py_spy(
     prefix: str,
     rate: int = 250,
     subprocesses: bool = False,
+    out_dir: Path = RESULTS_DIR,
 ) -> Iterator[list[str]]:
     """Optionally sample each process (GIL-holding samples only) into raw collapsed stacks,
-    RESULTS_DIR/<prefix>-<name>-pyspy.txt; yields those files (relative to the repository)."""
+    ``out_dir``/<prefix>-<name>-pyspy.txt; yields those files."""
     procs: list[subprocess.Popen[bytes]] = []
     files: list[str] = []
     if exe:
         for name, pid in pids.items():
-            path = RESULTS_DIR / f"{prefix}-{name}-pyspy.txt"
+            path = out_dir / f"{prefix}-{name}-pyspy.txt"
             argv = [exe, "record", "--pid", str(pid), "--format", "raw", "--output", str(path)]
             argv += ["--rate", str(rate), "--gil", "--nonblocking"]
             argv += ["--subprocesses"] if subprocesses else []
             procs.append(
                 subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             )
-            files.append(str(path.relative_to(ROOT)))
+            files.append(shown(path))
         time.sleep(PY_SPY_ATTACH_S)
     try:
         yield files
