@@ -15,6 +15,7 @@ from prometheus_client import REGISTRY
 
 from paygrid import config
 from paygrid.config import Settings
+from paygrid.notify.delivery import DeliveryPool
 from paygrid.ops import observability as obs
 from paygrid.platform import bootstrap as bootstrap_module
 from paygrid.platform.bootstrap import Platform, bootstrap
@@ -136,3 +137,37 @@ def test_a_loop_repeats_a_busy_tick_at_once_and_survives_a_failing_one() -> None
     gaps = [b - a for a, b in itertools.pairwise(beats)]
     assert gaps[0] >= 0.9 and gaps[1] >= 0.9  # idle, then failed: waits the interval
     assert gaps[2] < 0.5 and gaps[3] < 0.5  # busy: goes again at once
+
+
+def test_a_woken_loop_goes_again_before_its_interval() -> None:
+    """The notifier is woken when a delivery slot frees: it does not sit out its interval
+    while a merchant's next notifications wait for one of its few slots."""
+    beats: list[float] = []
+    second = threading.Event()
+    wake = threading.Event()
+
+    def tick() -> int:
+        beats.append(time.monotonic())
+        if len(beats) == 2:
+            second.set()
+        return 0  # never a full batch: without the wake it would wait 30 s
+
+    loop = Loop("test-woken", tick, interval=30.0, busy_at=1, wake=wake)
+    loop.start()
+    time.sleep(0.1)
+    wake.set()
+    assert second.wait(10), "the wake did not cut the pause short"
+    loop.stopping.set()
+    wake.set()
+    loop.join(5)
+    assert not loop.is_alive()
+
+
+def test_the_notifier_is_woken_by_a_freed_delivery_slot() -> None:
+    notifier = next(w for w in WORKERS if w.name == "notifier")
+    assert notifier.wake is not None
+    pool = DeliveryPool(capacity=2, per_merchant=1)
+    assert pool.reserve("ntf_1", "m1") and not pool.reserve("ntf_2", "m1")
+    assert not pool.freed.is_set()
+    pool.release("ntf_1", "m1")
+    assert pool.freed.is_set() and pool.reserve("ntf_2", "m1")

@@ -160,6 +160,7 @@ class DeliveryPool:
         self._by_id: Counter[str] = Counter()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
+        self.freed = threading.Event()  # set whenever a slot frees (wakes the claiming loop)
 
     # --- slots ----------------------------------------------------------------------------
     def free(self) -> int:
@@ -192,6 +193,7 @@ class DeliveryPool:
             self._by_id[notify_id] -= 1
             self._by_merchant += Counter()  # drop zeros
             self._by_id += Counter()
+        self.freed.set()
 
     # --- running --------------------------------------------------------------------------
     def submit(

@@ -10,6 +10,7 @@ import asyncio
 import json
 import logging
 import secrets
+import threading
 import time
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
@@ -105,6 +106,11 @@ class NotifyService:
         self._cell = cell
         self._poster = poster or Poster(allowed_networks)
         self._pool = DeliveryPool(MAX_IN_FLIGHT, MAX_IN_FLIGHT_PER_MERCHANT)
+
+    @property
+    def slot_freed(self) -> threading.Event:
+        """Set when a delivery slot frees: the delivery loop may claim more at once."""
+        return self._pool.freed
 
     def check_url(self, url: str) -> NotifyTarget:
         """The notify_url policy, as payment create applies it; raises UrlRefused."""

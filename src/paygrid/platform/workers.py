@@ -49,16 +49,23 @@ Interval = Callable[[Settings], float]
 
 class Loop(threading.Thread):
     """Calls ``tick`` until stopped. A tick returns how much work it did: when it did a full
-    batch (``busy_at`` or more) the loop goes again at once, else it waits ``interval``. A
-    failing tick is logged and retried on the next beat; it never kills the loop."""
+    batch (``busy_at`` or more) the loop goes again at once, else it waits ``interval``, or
+    less if ``wake`` is set meanwhile (work it waits for became possible). A failing tick is
+    logged and retried on the next beat; it never kills the loop."""
 
     def __init__(
-        self, name: str, tick: Callable[[], int | None], interval: float, busy_at: int = 0
+        self,
+        name: str,
+        tick: Callable[[], int | None],
+        interval: float,
+        busy_at: int = 0,
+        wake: threading.Event | None = None,
     ) -> None:
         super().__init__(name=name, daemon=True)
         self._tick = tick
         self._interval = interval
         self._busy_at = busy_at
+        self._wake = wake
         self.stopping = threading.Event()
 
     def run(self) -> None:
@@ -69,7 +76,14 @@ class Loop(threading.Thread):
             except Exception:
                 log.exception("%s tick failed", self.name)
             if not (self._busy_at and done >= self._busy_at):
-                self.stopping.wait(self._interval)
+                self._pause()
+
+    def _pause(self) -> None:
+        if self._wake is None:
+            self.stopping.wait(self._interval)
+            return
+        self._wake.wait(self._interval)  # a stop is noticed within one interval
+        self._wake.clear()
 
 
 @dataclass(frozen=True)
@@ -84,12 +98,13 @@ class Worker:
     interval: Interval
     busy_at: int = 0
     embedded: bool = True
+    wake: Callable[[Platform], threading.Event] | None = None  # cuts the pause short
 
     def loop(self, platform: Platform) -> Loop:
         tick = self.tick
-        return Loop(
-            self.name, lambda: tick(platform), self.interval(platform.settings), self.busy_at
-        )
+        wake = self.wake(platform) if self.wake is not None else None
+        interval = self.interval(platform.settings)
+        return Loop(self.name, lambda: tick(platform), interval, self.busy_at, wake)
 
 
 @dataclass(frozen=True)
@@ -171,7 +186,16 @@ WORKERS: tuple[Worker, ...] = (
     Worker("core", "core", expire_and_recover, scheduler_interval),
     Worker("refund-recovery", "core", recover_refunds, scheduler_interval),
     Worker("outbox-relay", "relay", relay_outbox, every(0.1), busy_at=1),
-    Worker("notifier", "notifier", deliver_notifications, every(0.5), busy_at=1),
+    # Woken when a delivery slot frees: a merchant's next notifications go out at once, not
+    # after the interval (a merchant may have only a few attempts in flight).
+    Worker(
+        "notifier",
+        "notifier",
+        deliver_notifications,
+        every(0.5),
+        busy_at=1,
+        wake=lambda platform: platform.notify.slot_freed,
+    ),
     Worker("scheduler", "scheduler", purge_used_nonces, scheduler_interval),
     Worker("outbox-gauges", "scheduler", outbox_gauges, scheduler_interval, embedded=False),
 )
