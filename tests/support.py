@@ -29,9 +29,20 @@ STARTUP_TIMEOUT_S = 60.0
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    return free_ports(1)[0]
+
+
+def free_ports(n: int) -> list[int]:
+    """``n`` distinct free loopback ports: all held at once while chosen, so that two of them
+    can never be the same port handed out twice."""
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for sock in socks:
+            sock.bind(("127.0.0.1", 0))
+        return [int(sock.getsockname()[1]) for sock in socks]
+    finally:
+        for sock in socks:
+            sock.close()
 
 
 def wait_http(
@@ -50,9 +61,12 @@ def wait_http(
     raise TimeoutError(f"{url} did not answer within {timeout}s")
 
 
-def channel_base_urls() -> dict[str, str]:
+def channel_base_urls(ports: list[int] | None = None) -> dict[str, str]:
     """A free loopback port for every channel's sandbox: a test never uses a fixed port."""
-    return {name: f"http://127.0.0.1:{free_port()}" for name in registry.NAMES}
+    chosen = ports if ports is not None else free_ports(len(registry.NAMES))
+    return {
+        name: f"http://127.0.0.1:{port}" for name, port in zip(registry.NAMES, chosen, strict=True)
+    }
 
 
 def channel_env(urls: Mapping[str, str]) -> dict[str, str]:
@@ -211,8 +225,8 @@ class RunningPlatform:
 def start_platform(
     data_dir: Path, database_url: str | None = None, env: dict[str, str] | None = None
 ) -> RunningPlatform:
-    api, cashier, ops = free_port(), free_port(), free_port()
-    sandboxes = channel_base_urls()
+    api, cashier, ops, *sandbox_ports = free_ports(3 + len(registry.NAMES))
+    sandboxes = channel_base_urls(sandbox_ports)
     data_dir.mkdir(parents=True, exist_ok=True)
     log_path = data_dir / "paygrid.log"
     full_env = {

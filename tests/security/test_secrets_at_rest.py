@@ -24,6 +24,7 @@ from alembic.config import Config
 from sqlalchemy import select, text
 
 from paygrid.api.client import MerchantClient, verify_notification
+from paygrid.channels import registry
 from paygrid.storage.database import MIGRATIONS_DIR, Database
 from paygrid.storage.schema import metadata
 from tests.conftest import PlatformFactory
@@ -33,7 +34,7 @@ from tests.support import (
     RunningPlatform,
     channel_base_urls,
     channel_env,
-    free_port,
+    free_ports,
     pg_bin,
     start_platform,
     start_prod_platform,
@@ -109,17 +110,18 @@ def up_expecting_failure(
     data_dir: Path, env: dict[str, str], database_url: str | None = None, *extra: str
 ) -> subprocess.CompletedProcess[str]:
     """`paygrid up` that must refuse to start: it exits by itself, nothing listens."""
+    api, cashier, pg, nats, gateway, ops_base, *sandboxes = free_ports(6 + len(registry.NAMES))
     cmd = [sys.executable, "-m", "paygrid.cli", "up", "--data-dir", str(data_dir)]
-    cmd += ["--api-port", str(free_port()), "--cashier-port", str(free_port()), *extra]
+    cmd += ["--api-port", str(api), "--cashier-port", str(cashier), *extra]
     if database_url:
         cmd += ["--database-url", database_url]
     full_env = {
         **os.environ,
-        **channel_env(channel_base_urls()),
-        "PAYGRID_PG_PORT": str(free_port()),
-        "PAYGRID_NATS_PORT": str(free_port()),
-        "PAYGRID_GATEWAY_PORT": str(free_port()),
-        "PAYGRID_OPS_BASE_PORT": str(free_port()),
+        **channel_env(channel_base_urls(sandboxes)),
+        "PAYGRID_PG_PORT": str(pg),
+        "PAYGRID_NATS_PORT": str(nats),
+        "PAYGRID_GATEWAY_PORT": str(gateway),
+        "PAYGRID_OPS_BASE_PORT": str(ops_base),
         **env,
     }
     for name in ("PAYGRID_KEK", "PAYGRID_KEK_FILE"):

@@ -225,3 +225,18 @@ def test_success_is_applied_exactly_when_everything_matches(
         assert decision.payment.confirmed_amount == Money(900, "CNY")
     else:
         assert decision.outcome in ANOMALIES and decision.payment.status is status
+
+
+def test_a_closed_order_whose_payment_stayed_open_closes_the_payment() -> None:
+    """A crash between closing the order at the channel and closing the payment: the
+    channel's CLOSED (a 补单 answer) confirms the order and closes the payment; no anomaly."""
+    held = payment(S.PAYING)
+    held = replace(held, orders=(replace(held.orders[0], status=Ord.CLOSED),))
+    closed = paid(state=TradeState.CLOSED, raw_state="CLOSED", amount=None)
+    decision = held.apply_channel_trade(closed, ACCOUNT, "wechatpay", NOW)
+    assert decision.outcome is Out.APPLY_CLOSED and decision.payment.status is S.CLOSED
+    assert decision.events == (PaymentClosed,)
+    still_paid = paid()  # a CLOSED order cannot become PAID: that is an anomaly
+    assert held.apply_channel_trade(still_paid, ACCOUNT, "wechatpay", NOW).outcome is (
+        Out.ILLEGAL_TRANSITION
+    )

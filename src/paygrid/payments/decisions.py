@@ -51,7 +51,10 @@ def decide(
     if order is None:
         problem = f"{channel} reports on {payment.payment_id}, which has no order there"
         return ChannelDecision(ChannelOutcome.MERCHANT_MISMATCH, payment, problem=problem)
-    if ORDER_STATUS_OF[target] not in ORDER_TRANSITIONS[order.status]:
+    moved_to = ORDER_STATUS_OF[target]
+    # An order we closed at the channel before a crash left its payment open: the channel's
+    # CLOSED confirms what we hold of the order, and the payment follows.
+    if moved_to != order.status and moved_to not in ORDER_TRANSITIONS[order.status]:
         problem = f"the channel says {target.value} for its order, which we hold {order.status}"
         return ChannelDecision(ChannelOutcome.ILLEGAL_TRANSITION, payment, problem=problem)
     after = replace(payment, status=target, updated_at=now)
