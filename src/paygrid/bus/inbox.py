@@ -2,19 +2,33 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from sqlalchemy import Connection
 
 from paygrid.kernel.clock import utcnow
 from paygrid.storage.database import insert_ignoring_duplicates
 from paygrid.storage.schema import inbox
 
+MAX_BATCH = 1000  # one statement; a consumer's fetched batch is far smaller
+
 
 def first_delivery(conn: Connection, consumer: str, event_id: str) -> bool:
     """True the first time ``consumer`` sees ``event_id``; records it. Call inside the effect's
     transaction so the record and the effect commit (or roll back) together."""
-    inserted = conn.execute(
+    return event_id in first_deliveries(conn, consumer, (event_id,))
+
+
+def first_deliveries(conn: Connection, consumer: str, event_ids: Sequence[str]) -> set[str]:
+    """The ids of ``event_ids`` that ``consumer`` sees for the first time, recorded in one
+    statement inside the batch's transaction (the rest are redeliveries: skip them)."""
+    assert len(event_ids) <= MAX_BATCH, len(event_ids)
+    if not event_ids:
+        return set()
+    now = utcnow()
+    rows = conn.execute(
         insert_ignoring_duplicates(conn, inbox)
-        .values(consumer=consumer, event_id=event_id, processed_at=utcnow())
+        .values([{"consumer": consumer, "event_id": e, "processed_at": now} for e in event_ids])
         .returning(inbox.c.event_id)
-    ).first()
-    return inserted is not None
+    ).all()
+    return {r.event_id for r in rows}

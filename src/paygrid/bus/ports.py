@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
@@ -24,6 +24,10 @@ class Event:
 
 
 Handler = Callable[[Event], None]
+BatchHandler = Callable[[Sequence[Event]], None]
+"""Processes a fetched batch in ONE transaction, all or nothing (inbox dedup for the batch:
+:func:`paygrid.bus.inbox.first_deliveries`); raises if any event fails. The bus then retries
+the batch's events one at a time, so a poison message fails, and dead-letters, alone."""
 
 
 class DeliveryFailed(Exception):
