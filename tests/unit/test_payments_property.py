@@ -93,7 +93,7 @@ class PaymentLifecycle(RuleBasedStateMachine):
         vault = Vault(os.urandom(KEK_BYTES))
         self.notify = NotifyService(self.db, secret_lookup(vault))
         self.consumers = {"ledger": LEDGER_EVENTS, "notify": NOTIFY_EVENTS}
-        self.bus.subscribe("ledger", LEDGER_EVENTS, self.ledger)
+        self.bus.subscribe("ledger", LEDGER_EVENTS, lambda e: self.ledger([e]))
         self.bus.subscribe("notify", NOTIFY_EVENTS, self.notify)
         self.relay = OutboxRelay(self.db, self.bus)
         self.mchid = create_merchant(self.db, vault, "prop", methods=("wechatpay",)).merchant.mchid

@@ -18,7 +18,8 @@ from paygrid.bus.relay import row_to_event
 from paygrid.channels.ports import ChannelError, RefundState
 from paygrid.config import Settings
 from paygrid.kernel.clock import utcnow
-from paygrid.ledger.handlers import CaptureNotBooked
+from paygrid.ledger.handlers import CaptureNotBooked, FeeRates, LedgerConsumer
+from paygrid.merchants import repository as merchant_repo
 from paygrid.merchants.service import create_merchant
 from paygrid.ops.check import check_database
 from paygrid.payments.domain import Item
@@ -303,15 +304,23 @@ def test_the_ledger_books_a_refund_once_and_only_after_its_capture(r: Refunds) -
     with r.running.db.read() as conn:
         rows = {row.event_type: row for row in conn.execute(select(outbox))}
     refunded, captured = row_to_event(rows["refund.succeeded"]), rows["payment.succeeded"]
-    ledger = r.running.bus.handlers["ledger"]  # type: ignore[attr-defined]
+    settings = r.running.settings
+    ledger = LedgerConsumer(
+        r.running.db,
+        FeeRates(
+            lambda conn, m: merchant_repo.get(conn, m).fee_rate_ppm,  # type: ignore[union-attr]
+            lambda ch: settings.channels[ch].fee_rate_ppm,
+        ),
+        settings.zone,
+    )
     with pytest.raises(CaptureNotBooked):
-        ledger(refunded)
+        ledger([refunded])
     with r.running.db.read() as conn:
         assert conn.execute(select(inbox).where(inbox.c.consumer == "ledger")).all() == []
         assert conn.execute(select(ledger_vouchers)).all() == []
-    ledger(row_to_event(captured))
-    ledger(refunded)
-    ledger(refunded)  # at least once: the repeat books nothing
+    ledger([row_to_event(captured)])
+    ledger([refunded])
+    ledger([refunded])  # at least once: the repeat books nothing
     with r.running.db.read() as conn:
         kinds = conn.execute(select(ledger_vouchers.c.kind, ledger_vouchers.c.business_ref))
         assert sorted(kinds.all()) == [("capture", pay), ("refund", refund_id)]

@@ -1,17 +1,18 @@
 """Ledger consumers: post the capture voucher once per successful payment and the refund
 voucher once per successful refund, whatever the number of deliveries (inbox + unique voucher
-per business record)."""
+per business record), a fetched batch of events in one transaction."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
 from sqlalchemy import Connection
 
 from paygrid.bus.codec import decode
-from paygrid.bus.inbox import first_delivery
+from paygrid.bus.inbox import first_deliveries
 from paygrid.bus.ports import Event
 from paygrid.kernel.clock import utcnow
 from paygrid.ledger import repository
@@ -25,6 +26,7 @@ from paygrid.ledger.domain import (
     refund_fee_returned,
     refund_voucher,
 )
+from paygrid.ledger.repository import AccountCache, Posting
 from paygrid.payments.events import PaymentSucceeded, RefundSucceeded, RefundView
 from paygrid.storage.database import Database
 
@@ -47,70 +49,116 @@ class FeeRates:
 
 
 class LedgerConsumer:
+    """A batch handler (:data:`paygrid.bus.ports.BatchHandler`): a fetched batch of events is
+    booked in ONE transaction, all or nothing, its vouchers posted together
+    (:func:`repository.post_many`)."""
+
     def __init__(self, db: Database, rates: FeeRates, zone: str, cell: int = 0) -> None:
         self._db = db
         self._rates = rates
         self._zone = zone
         self._cell = cell
+        self._accounts = repository.AccountCache()
 
-    def __call__(self, event: Event) -> None:
-        if event.event_type == PaymentSucceeded.TYPE:
-            self._on_payment_succeeded(event.event_id, decode(event, PaymentSucceeded))
-        elif event.event_type == RefundSucceeded.TYPE:
-            self._on_refund_succeeded(event.event_id, decode(event, RefundSucceeded).refund)
-
-    def _on_payment_succeeded(self, event_id: str, event: PaymentSucceeded) -> None:
-        payment = event.payment
-        payment_id = payment.payment_id
-        assert payment.channel is not None, f"{payment_id} succeeded without a channel"
+    def __call__(self, events: Sequence[Event]) -> None:
+        mine = [e for e in events if e.event_type in EVENT_TYPES]
+        if not mine:
+            return
         with self._db.transaction() as conn:
-            if not first_delivery(conn, CONSUMER, event_id):
-                return
-            if repository.voucher_exists(conn, "capture", payment_id):
-                log.warning("capture voucher for %s exists; event %s ignored", payment_id, event_id)
-                return
-            amount, currency = payment.amount.total, payment.amount.currency
-            fees = capture_fees(
-                amount,
-                self._rates.merchant_rate_ppm(conn, payment.mchid),
-                self._rates.channel_rate_ppm(payment.channel),
-            )
-            voucher = capture_voucher(
-                payment_id, payment.mchid, payment.channel, amount, currency, fees
-            )
-            now = utcnow()
-            paid_at = payment.paid_at or now
-            voucher_id = repository.post(conn, voucher, now, paid_at, self._zone, self._cell)
-        log.info("capture voucher %s posted for %s", voucher_id, payment_id)
+            # Sorted: concurrent consumers given overlapping batches lock inbox keys in one order.
+            fresh = first_deliveries(conn, CONSUMER, sorted({e.event_id for e in mine}))
+            batch = _Batch(conn, self._rates, self._zone, self._cell, self._accounts)
+            for event in mine:
+                if event.event_id not in fresh:
+                    continue  # a redelivery, or the same event twice in the batch
+                fresh.discard(event.event_id)
+                if event.event_type == PaymentSucceeded.TYPE:
+                    batch.capture(event.event_id, decode(event, PaymentSucceeded))
+                else:
+                    batch.refund(event.event_id, decode(event, RefundSucceeded).refund)
+            batch.flush()
+        self._accounts.learn(batch.new_accounts)
+        if batch.posted:
+            log.info("ledger: %d vouchers posted for %d events", batch.posted, len(mine))
 
-    def _on_refund_succeeded(self, event_id: str, refund: RefundView) -> None:
+
+class _Batch:
+    """The vouchers of one batch, posted together; a refund first flushes what is pending, so
+    it reads its payment's capture and earlier refunds even when they are in this batch."""
+
+    def __init__(
+        self, conn: Connection, rates: FeeRates, zone: str, cell: int, accounts: AccountCache
+    ) -> None:
+        self._conn, self._rates, self._zone, self._cell = conn, rates, zone, cell
+        self._accounts = accounts
+        self._merchant_rates: dict[str, int] = {}  # read once per merchant per batch
+        self._pending: list[Posting] = []
+        self._events: dict[tuple[str, str], str] = {}  # (kind, business_ref) -> event_id
+        self.posted = 0
+        self.new_accounts: set[str] = set()
+
+    def capture(self, event_id: str, event: PaymentSucceeded) -> None:
+        payment = event.payment
+        assert payment.channel is not None, f"{payment.payment_id} succeeded without a channel"
+        if ("capture", payment.payment_id) in self._events:
+            self._ignored("capture", payment.payment_id, event_id)
+            return
+        rate = self._merchant_rates.get(payment.mchid)
+        if rate is None:
+            rate = self._merchant_rates[payment.mchid] = self._rates.merchant_rate_ppm(
+                self._conn, payment.mchid
+            )
+        amount, currency = payment.amount.total, payment.amount.currency
+        fees = capture_fees(amount, rate, self._rates.channel_rate_ppm(payment.channel))
+        voucher = capture_voucher(
+            payment.payment_id, payment.mchid, payment.channel, amount, currency, fees
+        )
+        self._add(event_id, voucher, payment.paid_at)
+
+    def refund(self, event_id: str, refund: RefundView) -> None:
         """The refund voucher; the merchant fee returned pro rata, from the capture voucher and
         the payment's earlier refund vouchers, read in the transaction that posts it."""
-        with self._db.transaction() as conn:
-            if not first_delivery(conn, CONSUMER, event_id):
-                return
-            if repository.voucher_exists(conn, "refund", refund.refund_id):
-                log.warning("refund voucher for %s exists; %s ignored", refund.refund_id, event_id)
-                return
-            voucher = self._refund_voucher(conn, refund)
-            at = utcnow()
-            voucher_id = repository.post(
-                conn, voucher, at, refund.succeeded_at or at, self._zone, self._cell
-            )
-        log.info("refund voucher %s posted for %s", voucher_id, refund.refund_id)
+        self.flush()
+        if repository.voucher_exists(self._conn, "refund", refund.refund_id):
+            self._ignored("refund", refund.refund_id, event_id)
+            return
+        self._add(event_id, _refund_voucher(self._conn, refund), refund.succeeded_at)
 
-    def _refund_voucher(self, conn: Connection, refund: RefundView) -> Voucher:
-        payment_id, currency = refund.payment_id, refund.currency
-        clearing = pending_clearing(refund.channel, currency)
-        captured = repository.booked(conn, "capture", payment_id, clearing, Direction.DEBIT)
-        if captured is None:
-            raise CaptureNotBooked(f"{refund.refund_id}: {payment_id} has no capture voucher yet")
-        assert captured == refund.payment_total, (payment_id, captured, refund.payment_total)
-        fees, credit, debit = fee_income(currency), Direction.CREDIT, Direction.DEBIT
-        charged = repository.booked(conn, "capture", payment_id, fees, credit) or 0
-        refunded = repository.booked_under(conn, "refund", payment_id, clearing, credit)
-        returned = repository.booked_under(conn, "refund", payment_id, fees, debit)
-        fee = refund_fee_returned(charged, captured, refunded, returned, refund.amount)
-        return refund_voucher(
-            refund.refund_id, payment_id, refund.mchid, refund.channel, refund.amount, currency, fee
+    def _add(self, event_id: str, voucher: Voucher, business_at: datetime | None) -> None:
+        self._events[(voucher.kind, voucher.business_ref)] = event_id
+        self._pending.append(Posting(voucher, business_at or utcnow()))
+
+    def flush(self) -> None:
+        if not self._pending:
+            return
+        posted = repository.post_many(
+            self._conn, self._pending, utcnow(), self._zone, self._cell, self._accounts
         )
+        self.new_accounts.update(posted.new_accounts)
+        for p in self._pending:
+            key = (p.voucher.kind, p.voucher.business_ref)
+            if key not in posted.voucher_ids:
+                self._ignored(key[0], key[1], self._events[key])
+        self.posted += len(posted.voucher_ids)
+        self._pending = []
+
+    @staticmethod
+    def _ignored(kind: str, business_ref: str, event_id: str) -> None:
+        log.warning("%s voucher for %s exists; event %s ignored", kind, business_ref, event_id)
+
+
+def _refund_voucher(conn: Connection, refund: RefundView) -> Voucher:
+    payment_id, currency = refund.payment_id, refund.currency
+    clearing = pending_clearing(refund.channel, currency)
+    captured = repository.booked(conn, "capture", payment_id, clearing, Direction.DEBIT)
+    if captured is None:
+        raise CaptureNotBooked(f"{refund.refund_id}: {payment_id} has no capture voucher yet")
+    assert captured == refund.payment_total, (payment_id, captured, refund.payment_total)
+    fees, credit, debit = fee_income(currency), Direction.CREDIT, Direction.DEBIT
+    charged = repository.booked(conn, "capture", payment_id, fees, credit) or 0
+    refunded = repository.booked_under(conn, "refund", payment_id, clearing, credit)
+    returned = repository.booked_under(conn, "refund", payment_id, fees, debit)
+    fee = refund_fee_returned(charged, captured, refunded, returned, refund.amount)
+    return refund_voucher(
+        refund.refund_id, payment_id, refund.mchid, refund.channel, refund.amount, currency, fee
+    )

@@ -1,19 +1,215 @@
-"""Ledger persistence: vouchers and entries are inserted, never updated; account totals move
-in the same transaction and are re-derived from entries by `paygrid check`."""
+"""Ledger persistence: vouchers and entries are inserted, never updated.
+
+A batch of vouchers is posted in a handful of statements (:func:`post_many`): the vouchers in
+one, their entries in one, the accounts' running totals in one. The totals live in
+``ledger_balances``, split over :data:`BALANCE_SHARDS` shards per account; a posting
+transaction adds its batch's totals to the one shard it holds (:func:`balance_shard`), so no
+row lock is shared by every posting (the hot account: 热点账户). An account's balance is the
+sum of its shards; `paygrid check` re-derives it from the entries.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import random
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Select, func, insert, select, update
+from sqlalchemy import Connection, Select, func, insert, select, text
+from sqlalchemy.dialects import postgresql, sqlite
 
 from paygrid.kernel.clock import business_date
 from paygrid.kernel.ids import new_id
 from paygrid.ledger.domain import Account, Direction, Voucher
 from paygrid.storage.database import insert_ignoring_duplicates
-from paygrid.storage.schema import ledger_accounts, ledger_entries, ledger_vouchers
+from paygrid.storage.schema import (
+    ledger_accounts,
+    ledger_balances,
+    ledger_entries,
+    ledger_vouchers,
+)
+
+BALANCE_SHARDS = 16  # > the ledger consumers one database serves at once
+SHARD_LOCK_CLASS = 0x1ED9  # pg advisory lock namespace of the balance shards
+MAX_POSTINGS = 1000  # vouchers in one post_many; a consumer's batch is far smaller
+
+_SHARD = text("SELECT pg_try_advisory_xact_lock(:cls, :shard)")
+_SHARD_WAIT = text("SELECT pg_advisory_xact_lock(:cls, :shard)")
+
+
+@dataclass(frozen=True, slots=True)
+class Posting:
+    """A voucher to post; ``business_at`` (e.g. paid_at) fixes its business date (账期), so
+    late callbacks land in the day the money moved."""
+
+    voucher: Voucher
+    business_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Posted:
+    voucher_ids: dict[tuple[str, str], str]  # (kind, business_ref) -> voucher_id, the new ones
+    new_accounts: frozenset[str]  # account codes this transaction created
+
+
+class AccountCache:
+    """What one process knows without asking: the accounts that exist (learnt only after the
+    transaction that saw or made them committed) and the balance shard it last held."""
+
+    def __init__(self) -> None:
+        self._known: set[str] = set()
+        self.shard_hint = random.randrange(BALANCE_SHARDS)
+
+    def unknown(self, accounts: Iterable[Account]) -> list[Account]:
+        return [a for a in accounts if a.code not in self._known]
+
+    def learn(self, codes: Iterable[str]) -> None:
+        self._known.update(codes)
+
+
+def post_many(
+    conn: Connection,
+    postings: Sequence[Posting],
+    at: datetime,
+    zone: str,
+    cell: int = 0,
+    cache: AccountCache | None = None,
+) -> Posted:
+    """Append the vouchers with their entries and add them to the accounts' totals, all in
+    ``conn``'s transaction. A voucher whose (kind, business_ref) is already booked is skipped
+    (the unique key stops a second): only the new ones are in the result."""
+    assert len(postings) <= MAX_POSTINGS, len(postings)
+    if not postings:
+        return Posted({}, frozenset())
+    cache = cache or AccountCache()
+    accounts = {e.account.code: e.account for p in postings for e in p.voucher.entries}
+    created = _ensure_accounts(conn, cache.unknown(accounts.values()), at)
+    ids = _insert_vouchers(conn, postings, at, zone, cell)
+    booked = [p.voucher for p in postings if (p.voucher.kind, p.voucher.business_ref) in ids]
+    if booked:
+        conn.execute(
+            insert(ledger_entries),
+            [
+                {
+                    "voucher_id": ids[(v.kind, v.business_ref)],
+                    "account_code": e.account.code,
+                    "direction": e.direction.value,
+                    "amount": e.amount,
+                    "currency": e.account.currency,
+                }
+                for v in booked
+                for e in v.entries
+            ],
+        )
+        _add_to_balances(conn, booked, balance_shard(conn, cache))
+    return Posted(ids, created)
+
+
+def post(
+    conn: Connection,
+    voucher: Voucher,
+    at: datetime,
+    business_at: datetime,
+    zone: str,
+    cell: int = 0,
+) -> str | None:
+    """One voucher (see :func:`post_many`); its id, or None when it was already booked."""
+    posted = post_many(conn, [Posting(voucher, business_at)], at, zone, cell)
+    return posted.voucher_ids.get((voucher.kind, voucher.business_ref))
+
+
+def _ensure_accounts(conn: Connection, accounts: list[Account], now: datetime) -> frozenset[str]:
+    if accounts:
+        conn.execute(
+            insert_ignoring_duplicates(conn, ledger_accounts),
+            [
+                {
+                    "code": a.code,
+                    "name": a.name,
+                    "kind": a.kind.value,
+                    "currency": a.currency,
+                    "created_at": now,
+                }
+                for a in sorted(accounts, key=lambda a: a.code)  # one lock order
+            ],
+        )
+    return frozenset(a.code for a in accounts)
+
+
+def _insert_vouchers(
+    conn: Connection, postings: Sequence[Posting], at: datetime, zone: str, cell: int
+) -> dict[tuple[str, str], str]:
+    rows = [
+        {
+            "voucher_id": new_id("vch", cell),
+            "kind": p.voucher.kind,
+            "business_ref": p.voucher.business_ref,
+            "business_date": business_date(p.business_at, zone).isoformat(),
+            "memo": p.voucher.memo,
+            "created_at": at,
+            "parent_ref": p.voucher.parent_ref,
+        }
+        for p in postings
+    ]
+    stmt = insert_ignoring_duplicates(conn, ledger_vouchers).returning(
+        ledger_vouchers.c.voucher_id, ledger_vouchers.c.kind, ledger_vouchers.c.business_ref
+    )
+    return {(r.kind, r.business_ref): r.voucher_id for r in conn.execute(stmt, rows)}
+
+
+def balance_shard(conn: Connection, cache: AccountCache) -> int:
+    """The shard of every account's totals this transaction adds to. On PostgreSQL it holds
+    the shard's advisory lock until the transaction ends, trying the shards without waiting
+    from the one it held last, so concurrent postings take different shards and never queue
+    on a row; only with more concurrent postings than shards does one wait. SQLite has one
+    writer at a time: shard 0."""
+    if conn.dialect.name != "postgresql":
+        return 0
+    start = cache.shard_hint
+    for i in range(BALANCE_SHARDS):
+        shard = (start + i) % BALANCE_SHARDS
+        if conn.execute(_SHARD, {"cls": SHARD_LOCK_CLASS, "shard": shard}).scalar():
+            cache.shard_hint = shard
+            return shard
+    conn.execute(_SHARD_WAIT, {"cls": SHARD_LOCK_CLASS, "shard": start})
+    return start
+
+
+def _add_to_balances(conn: Connection, vouchers: Sequence[Voucher], shard: int) -> None:
+    totals: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    for v in vouchers:
+        for e in v.entries:
+            totals[e.account.code][0 if e.direction == Direction.DEBIT else 1] += e.amount
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    stmt = dialect.insert(ledger_balances)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[ledger_balances.c.code, ledger_balances.c.shard],
+        set_={
+            "debit_total": ledger_balances.c.debit_total + stmt.excluded.debit_total,
+            "credit_total": ledger_balances.c.credit_total + stmt.excluded.credit_total,
+        },
+    )
+    conn.execute(
+        stmt,
+        [
+            {"code": code, "shard": shard, "debit_total": d, "credit_total": c}
+            for code, (d, c) in sorted(totals.items())  # one lock order: no deadlock
+        ],
+    )
+
+
+def balances(conn: Connection, codes: Iterable[str] | None = None) -> dict[str, tuple[int, int]]:
+    """(debit total, credit total) of each account (of ``codes``, or all): its shards summed."""
+    query = select(
+        ledger_balances.c.code,
+        func.sum(ledger_balances.c.debit_total),
+        func.sum(ledger_balances.c.credit_total),
+    ).group_by(ledger_balances.c.code)
+    if codes is not None:
+        query = query.where(ledger_balances.c.code.in_(list(codes)))
+    return {code: (int(d), int(c)) for code, d, c in conn.execute(query)}
 
 
 def voucher_exists(conn: Connection, kind: str, business_ref: str) -> bool:
@@ -25,74 +221,6 @@ def voucher_exists(conn: Connection, kind: str, business_ref: str) -> bool:
         ).first()
         is not None
     )
-
-
-def _ensure_account(conn: Connection, account: Account, now: datetime) -> None:
-    conn.execute(
-        insert_ignoring_duplicates(conn, ledger_accounts).values(
-            code=account.code,
-            name=account.name,
-            kind=account.kind.value,
-            currency=account.currency,
-            debit_total=0,
-            credit_total=0,
-            created_at=now,
-        )
-    )
-
-
-def post(
-    conn: Connection,
-    voucher: Voucher,
-    at: datetime,
-    business_at: datetime,
-    zone: str,
-    cell: int = 0,
-) -> str:
-    """Append a voucher with its entries; the unique (kind, business_ref) stops a second.
-    ``business_at`` (e.g. paid_at) fixes its business date (账期), so late callbacks land in
-    the day the money moved."""
-    voucher_id = new_id("vch", cell)
-    conn.execute(
-        insert(ledger_vouchers).values(
-            voucher_id=voucher_id,
-            kind=voucher.kind,
-            business_ref=voucher.business_ref,
-            business_date=business_date(business_at, zone).isoformat(),
-            memo=voucher.memo,
-            created_at=at,
-            parent_ref=voucher.parent_ref,
-        )
-    )
-    accounts = {e.account.code: e.account for e in voucher.entries}
-    for _, account in sorted(accounts.items()):
-        _ensure_account(conn, account, at)
-    conn.execute(
-        insert(ledger_entries),
-        [
-            {
-                "voucher_id": voucher_id,
-                "account_code": e.account.code,
-                "direction": e.direction.value,
-                "amount": e.amount,
-                "currency": e.account.currency,
-            }
-            for e in voucher.entries
-        ],
-    )
-    totals: dict[str, list[int]] = {code: [0, 0] for code in accounts}
-    for e in voucher.entries:
-        totals[e.account.code][0 if e.direction == Direction.DEBIT else 1] += e.amount
-    for code, (debit, credit) in sorted(totals.items()):  # one lock order: no deadlock
-        conn.execute(
-            update(ledger_accounts)
-            .where(ledger_accounts.c.code == code)
-            .values(
-                debit_total=ledger_accounts.c.debit_total + debit,
-                credit_total=ledger_accounts.c.credit_total + credit,
-            )
-        )
-    return voucher_id
 
 
 def booked(

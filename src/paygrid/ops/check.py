@@ -182,15 +182,20 @@ CHECKS: tuple[tuple[str, str, str], ...] = (
         "payment {payment_id} of {amount} was captured as {booked}",
     ),
     (
+        # An account's balance is the sum of its shards (ledger_balances); both sides are
+        # summed apart, so neither join multiplies the other.
         "BALANCE_MISMATCH",
         """
-        SELECT a.code, a.debit_total, a.credit_total,
-               COALESCE(SUM(CASE WHEN e.direction='D' THEN e.amount END), 0) AS d,
-               COALESCE(SUM(CASE WHEN e.direction='C' THEN e.amount END), 0) AS c
-        FROM ledger_accounts a LEFT JOIN ledger_entries e ON e.account_code = a.code
-        GROUP BY a.code, a.debit_total, a.credit_total
-        HAVING a.debit_total <> COALESCE(SUM(CASE WHEN e.direction='D' THEN e.amount END), 0)
-            OR a.credit_total <> COALESCE(SUM(CASE WHEN e.direction='C' THEN e.amount END), 0)""",
+        SELECT a.code, COALESCE(b.d, 0) AS debit_total, COALESCE(b.c, 0) AS credit_total,
+               COALESCE(e.d, 0) AS d, COALESCE(e.c, 0) AS c
+        FROM ledger_accounts a
+        LEFT JOIN (SELECT code, SUM(debit_total) AS d, SUM(credit_total) AS c
+                   FROM ledger_balances GROUP BY code) b ON b.code = a.code
+        LEFT JOIN (SELECT account_code,
+                          SUM(CASE WHEN direction='D' THEN amount ELSE 0 END) AS d,
+                          SUM(CASE WHEN direction='C' THEN amount ELSE 0 END) AS c
+                   FROM ledger_entries GROUP BY account_code) e ON e.account_code = a.code
+        WHERE COALESCE(b.d, 0) <> COALESCE(e.d, 0) OR COALESCE(b.c, 0) <> COALESCE(e.c, 0)""",
         "account {code} says D {debit_total} C {credit_total}, its entries D {d} C {c}",
     ),
     (

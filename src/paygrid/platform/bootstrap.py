@@ -211,11 +211,9 @@ def bootstrap(
         lambda ch: settings.channels[ch].fee_rate_ppm if ch in settings.channels else 0,
     )
     if "ledger" in consumers:
-        bus.subscribe(
-            ledger_handlers.CONSUMER,
-            ledger_handlers.EVENT_TYPES,
-            LedgerConsumer(db, rates, settings.zone, settings.cell),
-        )
+        ledger = LedgerConsumer(db, rates, settings.zone, settings.cell)
+        # A batch handler; until the bus hands over batches, each event is a batch of one.
+        bus.subscribe(ledger_handlers.CONSUMER, ledger_handlers.EVENT_TYPES, lambda e: ledger([e]))
     if "notify" in consumers:
         bus.subscribe(notify_service.CONSUMER, notify_service.EVENT_TYPES, notify)
     return Platform(

@@ -235,9 +235,20 @@ ledger_accounts = Table(
     Column("name", String(128), nullable=False),
     Column("kind", String(16), nullable=False),  # asset | liability | income | expense
     Column("currency", String(3), nullable=False),
-    Column("debit_total", BigInteger, nullable=False, default=0),
-    Column("credit_total", BigInteger, nullable=False, default=0),
     Column("created_at", UTCDateTime, nullable=False),
+)
+
+# An account's running totals, split over shards (migration 0006): a posting adds its batch's
+# totals to the one shard its transaction holds (repository.balance_shard), so concurrent
+# postings never wait for each other's row locks; the balance is the sum over the shards, and
+# `paygrid check` proves it from the entries.
+ledger_balances = Table(
+    "ledger_balances",
+    metadata,
+    Column("code", String(96), ForeignKey("ledger_accounts.code"), primary_key=True),
+    Column("shard", Integer, primary_key=True),
+    Column("debit_total", BigInteger, nullable=False),
+    Column("credit_total", BigInteger, nullable=False),
 )
 
 ledger_vouchers = Table(
