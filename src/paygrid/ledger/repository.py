@@ -17,8 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Select, func, insert, select, text
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Connection, Select, func, select, text
 
 from paygrid.kernel.clock import business_date
 from paygrid.kernel.ids import new_id
@@ -35,6 +34,57 @@ BALANCE_SHARDS = 16  # > the ledger consumers one database serves at once
 SHARD_LOCK_CLASS = 0x1ED9  # pg advisory lock namespace of the balance shards
 MAX_POSTINGS = 1000  # vouchers in one post_many; a consumer's batch is far smaller
 
+MAX_BOUND_PARAMETERS = 30_000  # SQLite allows 32,766 in one statement
+
+
+@dataclass(frozen=True, slots=True)
+class _Insert:
+    """A raw multi-row INSERT: SQLAlchemy's per-row parameter handling costs more than the
+    insert itself. PostgreSQL gets one array per column (unnest), SQLite VALUES (…), (…)."""
+
+    table: str
+    columns: tuple[tuple[str, str], ...]  # (name, PostgreSQL type)
+    tail: str = ""
+
+    def sql(self, dialect: str, rows: int) -> str:
+        names = ", ".join(n for n, _ in self.columns)
+        if dialect == "postgresql":
+            arrays = ", ".join(f"%s::{t}[]" for _, t in self.columns)
+            return f"INSERT INTO {self.table} ({names}) SELECT * FROM unnest({arrays}) {self.tail}"
+        one = "(" + ", ".join("?" for _ in self.columns) + ")"
+        return f"INSERT INTO {self.table} ({names}) VALUES {', '.join([one] * rows)} {self.tail}"
+
+
+_VOUCHERS = _Insert(
+    "ledger_vouchers",
+    (
+        ("voucher_id", "text"),
+        ("kind", "text"),
+        ("business_ref", "text"),
+        ("business_date", "text"),
+        ("memo", "text"),
+        ("created_at", "timestamptz"),
+        ("parent_ref", "text"),
+    ),
+    "ON CONFLICT DO NOTHING RETURNING voucher_id, kind, business_ref",
+)
+_ENTRIES = _Insert(
+    "ledger_entries",
+    (
+        ("voucher_id", "text"),
+        ("account_code", "text"),
+        ("direction", "text"),
+        ("amount", "bigint"),
+        ("currency", "text"),
+    ),
+)
+_BALANCES = _Insert(
+    "ledger_balances",
+    (("code", "text"), ("shard", "integer"), ("debit_total", "bigint"), ("credit_total", "bigint")),
+    "ON CONFLICT (code, shard) DO UPDATE SET "
+    "debit_total = ledger_balances.debit_total + excluded.debit_total, "
+    "credit_total = ledger_balances.credit_total + excluded.credit_total",
+)
 _SHARD = text("SELECT pg_try_advisory_xact_lock(:cls, :shard)")
 _SHARD_WAIT = text("SELECT pg_advisory_xact_lock(:cls, :shard)")
 
@@ -89,20 +139,13 @@ def post_many(
     ids = _insert_vouchers(conn, postings, at, zone, cell)
     booked = [p.voucher for p in postings if (p.voucher.kind, p.voucher.business_ref) in ids]
     if booked:
-        conn.execute(
-            insert(ledger_entries),
-            [
-                {
-                    "voucher_id": ids[(v.kind, v.business_ref)],
-                    "account_code": e.account.code,
-                    "direction": e.direction.value,
-                    "amount": e.amount,
-                    "currency": e.account.currency,
-                }
-                for v in booked
-                for e in v.entries
-            ],
-        )
+        entries = [
+            (ids[(v.kind, v.business_ref)], e.account.code, e.direction.value, e.amount, cur)
+            for v in booked
+            for e in v.entries
+            for cur in (e.account.currency,)
+        ]
+        _insert_values(conn, _ENTRIES, entries)
         _add_to_balances(conn, booked, balance_shard(conn, cache))
     return Posted(ids, created)
 
@@ -141,22 +184,47 @@ def _ensure_accounts(conn: Connection, accounts: list[Account], now: datetime) -
 def _insert_vouchers(
     conn: Connection, postings: Sequence[Posting], at: datetime, zone: str, cell: int
 ) -> dict[tuple[str, str], str]:
+    created_at = ledger_vouchers.c.created_at.type.bind_processor(conn.dialect)
+    stamp = created_at(at) if created_at else at
     rows = [
-        {
-            "voucher_id": new_id("vch", cell),
-            "kind": p.voucher.kind,
-            "business_ref": p.voucher.business_ref,
-            "business_date": business_date(p.business_at, zone).isoformat(),
-            "memo": p.voucher.memo,
-            "created_at": at,
-            "parent_ref": p.voucher.parent_ref,
-        }
+        (
+            new_id("vch", cell),
+            p.voucher.kind,
+            p.voucher.business_ref,
+            business_date(p.business_at, zone).isoformat(),
+            p.voucher.memo,
+            stamp,
+            p.voucher.parent_ref,
+        )
         for p in postings
     ]
-    stmt = insert_ignoring_duplicates(conn, ledger_vouchers).returning(
-        ledger_vouchers.c.voucher_id, ledger_vouchers.c.kind, ledger_vouchers.c.business_ref
-    )
-    return {(r.kind, r.business_ref): r.voucher_id for r in conn.execute(stmt, rows)}
+    returned = _insert_values(conn, _VOUCHERS, rows)
+    return {(kind, ref): voucher_id for voucher_id, kind, ref in returned}
+
+
+def _insert_values(
+    conn: Connection, insert: _Insert, rows: Sequence[tuple[Any, ...]]
+) -> list[tuple[Any, ...]]:
+    """Insert ``rows`` in one statement (SQLite: as many as its bound-parameter limit
+    allows); the rows the statement returns."""
+    dialect = conn.dialect.name
+    chunks = [rows]
+    if dialect != "postgresql":
+        per = MAX_BOUND_PARAMETERS // len(insert.columns)
+        chunks = [rows[i : i + per] for i in range(0, len(rows), per)]
+    out: list[tuple[Any, ...]] = []
+    if dialect == "sqlite" and not insert.tail:  # nothing returned: one prepared row, many
+        conn.exec_driver_sql(insert.sql(dialect, 1), list(rows))
+        return out
+    for chunk in chunks:
+        if dialect == "postgresql":
+            params = tuple(list(column) for column in zip(*chunk, strict=True))
+        else:
+            params = tuple(v for row in chunk for v in row)
+        result = conn.exec_driver_sql(insert.sql(dialect, len(chunk)), params)
+        if result.returns_rows:
+            out.extend(tuple(r) for r in result)
+    return out
 
 
 def balance_shard(conn: Connection, cache: AccountCache) -> int:
@@ -182,22 +250,8 @@ def _add_to_balances(conn: Connection, vouchers: Sequence[Voucher], shard: int) 
     for v in vouchers:
         for e in v.entries:
             totals[e.account.code][0 if e.direction == Direction.DEBIT else 1] += e.amount
-    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-    stmt = dialect.insert(ledger_balances)
-    stmt = stmt.on_conflict_do_update(
-        index_elements=[ledger_balances.c.code, ledger_balances.c.shard],
-        set_={
-            "debit_total": ledger_balances.c.debit_total + stmt.excluded.debit_total,
-            "credit_total": ledger_balances.c.credit_total + stmt.excluded.credit_total,
-        },
-    )
-    conn.execute(
-        stmt,
-        [
-            {"code": code, "shard": shard, "debit_total": d, "credit_total": c}
-            for code, (d, c) in sorted(totals.items())  # one lock order: no deadlock
-        ],
-    )
+    rows = [(code, shard, d, c) for code, (d, c) in sorted(totals.items())]  # one lock order
+    _insert_values(conn, _BALANCES, rows)
 
 
 def balances(conn: Connection, codes: Iterable[str] | None = None) -> dict[str, tuple[int, int]]:
