@@ -6,7 +6,7 @@ pg_stat_activity. Designs of the running totals compared (--designs):
   one-row  the same batch totals, but every transaction on the same row per account
   per-event one event per transaction on one row per account (how paygrid posted before)
 
-    .venv/bin/python bench/ledger.py [--vouchers 20000] [--batch 400] [--consumers 4]
+    .venv/bin/python bench/ledger.py [--vouchers 20000] [--batch 1000] [--consumers 4]
 """
 
 from __future__ import annotations
@@ -196,7 +196,7 @@ def main() -> int:
         return 0
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--vouchers", type=int, default=20_000)
-    parser.add_argument("--batch", type=int, default=400, help="vouchers/events a transaction")
+    parser.add_argument("--batch", type=int, default=1000, help="vouchers/events a transaction")
     parser.add_argument("--consumers", type=int, default=4)
     parser.add_argument("--events", type=int, default=3_000, help="per consumer process")
     parser.add_argument("--designs", default="shards,one-row,per-event")
