@@ -73,13 +73,12 @@ class LedgerConsumer:
                     continue  # a redelivery, or the same event twice in the batch
                 fresh.discard(event.event_id)
                 if event.event_type == PaymentSucceeded.TYPE:
-                    batch.capture(event.event_id, decode(event, PaymentSucceeded))
+                    batch.capture(event, decode(event, PaymentSucceeded))
                 else:
-                    batch.refund(event.event_id, decode(event, RefundSucceeded).refund)
+                    batch.refund(event, decode(event, RefundSucceeded).refund)
             batch.flush()
         self._accounts.learn(batch.new_accounts)
-        if batch.posted:
-            log.info("ledger: %d vouchers posted for %d events", batch.posted, len(mine))
+        batch.log_posted()
 
 
 class _Batch:
@@ -93,15 +92,15 @@ class _Batch:
         self._accounts = accounts
         self._merchant_rates: dict[str, int] = {}  # read once per merchant per batch
         self._pending: list[Posting] = []
-        self._events: dict[tuple[str, str], str] = {}  # (kind, business_ref) -> event_id
-        self.posted = 0
+        self._events: dict[tuple[str, str], Event] = {}  # (kind, business_ref) -> its event
+        self._posted: list[tuple[Voucher, str, Event]] = []
         self.new_accounts: set[str] = set()
 
-    def capture(self, event_id: str, event: PaymentSucceeded) -> None:
-        payment = event.payment
+    def capture(self, event: Event, succeeded: PaymentSucceeded) -> None:
+        payment = succeeded.payment
         assert payment.channel is not None, f"{payment.payment_id} succeeded without a channel"
         if ("capture", payment.payment_id) in self._events:
-            self._ignored("capture", payment.payment_id, event_id)
+            self._ignored("capture", payment.payment_id, event.event_id)
             return
         rate = self._merchant_rates.get(payment.mchid)
         if rate is None:
@@ -113,19 +112,19 @@ class _Batch:
         voucher = capture_voucher(
             payment.payment_id, payment.mchid, payment.channel, amount, currency, fees
         )
-        self._add(event_id, voucher, payment.paid_at)
+        self._add(event, voucher, payment.paid_at)
 
-    def refund(self, event_id: str, refund: RefundView) -> None:
+    def refund(self, event: Event, refund: RefundView) -> None:
         """The refund voucher; the merchant fee returned pro rata, from the capture voucher and
         the payment's earlier refund vouchers, read in the transaction that posts it."""
         self.flush()
         if repository.voucher_exists(self._conn, "refund", refund.refund_id):
-            self._ignored("refund", refund.refund_id, event_id)
+            self._ignored("refund", refund.refund_id, event.event_id)
             return
-        self._add(event_id, _refund_voucher(self._conn, refund), refund.succeeded_at)
+        self._add(event, _refund_voucher(self._conn, refund), refund.succeeded_at)
 
-    def _add(self, event_id: str, voucher: Voucher, business_at: datetime | None) -> None:
-        self._events[(voucher.kind, voucher.business_ref)] = event_id
+    def _add(self, event: Event, voucher: Voucher, business_at: datetime | None) -> None:
+        self._events[(voucher.kind, voucher.business_ref)] = event
         self._pending.append(Posting(voucher, business_at or utcnow()))
 
     def flush(self) -> None:
@@ -137,10 +136,24 @@ class _Batch:
         self.new_accounts.update(posted.new_accounts)
         for p in self._pending:
             key = (p.voucher.kind, p.voucher.business_ref)
-            if key not in posted.voucher_ids:
-                self._ignored(key[0], key[1], self._events[key])
-        self.posted += len(posted.voucher_ids)
+            voucher_id = posted.voucher_ids.get(key)
+            if voucher_id is None:
+                self._ignored(key[0], key[1], self._events[key].event_id)
+            else:
+                self._posted.append((p.voucher, voucher_id, self._events[key]))
         self._pending = []
+
+    def log_posted(self) -> None:
+        """One line per voucher, with the request id of the event it came from, so a payment
+        can be followed from the callback into the ledger's log."""
+        for voucher, voucher_id, event in self._posted:
+            log.info(
+                "%s voucher %s posted for %s",
+                voucher.kind,
+                voucher_id,
+                voucher.business_ref,
+                extra={"request_id": event.request_id, "payment_id": event.aggregate_id},
+            )
 
     @staticmethod
     def _ignored(kind: str, business_ref: str, event_id: str) -> None:
