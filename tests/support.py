@@ -175,6 +175,10 @@ class RunningPlatform:
     ops_url: str = ""  # /metrics: the operations port (prod: the api process's)
     sandbox_urls: dict[str, str] = field(default_factory=dict)  # every channel's sandbox
 
+    def ops_urls(self) -> list[str]:
+        """Every process's operations port (/metrics) of this platform."""
+        return [self.ops_url]
+
     def channel_sandbox(
         self, channel: str, method: str, path: str, body: object = None
     ) -> httpx.Response:

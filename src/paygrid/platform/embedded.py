@@ -78,7 +78,7 @@ def ensure_demo_merchant(platform: Platform) -> dict[str, str]:
     path = platform.settings.data_dir / "demo-merchant.json"
     if path.exists():
         creds: dict[str, str] = json.loads(path.read_text())
-        with platform.db.transaction() as conn:
+        with platform.db.read() as conn:
             key = merchant_repo.get_key(conn, platform.vault, creds["mchid"], creds["key_id"])
             if key is not None:
                 return creds
