@@ -54,7 +54,7 @@ def up(
         else:
             from paygrid.platform.embedded import run_embedded
 
-            run_embedded(settings, lambda p, creds: _print_ready(p.settings, creds))
+            run_embedded(settings, lambda p, creds: _print_ready(p.settings, creds), verbose)
     except RuntimeError as exc:
         err.print(f"[red]paygrid up failed:[/] {exc}")
         raise typer.Exit(1) from None
@@ -109,12 +109,24 @@ def _up_prod(settings: config.Settings) -> None:
 def run(
     role: Annotated[
         str,
-        typer.Argument(help="api, cashier, gateway, core, relay, ledger, notifier or scheduler"),
+        typer.Argument(
+            help="api, cashier, gateway, core, relay, ledger, notifier or scheduler; or "
+            "background (the embedded profile's workers)"
+        ),
     ],
+    verbose: bool = False,
 ) -> None:
-    """Run one role of the production profile (the supervisor starts these)."""
+    """Run one role of the production profile (the supervisor starts these), or the embedded
+    profile's background process (`paygrid up` starts it)."""
+    from paygrid.platform.workers import BACKGROUND, ROLE_NAMES
+
+    if role == BACKGROUND:
+        from paygrid.platform.background import run_background
+
+        setup_logging(verbose)
+        run_background(resolve_settings())
+        return
     from paygrid.platform.roles import run_role
-    from paygrid.platform.workers import ROLE_NAMES
 
     if role not in ROLE_NAMES:
         err.print(f"[red]unknown role {role!r}; roles: {', '.join(ROLE_NAMES)}[/]")

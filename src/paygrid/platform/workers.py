@@ -1,9 +1,11 @@
 """The one table of what runs in the background and in which process.
 
-:data:`WORKERS` are the background loops; the embedded profile runs them all in one process
-(:mod:`paygrid.platform.embedded`), the production profile runs each in its role's process
-(:mod:`paygrid.platform.roles`). :data:`ROLES` are the production profile's processes, started
-by the supervisor as ``paygrid run ROLE``, killed at random by the crash drill:
+:data:`WORKERS` are the background loops. The embedded profile runs them all, with every bus
+consumer, in its second process, :data:`BACKGROUND` (:mod:`paygrid.platform.background`),
+beside the process that serves HTTP (:mod:`paygrid.platform.embedded`); the production profile
+runs each in its role's process (:mod:`paygrid.platform.roles`). :data:`ROLES` are the
+production profile's processes, started by the supervisor as ``paygrid run ROLE``, killed at
+random by the crash drill:
 
 | role      | does                                                        | listens on       |
 |-----------|-------------------------------------------------------------|------------------|
@@ -199,6 +201,10 @@ WORKERS: tuple[Worker, ...] = (
     Worker("scheduler", "scheduler", purge_used_nonces, scheduler_interval),
     Worker("outbox-gauges", "scheduler", outbox_gauges, scheduler_interval, embedded=False),
 )
+
+BACKGROUND = "background"
+"""The embedded profile's second process (``paygrid run background``): every worker of
+:func:`embedded_workers` and every consumer of :func:`all_consumers`."""
 
 ROLES: tuple[Role, ...] = (
     Role("api", 5, public_port=lambda s: s.api_port),
