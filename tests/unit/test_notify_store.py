@@ -163,9 +163,7 @@ def test_a_batch_of_outcomes_is_recorded_in_a_few_statements(db: Database) -> No
     with db.transaction() as conn:
         recorded = record_results(conn, [Result(i, OK, False) for i in ok_ids], now, _after)
     assert counted.seen == ["UPDATE", "INSERT"]  # delivered + attempt numbers; the attempts
-    assert sorted((r.result.notify_id, r.attempt_no) for r in recorded) == [
-        (i, 1) for i in ok_ids
-    ]
+    assert sorted((r.result.notify_id, r.attempt_no) for r in recorded) == [(i, 1) for i in ok_ids]
     results = [
         Result(bad[0], FAILED, False),
         Result(bad[0], FAILED, True),  # a resend ending beside the scheduled attempt
@@ -175,9 +173,7 @@ def test_a_batch_of_outcomes_is_recorded_in_a_few_statements(db: Database) -> No
     with db.transaction() as conn:
         record_results(conn, results, now, _after)
     with db.read() as conn:
-        rows = {
-            r.notify_id: r for r in conn.execute(select(notifications)).all() if r.mchid == "B"
-        }
+        rows = {r.notify_id: r for r in conn.execute(select(notifications)).all() if r.mchid == "B"}
         attempts = conn.execute(
             select(notification_attempts.c.notify_id, notification_attempts.c.attempt_no)
         ).all()

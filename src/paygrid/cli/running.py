@@ -34,6 +34,12 @@ def up(
             "PostgreSQL, NATS JetStream); default embedded."
         ),
     ] = None,
+    copies: Annotated[
+        str | None,
+        typer.Option(
+            help="prod: more copies of stateless roles, ROLE=N,... (e.g. api=2,notifier=2)."
+        ),
+    ] = None,
     config_file: ConfigFile = None,
     verbose: bool = False,
 ) -> None:
@@ -45,6 +51,7 @@ def up(
         api_port=api_port,
         cashier_port=cashier_port,
         profile=profile,
+        copies=copies,
         config=config_file,
     )
     setup_logging(verbose)
@@ -114,6 +121,7 @@ def run(
             "background (the embedded profile's workers)"
         ),
     ],
+    copy: Annotated[int, typer.Option(help="Which copy of the role (1 = the first).")] = 1,
     verbose: bool = False,
 ) -> None:
     """Run one role of the production profile (the supervisor starts these), or the embedded
@@ -131,7 +139,7 @@ def run(
     if role not in ROLE_NAMES:
         err.print(f"[red]unknown role {role!r}; roles: {', '.join(ROLE_NAMES)}[/]")
         raise typer.Exit(2)
-    run_role(role, resolve_settings())
+    run_role(role, resolve_settings(), copy)
 
 
 def status(data_dir: DataDir = None, config_file: ConfigFile = None) -> None:

@@ -9,6 +9,7 @@ import asyncio
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -103,18 +104,43 @@ def merchant_lookup(platform: Platform) -> Callable[[str], MerchantView]:
 
 
 class _Server(uvicorn.Server):
-    """A uvicorn server that leaves signals to us: several run in one event loop."""
+    """A uvicorn server that leaves signals to us: several run in one event loop. Given
+    ``sockets``, it serves on them instead of binding its own."""
+
+    def __init__(self, config: uvicorn.Config, sockets: list[socket.socket] | None) -> None:
+        super().__init__(config)
+        self._sockets = sockets
 
     @contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield
 
+    async def serve(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().serve(sockets or self._sockets)
 
-def _server(app: FastAPI, host: str, port: int) -> uvicorn.Server:
+
+def _server(
+    app: FastAPI, host: str, port: int, sock: socket.socket | None = None
+) -> uvicorn.Server:
     config = uvicorn.Config(
         app, host=host, port=port, log_level="warning", access_log=False, lifespan="off"
     )
-    return _Server(config)
+    return _Server(config, [sock] if sock is not None else None)
+
+
+def shared_socket(host: str, port: int) -> socket.socket:
+    """A listening socket that copies of a role bind together (SO_REUSEPORT: the kernel
+    spreads new connections over them), with Nagle off (TCP_NODELAY, inherited by accepted
+    connections: uvicorn issue #3149)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    sock.set_inheritable(False)
+    return sock
 
 
 def run_embedded(
