@@ -204,7 +204,8 @@ def start_embedded(
     baseline = run_baseline(baseline_url, args, run_id, infra)
     running = start_platform(tmp / "platform", paygrid_url)
     stack.callback(running.stop)
-    return Platform(running, {**embedded_probes(running), **infra}, {}), baseline
+    totals, each = embedded_probes(running)
+    return Platform(running, {**totals, **infra}, each), baseline
 
 
 def measure(args: argparse.Namespace, tmp: Path, run_id: str) -> dict[str, Any]:

@@ -28,19 +28,23 @@ SETTLE_IDLE_CORES = 0.15
 SETTLE_TIMEOUT_S = 20.0
 
 
-def embedded_probes(running: RunningPlatform) -> Probes:
+def embedded_probes(running: RunningPlatform) -> tuple[Probes, Probes]:
     """`paygrid up`: the platform process with its background process (`paygrid run
-    background`, restarts included), and the sandboxes it started as its children."""
+    background`), and the sandboxes it started as its children; and paygrid's two processes
+    one by one (web: API and cashier; background: relay, consumers, notifier, workers)."""
     platform_pid = running.proc.pid
     ours = children(platform_pid)
     background = [pid for pid in ours if b"background" in _cmdline(pid)]
     sandbox_pids = [pid for pid in ours if pid not in background]
-    return {
-        "paygrid": lambda: (
-            process_cpu(platform_pid, reaped=True) + sum(process_cpu(pid) for pid in background)
-        ),
+    each: Probes = {
+        "web": partial(process_cpu, platform_pid),
+        "background": lambda: sum(process_cpu(pid) for pid in background),
+    }
+    totals: Probes = {
+        "paygrid": lambda: sum(probe() for probe in each.values()),
         "sandboxes": lambda: sum(tree_cpu(c) for c in sandbox_pids),
     }
+    return totals, each
 
 
 def _cmdline(pid: int) -> bytes:
