@@ -66,8 +66,7 @@ def _add(db: Database, mchid: str, n: int, now: datetime, prefix: str = "") -> l
 
 
 def _after(outcome: Outcome, status: str, attempts: int, manual: bool, now: datetime) -> Any:
-    if outcome.ok:
-        return {"status": "DELIVERED", "delivered_at": now, "next_attempt_at": None}
+    assert not outcome.ok
     if manual or status != "PENDING":
         return {}
     if attempts >= 2:
@@ -177,6 +176,13 @@ def test_a_batch_of_outcomes_is_recorded_in_a_few_statements(db: Database) -> No
         attempts = conn.execute(
             select(notification_attempts.c.notify_id, notification_attempts.c.attempt_no)
         ).all()
+        delivered = conn.execute(
+            select(notifications.c.status, notifications.c.delivered_at).where(
+                notifications.c.mchid == "A"
+            )
+        ).all()
+    assert len(delivered) == 5
+    assert all(d.status == "DELIVERED" and d.delivered_at is not None for d in delivered)
     assert rows[bad[0]].attempts == 2 and rows[bad[0]].status == "PENDING"
     assert rows[bad[1]].attempts == 2 and rows[bad[1]].status == "FAILED"
     assert sorted(a.attempt_no for a in attempts if a.notify_id == bad[0]) == [1, 2]
@@ -193,9 +199,7 @@ def test_a_bad_outcome_fails_alone_and_the_rest_are_recorded() -> None:
         written.append(ids)
 
     writer = BatchWriter(write, max_batch=10)
-    gate = threading.Event()
     futures = [writer.put(Result(i, OK, False)) for i in ("a", "bad", "b")]
-    gate.set()
     for f, name in zip(futures, ("a", "bad", "b"), strict=True):
         if name == "bad":
             with pytest.raises(LookupError):

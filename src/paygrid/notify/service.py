@@ -209,8 +209,9 @@ class NotifyService:
     def _after(
         self, outcome: Outcome, status: str, attempts: int, manual: bool, now: datetime
     ) -> dict[str, Any]:
-        if outcome.ok:
-            return {"status": "DELIVERED", "delivered_at": now, "next_attempt_at": None}
+        """After a failed attempt: the next one on the schedule, or FAILED when it ends (an
+        acknowledged one delivers the notification: notify/store.py)."""
+        assert not outcome.ok
         if status == "PENDING" and not manual:
             nxt = next_attempt_at(attempts, now, self._scale)
             return (

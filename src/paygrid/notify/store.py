@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, case, func, insert, literal, select, update
+from sqlalchemy import Connection, Integer, bindparam, case, func, insert, select, update
 
 from paygrid.notify.delivery import Outcome
 from paygrid.notify.domain import MAX_IN_FLIGHT_PER_MERCHANT
@@ -67,16 +67,10 @@ class Recorded:
 
 
 # --- claim ------------------------------------------------------------------------------------
-def claim_due(
-    conn: Connection,
-    now: datetime,
-    busy_ids: Sequence[str],
-    taken: Mapping[str, int],
-    limit: int,
-) -> list[Claimed]:
-    """Lease up to ``limit`` due notifications to this notifier, in one statement.
-    ``busy_ids``: in flight here; ``taken``: slots each merchant already holds here."""
-    full = [m for m, k in taken.items() if k >= MAX_IN_FLIGHT_PER_MERCHANT]
+def _claim_statement(locking: bool) -> Any:
+    """The claim, built once: every varying part is a parameter (the ids in flight, the full
+    merchants, the merchants holding 1, 2, ... slots), so no call builds SQL again."""
+    now: Any = bindparam("now")
     ranked = (
         select(
             N.notify_id,
@@ -89,20 +83,25 @@ def claim_due(
         .where(
             N.status == "PENDING",
             N.next_attempt_at <= now,
-            N.notify_id.not_in(busy_ids),
-            N.mchid.not_in(full),
+            N.notify_id.not_in(bindparam("busy", expanding=True)),
+            N.mchid.not_in(bindparam("full", expanding=True)),
         )
         .subquery()
     )
-    held = {m: k for m, k in taken.items() if 0 < k < MAX_IN_FLIGHT_PER_MERCHANT}
-    already = case(held, value=ranked.c.mchid, else_=0) if held else literal(0)
+    already = case(
+        *(
+            (ranked.c.mchid.in_(bindparam(f"held{k}", expanding=True)), k)
+            for k in range(1, MAX_IN_FLIGHT_PER_MERCHANT)
+        ),
+        else_=0,
+    )
     chosen = (
         select(ranked.c.notify_id)
         .where(ranked.c.rank + already <= MAX_IN_FLIGHT_PER_MERCHANT)
         .order_by(ranked.c.next_attempt_at, ranked.c.notify_id)
-        .limit(limit)
+        .limit(bindparam("limit", type_=Integer))
     )
-    if conn.dialect.name == "postgresql":
+    if locking:  # PostgreSQL: lock what this copy takes, skip what another copy is taking
         due = notifications.alias("due")
         chosen = (
             select(due.c.notify_id)
@@ -113,12 +112,36 @@ def claim_due(
             )
             .with_for_update(skip_locked=True)
         )
-    rows = conn.execute(
+    return (
         update(notifications)
         .where(N.notify_id.in_(chosen), N.status == "PENDING", N.next_attempt_at <= now)
-        .values(next_attempt_at=now + timedelta(seconds=CLAIM_LEASE_S))
+        .values(next_attempt_at=bindparam("lease"))
         .returning(N.notify_id, N.mchid, N.url, N.body)
-    ).all()
+    )
+
+
+_CLAIM = {False: _claim_statement(False), True: _claim_statement(True)}
+
+
+def claim_due(
+    conn: Connection,
+    now: datetime,
+    busy_ids: Sequence[str],
+    taken: Mapping[str, int],
+    limit: int,
+) -> list[Claimed]:
+    """Lease up to ``limit`` due notifications to this notifier, in one statement.
+    ``busy_ids``: in flight here; ``taken``: slots each merchant already holds here."""
+    params: dict[str, Any] = {
+        "now": now,
+        "lease": now + timedelta(seconds=CLAIM_LEASE_S),
+        "busy": list(busy_ids),
+        "full": [m for m, k in taken.items() if k >= MAX_IN_FLIGHT_PER_MERCHANT],
+        "limit": limit,
+    }
+    for held in range(1, MAX_IN_FLIGHT_PER_MERCHANT):
+        params[f"held{held}"] = [m for m, k in taken.items() if k == held]
+    rows = conn.execute(_CLAIM[conn.dialect.name == "postgresql"], params).all()
     return [Claimed(r.notify_id, r.mchid, r.url, r.body) for r in rows]
 
 
@@ -133,7 +156,7 @@ def unclaim(conn: Connection, notify_ids: Sequence[str], now: datetime) -> None:
 
 # --- record -----------------------------------------------------------------------------------
 After = Callable[[Outcome, str, int, bool, datetime], dict[str, Any]]
-"""(outcome, status, attempts, manual, now) -> the columns to change after an attempt."""
+"""(outcome, status, attempts, manual, now) -> the columns to change after a failed attempt."""
 
 
 def record_results(
@@ -156,28 +179,44 @@ def record_results(
     return recorded
 
 
+_DELIVERED = (
+    update(notifications)
+    .where(N.notify_id.in_(bindparam("ids", expanding=True)))
+    .values(
+        attempts=N.attempts + 1,
+        status="DELIVERED",
+        delivered_at=bindparam("now"),
+        next_attempt_at=None,
+    )
+    .returning(N.notify_id, N.attempts)
+)
+_FAILED = (
+    update(notifications)
+    .where(N.notify_id.in_(bindparam("ids", expanding=True)))
+    .values(attempts=N.attempts + 1)
+    .returning(N.notify_id, N.attempts, N.status)
+)
+_RESCHEDULE = (
+    update(notifications)
+    .where(N.notify_id == bindparam("b_id"))
+    .values(status=bindparam("b_status"), next_attempt_at=bindparam("b_next"))
+)
+_ATTEMPT = insert(notification_attempts)
+
+
 def _record_round(
     conn: Connection, results: Sequence[Result], now: datetime, after: After
 ) -> list[Recorded]:
+    """An acknowledged attempt delivers the notification, whatever its status was; a failed
+    one changes what ``after`` says (the next attempt time, or FAILED)."""
     done: list[Recorded] = []
     ok = {r.notify_id: r for r in results if r.outcome.ok}
     failed = {r.notify_id: r for r in results if not r.outcome.ok}
-    if ok:  # acknowledged: delivered, whatever the notification's status was
-        delivered = after(next(iter(ok.values())).outcome, "PENDING", 0, False, now)
-        rows = conn.execute(
-            update(notifications)
-            .where(N.notify_id.in_(list(ok)))
-            .values(attempts=N.attempts + 1, **delivered)
-            .returning(N.notify_id, N.attempts)
-        ).all()
+    if ok:
+        rows = conn.execute(_DELIVERED, {"ids": list(ok), "now": now}).all()
         done += [Recorded(ok[r.notify_id], r.attempts, "DELIVERED") for r in rows]
     if failed:
-        rows = conn.execute(
-            update(notifications)
-            .where(N.notify_id.in_(list(failed)))
-            .values(attempts=N.attempts + 1)
-            .returning(N.notify_id, N.attempts, N.status)
-        ).all()
+        rows = conn.execute(_FAILED, {"ids": list(failed)}).all()
         changes: list[dict[str, Any]] = []
         for r in rows:
             result = failed[r.notify_id]
@@ -186,12 +225,7 @@ def _record_round(
             if values:
                 changes.append({"b_id": r.notify_id, "b_status": r.status, **_bound(values)})
         if changes:
-            conn.execute(
-                update(notifications)
-                .where(N.notify_id == bindparam("b_id"))
-                .values(status=bindparam("b_status"), next_attempt_at=bindparam("b_next")),
-                changes,
-            )
+            conn.execute(_RESCHEDULE, changes)
     if len(done) != len(results):
         missing = {r.notify_id for r in results} - {d.result.notify_id for d in done}
         raise LookupError(f"notifications not found: {sorted(missing)}")
@@ -211,7 +245,7 @@ def _bound(values: Mapping[str, Any]) -> dict[str, Any]:
 
 def _insert_attempts(conn: Connection, done: Sequence[Recorded], now: datetime) -> None:
     conn.execute(
-        insert(notification_attempts),
+        _ATTEMPT,
         [
             {
                 "notify_id": d.result.notify_id,

@@ -144,7 +144,10 @@ class BackgroundProcess:
                 return
             backoff = min(backoff * 2, BACKOFF_MAX_S)
             self.restarts += 1
-            self._spawn(wait_ready=False)
+            try:
+                self._spawn(wait_ready=False)
+            except OSError:  # could not even fork: try again after the next backoff
+                log.exception("could not restart the background process")
 
     def stop(self) -> None:
         """SIGTERM the child and wait for it (SIGKILL after STOP_GRACE_S)."""
