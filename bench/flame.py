@@ -53,9 +53,9 @@ def parse(paths: list[Path]) -> dict[str, list[tuple[list[str], int]]]:
 def _label(frame: str) -> str:
     match = PROCESS.match(frame)
     cmd = match.group(1) if match else frame
-    for marker in ("paygrid.cli ", "-m "):
+    for marker, name in (("paygrid.cli ", "paygrid "), ("-m ", "")):
         if marker in cmd:
-            cmd = cmd.split(marker, 1)[1]
+            cmd = name + cmd.split(marker, 1)[1]
             break
     return re.sub(r"\s+--\S+\s+\S+", "", cmd)[:60].strip() or "python"
 
