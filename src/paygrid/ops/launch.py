@@ -16,11 +16,26 @@ from paygrid.config import OPS_PORTS, parse_copies
 from paygrid.platform.bootstrap import create_kek_file
 from paygrid.platform.workers import role
 
+LOWEST_PORT = 20_000
+
+
+def _ephemeral_start() -> int:
+    """Where the kernel's ephemeral ports begin (outgoing connections take them at any moment,
+    so a block chosen among them may be taken before it is bound)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32_768
+
 
 def free_port_block(size: int) -> int:
-    """A base port with ``size`` free loopback ports after it."""
+    """A base port with ``size`` free loopback ports after it, below the ephemeral range when
+    there is room."""
+    highest = _ephemeral_start() - size
+    if highest <= LOWEST_PORT:
+        highest = 60_000
     for _ in range(500):
-        base = random.randint(20_000, 60_000)
+        base = random.randint(LOWEST_PORT, highest)
         socks: list[socket.socket] = []
         try:
             for i in range(size):
