@@ -51,6 +51,8 @@ SAMPLES: dict[str, tuple[object, object, object]] = {
     "nats_url": ("nats://127.0.0.1:1", "nats://127.0.0.1:2", "tls://127.0.0.1:3"),
     "gateway_port": (18020, 18021, 18022),
     "ops_base_port": (19100, 19200, 19300),
+    "copies": ("api=2", "notifier=3", "ledger=2,api=2"),
+    "copy_ops_base_port": (19400, 19500, 19600),
     "pg_port": (15432, 15433, 15434),
     "nats_port": (14222, 14223, 14224),
     "kek_file": (Path("/srv/kek-file"), Path("/srv/kek-env"), Path("/srv/kek-flag")),

@@ -173,6 +173,11 @@ class DeliveryPool:
             full = [m for m, n in self._by_merchant.items() if n >= self.per_merchant]
             return list(self._by_id), full
 
+    def busy(self) -> tuple[list[str], dict[str, int]]:
+        """(notification ids in flight, slots each merchant holds)."""
+        with self._lock:
+            return list(self._by_id), dict(self._by_merchant)
+
     def reserve(self, notify_id: str, mchid: str, force: bool = False) -> bool:
         """Take a slot; ``force`` (a resend someone is waiting for) goes past the caps."""
         with self._lock:
