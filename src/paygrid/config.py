@@ -183,6 +183,7 @@ class Settings:
     api_port: int = setting(8000, check=port)
     cashier_port: int = setting(8001, check=port)
     ops_port: int = setting(8009, check=port)  # embedded: /healthz /readyz /metrics
+    background_ops_port: int = setting(8010, check=port)  # embedded: the workers' /metrics
     zone: str = setting(DEFAULT_BUSINESS_ZONE, check=_zone)
     cell: int = setting(0, check=_cell)
     # Start the sandbox of every channel without a credentials file (default: true unless
@@ -361,6 +362,7 @@ def _check_ports(s: Settings, sources: Mapping[str, str]) -> None:
     used: dict[str, int] = {"api_port": s.api_port, "cashier_port": s.cashier_port}
     if s.profile != "prod":
         used["ops_port"] = s.ops_port
+        used["background_ops_port"] = s.background_ops_port
     for name, channel in s.channels.items():
         if not s.sandboxed(name):
             continue

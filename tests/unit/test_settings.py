@@ -41,6 +41,7 @@ SAMPLES: dict[str, tuple[object, object, object]] = {
     "api_port": (18000, 18001, 18002),
     "cashier_port": (18010, 18011, 18012),
     "ops_port": (18030, 18031, 18032),
+    "background_ops_port": (18040, 18041, 18042),
     "zone": ("UTC", "Europe/Paris", "Asia/Tokyo"),
     "cell": (1, 2, 3),
     "run_sandboxes": (False, True, False),

@@ -23,11 +23,15 @@ import threading
 import time
 from dataclasses import replace
 
+import uvicorn
+
 from paygrid.config import Settings, child_env
-from paygrid.platform.bootstrap import bootstrap
+from paygrid.ops import observability as obs
+from paygrid.platform.bootstrap import Platform, bootstrap
 from paygrid.platform.workers import BACKGROUND, all_consumers, embedded_workers
 
 log = logging.getLogger("paygrid.background")
+OPS_HOST = "127.0.0.1"  # metrics for operators: never on a public interface
 READY_FD_ENV = "PAYGRID_BACKGROUND_READY_FD"  # not a setting: the pipe the child is ready on
 READY_TIMEOUT_S = 60.0
 BACKOFF_START_S = 0.5
@@ -48,6 +52,7 @@ def run_background(settings: Settings) -> None:
     loops = [worker.loop(platform) for worker in embedded_workers()]
     for loop in loops:
         loop.start()
+    _serve_ops(platform)
     _tell_ready()
     log.info("background workers up: %s", ", ".join(loop.name for loop in loops))
     stop.wait()
@@ -56,6 +61,22 @@ def run_background(settings: Settings) -> None:
     for loop in loops:
         loop.join(timeout=10)
     platform.close()
+
+
+def _serve_ops(platform: Platform) -> None:
+    """This process's /healthz, /readyz and /metrics (its database work, its consumers) on
+    the background operations port, in a thread: the workers are threads already."""
+    app = obs.ops_app({"database": platform.db.ping})
+    config = uvicorn.Config(
+        app,
+        host=OPS_HOST,
+        port=platform.settings.background_ops_port,
+        log_level="warning",
+        access_log=False,
+        lifespan="off",
+    )
+    server = uvicorn.Server(config)  # off the main thread it leaves signals alone
+    threading.Thread(target=server.run, name="background-ops", daemon=True).start()
 
 
 def _tell_ready() -> None:
