@@ -7,18 +7,20 @@ paygrid's path, as the production profile runs it: events are written to the out
 ``paygrid.bus.outbox.record_event`` (B events a transaction) by this process (the role of the api
 process); a relay process runs the real ``OutboxRelay`` (with its ``LeaderLock``) in the real
 ``paygrid.platform.workers.Loop`` (interval 0.1 s, busy_at=1, as the relay role) and publishes
-through ``paygrid.bus.jetstream.JetStreamBus``; a consumer process subscribes through another
-``JetStreamBus`` with a handler that, in one DB transaction, records the event in the inbox
-(``paygrid.bus.inbox.first_delivery``) and inserts one effect row. An event counts as processed
-when its effect row is in the database.
+batches through ``paygrid.bus.jetstream.JetStreamBus.publish_batch`` (PubAcks pipelined); a
+consumer process subscribes through another ``JetStreamBus`` with a batch handler that, in one DB
+transaction a fetched batch, records the events in the inbox (``paygrid.bus.inbox.
+first_deliveries``) and inserts one effect row each. An event counts as processed when its effect
+row is in the database.
 
 Phases, all on one nats-server (bench/servers.py: JetStream, file storage) and one database (a
 SQLite file through paygrid's make_engine, or a PostgreSQL cluster from bench/servers.py, which
 runs with fsync=off):
 - raw publish: nats-py ``js.publish`` awaiting each PubAck, then ``js.publish_async`` in batches,
   into a stream configured like PAYGRID_EVENTS, same body bytes and a ``Nats-Msg-Id`` header;
-- raw pull-consume: a durable pull consumer configured like paygrid's, ``fetch(64)``, ack each;
-- raw pull-consume + DB: the same, plus the consumer's transaction (inbox + effect) inline;
+- raw pull-consume: a durable pull consumer configured like paygrid's, ``fetch`` of paygrid's
+  FETCH_BATCH, ack each;
+- raw pull-consume + DB: the same, plus the consumer's transaction a batch (inbox + effects);
 - paygrid staged: N events written to the outbox with nothing else running, then the relay
   drains them to JetStream, then the consumer drains the stream: the rate of each stage alone;
 - paygrid end to end: another N events with the relay and consumer running, timed from the first
