@@ -243,3 +243,17 @@ def test_first_deliveries_records_a_batch_and_tells_the_repeats(db: Database) ->
     big = [f"evt_big_{n}" for n in itertools.islice(itertools.count(), 1000)]
     with db.transaction() as conn:
         assert first_deliveries(conn, "x", big) == set(big)
+
+
+def test_an_event_read_from_its_envelope_is_sent_on_as_it_is() -> None:
+    """The relay publishes an outbox row's bytes without encoding them again; an event made
+    from it with dataclasses.replace is another event and is encoded afresh."""
+    from dataclasses import replace
+
+    from paygrid.bus.codec import envelope_bytes, envelope_from_bytes
+
+    body = envelope_bytes(Event("evt_1", Numbered.TYPE, "a", utcnow(), {"ref": "a", "i": 1}))
+    event = envelope_from_bytes(body.decode())
+    assert envelope_bytes(event) == body and event.wire == body
+    twin = replace(event, event_id="evt_2")
+    assert twin.wire is None and envelope_from_bytes(envelope_bytes(twin)).event_id == "evt_2"

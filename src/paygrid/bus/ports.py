@@ -4,7 +4,7 @@ JetStream (production profile). Both move events in batches (docs/bus.md)."""
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from enum import Enum
 from typing import Any, Protocol
@@ -23,6 +23,10 @@ class Event:
     payload: Mapping[str, Any]
     version: int = EVENT_SCHEMA_VERSION
     request_id: str | None = None  # the merchant request it descends from, for the logs
+    wire: bytes | None = field(default=None, init=False, repr=False, compare=False)
+    """The envelope's bytes when the event was read from them (an outbox row): published as
+    they are instead of encoded again. Not an init field, so ``dataclasses.replace`` (another
+    event) drops it."""
 
 
 BatchHandler = Callable[[Sequence[Event]], None]
