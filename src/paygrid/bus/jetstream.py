@@ -75,6 +75,17 @@ MAX_ACK_PENDING = 1024
 DUPLICATE_WINDOW_S = 3600.0  # a relay that republishes within an hour is deduplicated
 STREAM_MAX_BYTES = 4 * 1024**3
 STREAM_MAX_AGE_S = 7 * 24 * 3600.0
+ACK_V1_TOKENS = 9
+
+
+def _deliveries(msg: Msg) -> int:
+    """``msg.metadata.num_delivered``, read from the ack subject's delivery token without
+    building the whole Metadata (per message on the hot path); any other subject shape goes
+    through nats-py's parser."""
+    tokens = (msg.reply or "").split(".")
+    if len(tokens) == ACK_V1_TOKENS and tokens[0] == "$JS" and tokens[1] == "ACK":
+        return int(tokens[4])  # $JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<n>
+    return int(msg.metadata.num_delivered)
 
 
 def _backoff(msg: Msg) -> float:
@@ -301,7 +312,7 @@ class JetStreamBus:
         good: list[Msg] = []
         events: list[Event] = []
         for msg in msgs:
-            if msg.metadata.num_delivered > 1:
+            if _deliveries(msg) > 1:
                 self.counters.redelivered[consumer] = self.counters.redelivered.get(consumer, 0) + 1
             try:
                 events.append(envelope_from_bytes(msg.data))
@@ -311,7 +322,7 @@ class JetStreamBus:
             good.append(msg)
         if not good:
             return
-        last = [m.metadata.num_delivered >= MAX_DELIVER for m in good]
+        last = [_deliveries(m) >= MAX_DELIVER for m in good]
         verdicts = await asyncio.to_thread(handle_batch, consumer, handler, events, last)
         failed = [m for m, v in zip(good, verdicts, strict=True) if v.verdict is Verdict.FAILED]
         hold_s = max((_backoff(m) for m in failed), default=0.0)
