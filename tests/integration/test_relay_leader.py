@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Sequence
 
 import pytest
 
 from paygrid.bus.outbox import record_event
-from paygrid.bus.ports import Event
+from paygrid.bus.ports import PUBLISHED, Event, PublishResult
 from paygrid.bus.relay import OutboxRelay
 from paygrid.storage.database import Database
 from paygrid.storage.leader import LeaderLock
@@ -28,6 +29,10 @@ class Recording:
 
     def publish(self, event: Event) -> None:
         self.events.append(event)
+
+    def publish_batch(self, events: Sequence[Event]) -> list[PublishResult]:
+        self.events.extend(events)
+        return [PUBLISHED] * len(events)
 
 
 def test_only_the_leader_publishes_and_another_takes_over(postgres: PostgresServer) -> None:

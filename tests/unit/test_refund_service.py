@@ -305,13 +305,13 @@ def test_the_ledger_books_a_refund_once_and_only_after_its_capture(r: Refunds) -
     refunded, captured = row_to_event(rows["refund.succeeded"]), rows["payment.succeeded"]
     ledger = r.running.bus.handlers["ledger"]  # type: ignore[attr-defined]
     with pytest.raises(CaptureNotBooked):
-        ledger(refunded)
+        ledger([refunded])
     with r.running.db.read() as conn:
         assert conn.execute(select(inbox).where(inbox.c.consumer == "ledger")).all() == []
         assert conn.execute(select(ledger_vouchers)).all() == []
-    ledger(row_to_event(captured))
-    ledger(refunded)
-    ledger(refunded)  # at least once: the repeat books nothing
+    ledger([row_to_event(captured)])
+    ledger([refunded])
+    ledger([refunded])  # at least once: the repeat books nothing
     with r.running.db.read() as conn:
         kinds = conn.execute(select(ledger_vouchers.c.kind, ledger_vouchers.c.business_ref))
         assert sorted(kinds.all()) == [("capture", pay), ("refund", refund_id)]

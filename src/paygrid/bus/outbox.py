@@ -12,7 +12,7 @@ from paygrid.kernel.events import DomainEvent
 from paygrid.kernel.ids import new_id
 from paygrid.storage.schema import outbox
 
-_INSERT = insert(outbox)  # built once: the money path writes it for every event
+INSERT = insert(outbox)  # built once: building it per event cost more than executing it
 
 
 def record_event(conn: Connection, domain_event: DomainEvent) -> Event:
@@ -27,7 +27,7 @@ def record_event(conn: Connection, domain_event: DomainEvent) -> Event:
         request_id=context.request_id.get(),
     )
     conn.execute(
-        _INSERT,
+        INSERT,
         {
             "event_id": event.event_id,
             "event_type": event.event_type,

@@ -20,7 +20,7 @@ from typing import Any
 from sqlalchemy import Connection, Row, insert, select
 
 from paygrid.bus.codec import UndecodableEvent, decode
-from paygrid.bus.inbox import first_delivery
+from paygrid.bus.inbox import first_deliveries
 from paygrid.bus.ports import Event
 from paygrid.kernel.clock import rfc3339, utcnow
 from paygrid.kernel.ids import new_id
@@ -125,39 +125,48 @@ class NotifyService:
         return check_url(url, self._poster.allowed)
 
     # --- consumer -------------------------------------------------------------------------
-    def __call__(self, event: Event) -> None:
-        notice = notice_of(event)
+    def __call__(self, events: Sequence[Event]) -> None:
+        """A batch of events -> notification rows (BatchHandler): one transaction, the inbox
+        for the whole batch in one statement, the new rows in one executemany."""
+        notices = [(event, notice_of(event)) for event in events]  # refuse before writing
+        now = utcnow()
         with self._db.transaction() as conn:
-            if not first_delivery(conn, CONSUMER, event.event_id):
-                return
-            notify_id = new_id("ntf", self._cell)
-            now = utcnow()
-            body = json.dumps(
-                {
-                    "id": notify_id,
-                    "type": event.event_type,
-                    "created_at": rfc3339(event.occurred_at),
-                    "data": notice.data,
-                },
-                separators=(",", ":"),
-                ensure_ascii=False,
-            )
-            conn.execute(
-                insert(notifications).values(
-                    notify_id=notify_id,
-                    event_id=event.event_id,
-                    mchid=notice.mchid,
-                    event_type=event.event_type,
-                    resource_id=notice.resource_id,
-                    url=notice.url,
-                    body=body,
-                    status="PENDING",
-                    attempts=0,
-                    next_attempt_at=now,
-                    created_at=now,
-                )
-            )
-        log.info("notification %s queued for %s", notify_id, notice.resource_id)
+            new = first_deliveries(conn, CONSUMER, [event.event_id for event in events])
+            rows: list[dict[str, Any]] = []
+            for event, notice in notices:
+                if event.event_id in new:
+                    new.discard(event.event_id)  # the same event twice in a batch: once
+                    rows.append(self._notification_row(event, notice, now))
+            if rows:
+                conn.execute(insert(notifications), rows)
+        for row in rows:
+            log.info("notification %s queued for %s", row["notify_id"], row["resource_id"])
+
+    def _notification_row(self, event: Event, notice: Notice, now: datetime) -> dict[str, Any]:
+        notify_id = new_id("ntf", self._cell)
+        body = json.dumps(
+            {
+                "id": notify_id,
+                "type": event.event_type,
+                "created_at": rfc3339(event.occurred_at),
+                "data": notice.data,
+            },
+            separators=(",", ":"),
+            ensure_ascii=False,
+        )
+        return {
+            "notify_id": notify_id,
+            "event_id": event.event_id,
+            "mchid": notice.mchid,
+            "event_type": event.event_type,
+            "resource_id": notice.resource_id,
+            "url": notice.url,
+            "body": body,
+            "status": "PENDING",
+            "attempts": 0,
+            "next_attempt_at": now,
+            "created_at": now,
+        }
 
     # --- worker ---------------------------------------------------------------------------
     def deliver_due(self) -> int:

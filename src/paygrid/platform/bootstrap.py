@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import httpx
 from sqlalchemy import Connection
 
 from paygrid.bus.inprocess import InProcessBus
-from paygrid.bus.ports import MessageBus
+from paygrid.bus.ports import BatchHandler, Event, MessageBus
 from paygrid.bus.relay import OutboxRelay
 from paygrid.channels import registry
 from paygrid.channels.ports import ChannelAdapter
@@ -176,6 +177,17 @@ def secret_lookup(vault: Vault) -> SecretLookup:
 CONSUMERS = ("ledger", "notify")
 
 
+def one_at_a_time(handler: Callable[[Event], None]) -> BatchHandler:
+    """TEMPORARY (issue 9): a per-event consumer as a BatchHandler, each event in its own
+    transaction, until the batched LedgerConsumer lands; the lead removes it at that merge."""
+
+    def handle(events: Sequence[Event]) -> None:
+        for event in events:
+            handler(event)
+
+    return handle
+
+
 def bootstrap(
     settings: Settings,
     channels: dict[str, ChannelAdapter] | None = None,
@@ -214,7 +226,7 @@ def bootstrap(
         bus.subscribe(
             ledger_handlers.CONSUMER,
             ledger_handlers.EVENT_TYPES,
-            LedgerConsumer(db, rates, settings.zone, settings.cell),
+            one_at_a_time(LedgerConsumer(db, rates, settings.zone, settings.cell)),
         )
     if "notify" in consumers:
         bus.subscribe(notify_service.CONSUMER, notify_service.EVENT_TYPES, notify)
