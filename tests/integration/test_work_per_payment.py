@@ -15,6 +15,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from paygrid.config import Settings
 from tests.conftest import PlatformFactory
 from tests.support import MerchantReceiver, RunningPlatform, wait_until
 
@@ -24,6 +25,7 @@ PAYMENTS = 60
 IN_FLIGHT = 6  # merchants' clients at once: the bus and the ledger see batches
 MAX_TRANSACTIONS_PER_PAYMENT = 7
 MAX_STATEMENTS_PER_PAYMENT = 25
+DEFAULT_INTERVAL = Settings().scheduler_interval_s
 
 
 def db_work(platform: RunningPlatform) -> dict[str, float]:
@@ -69,7 +71,8 @@ def test_a_payment_end_to_end_stays_within_its_database_budget(
     url = None
     if database == "postgres":
         url = request.getfixturevalue("postgres").create_database("w_" + uuid.uuid4().hex[:12])
-    platform = platform_factory(url)
+    # The housekeeping loops at their default interval (the test support shortens it).
+    platform = platform_factory(url, env={"PAYGRID_SCHEDULER_INTERVAL_S": str(DEFAULT_INTERVAL)})
     warm = one_payment(
         platform, merchant.url
     )  # first-use work (accounts, caches) is not per payment

@@ -12,10 +12,10 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Row, bindparam, or_, select, update
+from sqlalchemy import Connection, Row, bindparam, or_, select, update
 
 from paygrid.bus.codec import envelope_from_bytes
 from paygrid.bus.ports import Event, MessageBus, Outcome, PublishResult
@@ -58,23 +58,38 @@ class OutboxRelay:
         self._leader = leader
         self._lock = threading.Lock()  # one pass at a time in this process
         self.bus_available = True
+        # Whether an event may be waiting out a backoff: only the leading relay records
+        # failures, so after one look that finds none, none can appear until we record one
+        # or lead anew (another leader may have recorded some meanwhile).
+        self._may_back_off = True
+        self._leading = False
 
     def pump(self) -> int:
         """Publish what is due; return how many events were published. Only the copy that
         holds the relay lock publishes: copies may run side by side as hot standbys."""
         if self._leader is not None and not self._leader.held():
+            self._leading = False
             return 0
+        if not self._leading:
+            self._leading, self._may_back_off = True, True
         with self._lock:
             with self._db.read() as conn:
                 now = utcnow()
                 rows = conn.execute(DUE, {"now": now}).all()
-                waiting = set(conn.execute(BACKING_OFF, {"now": now}).scalars()) if rows else set()
+                waiting = self._backing_off(conn, now) if rows else set()
             rows = [row for row in rows if row.aggregate_id not in waiting]
             if not rows:
                 return 0
             results = self._bus.publish_batch([row_to_event(row) for row in rows])
             assert len(results) == len(rows), (len(results), len(rows))
             return self._settle(rows, results)
+
+    def _backing_off(self, conn: Connection, now: datetime) -> set[str]:
+        if not self._may_back_off:
+            return set()
+        waiting = set(conn.execute(BACKING_OFF, {"now": now}).scalars())
+        self._may_back_off = bool(waiting)
+        return waiting
 
     def _settle(self, rows: Sequence[Row[Any]], results: Sequence[PublishResult]) -> int:
         """Mark the published (one UPDATE), record the failures; the rest (held, bus
@@ -109,6 +124,7 @@ class OutboxRelay:
     def _record_failures(self, failed: list[tuple[Row[Any], str]]) -> None:
         if not failed:
             return
+        self._may_back_off = True
         with self._db.transaction() as conn:
             for row, error in failed:
                 attempts = int(row.attempts) + 1

@@ -116,8 +116,9 @@ class NotifyService:
         self._recorder = BatchWriter(self._record, RECORD_BATCH)
 
     @property
-    def slot_freed(self) -> threading.Event:
-        """Set when a delivery slot frees: the delivery loop may claim more at once."""
+    def wake(self) -> threading.Event:
+        """Set when there is work for the delivery loop: notifications were just queued, or a
+        slot freed that a full merchant (or a full pool) was waiting for."""
         return self._pool.freed
 
     def check_url(self, url: str) -> NotifyTarget:
@@ -139,6 +140,8 @@ class NotifyService:
                     rows.append(self._notification_row(event, notice, now))
             if rows:
                 conn.execute(insert(notifications), rows)
+        if rows:
+            self._pool.freed.set()  # new work: the claiming loop takes the batch at once
         for row in rows:
             log.info("notification %s queued for %s", row["notify_id"], row["resource_id"])
 

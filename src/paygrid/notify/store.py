@@ -23,6 +23,7 @@ import concurrent.futures
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -262,10 +263,15 @@ def _insert_attempts(conn: Connection, done: Sequence[Recorded], now: datetime) 
 
 
 # --- the writer -------------------------------------------------------------------------------
+LINGER_S = 0.02  # how long a batch of results waits for more
+
+
 class BatchWriter:
-    """Writes what it is given in batches from a thread of its own: whatever arrived while the
-    last batch was being written goes in the next one (no added wait when idle). A failed
-    batch is written again one item at a time, so one bad item fails alone."""
+    """Writes what it is given in batches from a thread of its own: what arrives within
+    ``LINGER_S`` of the first item, and whatever arrived while the last batch was being
+    written, goes in one batch (one transaction for a burst of deliveries instead of one
+    each, for a slot held ``LINGER_S`` longer). A failed batch is written again one item at
+    a time, so one bad item fails alone."""
 
     def __init__(self, write: Callable[[Sequence[Result]], None], max_batch: int) -> None:
         self._write = write
@@ -291,9 +297,10 @@ class BatchWriter:
             if first is None:
                 return
             batch = [first]
+            deadline = time.monotonic() + LINGER_S
             while len(batch) < self._max:
                 try:
-                    nxt = self._queue.get_nowait()
+                    nxt = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
                 except queue.Empty:
                     break
                 if nxt is None:
