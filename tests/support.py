@@ -174,6 +174,11 @@ class RunningPlatform:
     log_path: Path
     ops_url: str = ""  # /metrics: the operations port (prod: the api process's)
     sandbox_urls: dict[str, str] = field(default_factory=dict)  # every channel's sandbox
+    more_ops_urls: list[str] = field(default_factory=list)  # other processes' (background)
+
+    def ops_urls(self) -> list[str]:
+        """Every process's operations port (/metrics) of this platform."""
+        return [self.ops_url, *self.more_ops_urls]
 
     def channel_sandbox(
         self, channel: str, method: str, path: str, body: object = None
@@ -225,7 +230,7 @@ class RunningPlatform:
 def start_platform(
     data_dir: Path, database_url: str | None = None, env: dict[str, str] | None = None
 ) -> RunningPlatform:
-    api, cashier, ops, *sandbox_ports = free_ports(3 + len(registry.NAMES))
+    api, cashier, ops, background_ops, *sandbox_ports = free_ports(4 + len(registry.NAMES))
     sandboxes = channel_base_urls(sandbox_ports)
     data_dir.mkdir(parents=True, exist_ok=True)
     log_path = data_dir / "paygrid.log"
@@ -233,6 +238,7 @@ def start_platform(
         **os.environ,
         **channel_env(sandboxes),
         "PAYGRID_OPS_PORT": str(ops),
+        "PAYGRID_BACKGROUND_OPS_PORT": str(background_ops),
         "PAYGRID_SCHEDULER_INTERVAL_S": "0.5",
         **(env or {}),
     }
@@ -261,6 +267,7 @@ def start_platform(
         log_path,
         f"http://127.0.0.1:{ops}",
         sandboxes,
+        [f"http://127.0.0.1:{background_ops}"],
     )
     try:
         wait_http(f"{running.api_url}/healthz", proc=proc)

@@ -1,9 +1,9 @@
 """Which processes the CPU time is read from (Linux /proc), and the figures made of it.
 
-Embedded profile: paygrid is one process (`paygrid up`); the channel sandboxes are its
-children. Prod profile: the supervisor and every role are summed as "paygrid" and also listed
-one by one; PostgreSQL (with its backends), NATS and the sandboxes apart. The pids come from
-DATA_DIR/status.json, written by the supervisor."""
+Embedded profile: paygrid is `paygrid up` and its background process; the channel sandboxes
+are its other children. Prod profile: the supervisor and every role are summed as "paygrid"
+and also listed one by one; PostgreSQL (with its backends), NATS and the sandboxes apart. The
+pids come from DATA_DIR/status.json, written by the supervisor."""
 
 from __future__ import annotations
 
@@ -28,14 +28,30 @@ SETTLE_IDLE_CORES = 0.15
 SETTLE_TIMEOUT_S = 20.0
 
 
-def embedded_probes(running: RunningPlatform) -> Probes:
-    """`paygrid up`: the platform process, and the sandboxes it started as its children."""
+def embedded_probes(running: RunningPlatform) -> tuple[Probes, Probes]:
+    """`paygrid up`: the platform process with its background process (`paygrid run
+    background`), and the sandboxes it started as its children; and paygrid's two processes
+    one by one (web: API and cashier; background: relay, consumers, notifier, workers)."""
     platform_pid = running.proc.pid
-    sandbox_pids = children(platform_pid)
-    return {
-        "paygrid": lambda: process_cpu(platform_pid),
+    ours = children(platform_pid)
+    background = [pid for pid in ours if b"background" in _cmdline(pid)]
+    sandbox_pids = [pid for pid in ours if pid not in background]
+    each: Probes = {
+        "web": partial(process_cpu, platform_pid),
+        "background": lambda: sum(process_cpu(pid) for pid in background),
+    }
+    totals: Probes = {
+        "paygrid": lambda: sum(probe() for probe in each.values()),
         "sandboxes": lambda: sum(tree_cpu(c) for c in sandbox_pids),
     }
+    return totals, each
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
 
 
 def prod_pids(running: RunningPlatform) -> dict[str, int]:
@@ -91,12 +107,13 @@ def settle(
 
 
 @contextmanager
-def prod_platform(data_dir: Path) -> Iterator[RunningPlatform]:
-    """`paygrid up --profile prod`; on the way out, stop the supervisor and then end, by pid,
+def prod_platform(data_dir: Path, copies: str = "") -> Iterator[RunningPlatform]:
+    """`paygrid up --profile prod` (with ``copies`` of roles: the ``copies`` setting, e.g.
+    ``api=2,ledger=2``); on the way out, stop the supervisor and then end, by pid,
     any of its processes it left running (only if the pid still names the same process)."""
     from tests.support import start_prod_platform
 
-    running = start_prod_platform(data_dir)
+    running = start_prod_platform(data_dir, env={"PAYGRID_COPIES": copies} if copies else None)
     try:
         yield running
     finally:

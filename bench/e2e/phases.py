@@ -45,7 +45,7 @@ BACKLOG_KEYS = (
 @dataclass(frozen=True, slots=True)
 class Platform:
     """The running platform and whose CPU is read: ``probes`` are the totals reported,
-    ``by_process`` paygrid's processes one by one (prod profile; empty when embedded)."""
+    ``by_process`` paygrid's processes one by one (embedded: web and background)."""
 
     running: RunningPlatform
     probes: Probes

@@ -7,7 +7,7 @@ import logging
 import multiprocessing as mp
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from multiprocessing.context import SpawnProcess
@@ -15,7 +15,7 @@ from multiprocessing.queues import Queue
 from multiprocessing.synchronize import Event as MpEvent
 from queue import Empty
 
-from eventbus.shape import CONSUMER, EVENT_TYPE, START_TIMEOUT_S, consume_effect
+from eventbus.shape import CONSUMER, EVENT_TYPE, START_TIMEOUT_S, consume_effects
 from paygrid.bus import jetstream as pjs
 from paygrid.bus.ports import Event
 from paygrid.storage.database import Database
@@ -68,13 +68,17 @@ def relay_main(db_url: str, nats_url: str, go: MpEvent, stop: MpEvent, out: Queu
 
 
 def consumer_main(db_url: str, nats_url: str, go: MpEvent, stop: MpEvent, out: Queue[str]) -> None:
-    """A consumer role: a durable consumer bound through JetStreamBus, inbox + effect handler."""
+    """A consumer role: a durable consumer bound through JetStreamBus, a batch handler (inbox +
+    effects, one transaction a fetched batch)."""
     _child_logging("consumer")
     db = Database(db_url)
 
-    def handle(event: Event) -> None:
-        phase = str(event.payload["data"]["bench_phase"])
-        consume_effect(db, CONSUMER, event.event_id, phase, event.occurred_at)
+    def handle(events: Sequence[Event]) -> None:  # a BatchHandler: one transaction a batch
+        consume_effects(
+            db,
+            CONSUMER,
+            [(e.event_id, str(e.payload["data"]["bench_phase"]), e.occurred_at) for e in events],
+        )
 
     bus = pjs.JetStreamBus(nats_url, "bench-consumer")
     bus.connect()

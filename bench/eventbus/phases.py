@@ -21,7 +21,7 @@ from eventbus.shape import (
     RAW_STREAM,
     RAW_SUBJECT,
     BenchEvent,
-    consume_effect,
+    consume_effects,
     consumer_config,
     effects,
     payload,
@@ -128,7 +128,7 @@ async def raw_phases(
         for durable, with_db in (("raw_ack", False), ("raw_db", True)):
             what = f"raw pull fetch({fetch}) + ack each"
             if with_db:
-                what = f"raw pull fetch({fetch}) + inbox/effect txn inline + ack each"
+                what = f"raw pull fetch({fetch}) + inbox/effects txn a batch inline + ack each"
             phase = Phase("raw_consume_db" if with_db else "raw_consume", what, n)
             await js.add_consumer(RAW_STREAM, consumer_config(durable, RAW_SUBJECT))
             sub = await js.pull_subscribe_bind(durable=durable, stream=RAW_STREAM)
@@ -141,10 +141,11 @@ async def raw_phases(
                         msgs = await sub.fetch(min(fetch, n - phase.done), timeout=1.0)
                     except TimeoutError:
                         continue
+                    if with_db:
+                        now = utcnow()
+                        ids = [(m.headers or {}).get("Nats-Msg-Id", "") for m in msgs]
+                        consume_effects(db, RAW_CONSUMER, [(i, "raw", now) for i in ids])
                     for msg in msgs:
-                        if with_db:
-                            event_id = (msg.headers or {}).get("Nats-Msg-Id", "")
-                            consume_effect(db, RAW_CONSUMER, event_id, "raw", utcnow())
                         await msg.ack()
                         phase.done += 1
 

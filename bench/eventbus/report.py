@@ -30,6 +30,9 @@ def report(result: dict[str, Any], phases: dict[str, Phase]) -> str:
         f"nats-server    {cfg['nats']}",
         f"events         {cfg['events']} a phase, {cfg['body_bytes']}-byte body, "
         f"outbox batch {cfg['batch']}/txn",
+        f"machine        {cfg['cpus']} CPUs, load average "
+        + "/".join(str(x) for x in cfg["load_average_1_5_15"])
+        + " (1/5/15 min) at the end: other work shares these cores, compare ratios",
         "",
     ]
     cpu_head = "CPU us/event: total: top 3"
@@ -53,8 +56,8 @@ def report(result: dict[str, Any], phases: dict[str, Phase]) -> str:
         lines.append(f"{p.name:<22} {p.rate:>10,.0f} {ratio:>12}  {cpu:<50} {p.what}{count}{flag}")
     lines.append("")
     lines.append(
-        "paygrid/raw: paygrid_relay and paygrid_e2e against raw_publish (the relay awaits each "
-        "PubAck), paygrid_consumer against raw_consume; all ratios in the JSON."
+        "paygrid/raw: paygrid_relay and paygrid_e2e against raw_publish (awaiting each PubAck; "
+        "the relay pipelines them), paygrid_consumer against raw_consume; all ratios in the JSON."
     )
     for name in ("paygrid_e2e", "paygrid_paced"):
         for stage, v in phases[name].latency.items():

@@ -1,8 +1,9 @@
 """The bench event, its streams and consumers as paygrid configures them, and the consumer's unit
-of work (inbox + one effect row)."""
+of work (inbox + one effect row per event, a batch a transaction)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, ClassVar
@@ -19,7 +20,7 @@ from sqlalchemy import Column, Index, MetaData, String, Table, insert
 
 from paygrid.bus import jetstream as pjs
 from paygrid.bus.codec import envelope_bytes, event_data
-from paygrid.bus.inbox import first_delivery
+from paygrid.bus.inbox import first_deliveries
 from paygrid.bus.ports import Event
 from paygrid.channels import registry
 from paygrid.kernel.clock import utcnow
@@ -124,15 +125,20 @@ def consumer_config(durable: str, subject: str) -> ConsumerConfig:
     )
 
 
-def consume_effect(
-    db: Database, consumer: str, event_id: str, phase: str, occurred: datetime
-) -> None:
-    """The consumer's unit of work: inbox dedup plus a one-row effect, one transaction."""
+Effect = tuple[str, str, datetime]  # event id, bench phase, when the event occurred
+
+
+def consume_effects(db: Database, consumer: str, batch: Sequence[Effect]) -> None:
+    """The consumer's unit of work for a fetched batch, as a paygrid BatchHandler does it: one
+    transaction, inbox dedup for the batch in one statement, the new effect rows in one
+    executemany."""
     with db.transaction() as conn:
-        if not first_delivery(conn, consumer, event_id):
-            return
-        conn.execute(
-            insert(effects).values(
-                event_id=event_id, phase=phase, occurred_at=occurred, consumed_at=utcnow()
-            )
-        )
+        new = first_deliveries(conn, consumer, [event_id for event_id, _, _ in batch])
+        now = utcnow()
+        rows = [
+            {"event_id": e, "phase": phase, "occurred_at": occurred, "consumed_at": now}
+            for e, phase, occurred in batch
+            if e in new
+        ]
+        if rows:
+            conn.execute(insert(effects), rows)

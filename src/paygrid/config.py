@@ -86,6 +86,40 @@ def _ops_base(value: int) -> str | None:
     return None if 1 <= value <= last else f"not a TCP port (1-{last}: {OPS_PORTS} ports from it)"
 
 
+MAX_COPIES = 8  # prod: copies of one role at most
+
+
+def parse_copies(value: str) -> dict[str, int]:
+    """``api=2,notifier=2`` -> {"api": 2, "notifier": 2}; raises ValueError."""
+    copies: dict[str, int] = {}
+    for part in value.split(","):
+        if not part.strip():
+            continue
+        role, sep, count = part.partition("=")
+        if not sep or not role.strip() or not count.strip().isdigit():
+            raise ValueError(f"{part.strip()!r} is not ROLE=N (e.g. api=2,notifier=2)")
+        n = int(count)
+        if not 1 <= n <= MAX_COPIES:
+            raise ValueError(f"{role.strip()}={n}: copies must be 1-{MAX_COPIES}")
+        copies[role.strip()] = n
+    return copies
+
+
+def _copies(value: str) -> str | None:
+    from paygrid.platform.workers import ROLE_NAMES, SCALABLE_ROLES
+
+    try:
+        copies = parse_copies(value)
+    except ValueError as exc:
+        return str(exc)
+    for role, n in copies.items():
+        if role not in ROLE_NAMES:
+            return f"{role!r} is not a role ({', '.join(ROLE_NAMES)})"
+        if n > 1 and role not in SCALABLE_ROLES:
+            return f"{role} runs in one copy; roles that scale: {', '.join(SCALABLE_ROLES)}"
+    return None
+
+
 def _http_url(value: str) -> str | None:
     parts = urlsplit(value)
     return None if parts.scheme in ("http", "https") and parts.hostname else "not an http(s) URL"
@@ -149,6 +183,7 @@ class Settings:
     api_port: int = setting(8000, check=port)
     cashier_port: int = setting(8001, check=port)
     ops_port: int = setting(8009, check=port)  # embedded: /healthz /readyz /metrics
+    background_ops_port: int = setting(8010, check=port)  # embedded: the workers' /metrics
     zone: str = setting(DEFAULT_BUSINESS_ZONE, check=_zone)
     cell: int = setting(0, check=_cell)
     # Start the sandbox of every channel without a credentials file (default: true unless
@@ -161,6 +196,10 @@ class Settings:
     nats_url: str | None = setting(None, check=_nats_url)  # prod: None starts a nats-server
     gateway_port: int = setting(8002, check=port)  # prod: the channel gateway (callbacks)
     ops_base_port: int = setting(9100, check=_ops_base)  # prod: each process's /metrics
+    # prod: more copies of a stateless role (ROLE=N,...), e.g. api=2,notifier=2 (docs/scaling.md)
+    copies: str = setting("", check=_copies, empty=True)
+    # prod: copy k >= 2 of a role serves /metrics on copy_ops_base_port + (k-2)*OPS_PORTS + offset
+    copy_ops_base_port: int = setting(9200, check=_ops_base)
     pg_port: int = setting(55432, check=port)  # prod: the PostgreSQL paygrid starts itself
     nats_port: int = setting(4222, check=port)  # prod: the nats-server paygrid starts itself
     # Networks a notify_url may reach although internal (CIDRs, comma-separated); empty: none.
@@ -178,6 +217,10 @@ class Settings:
     def sandboxed(self, channel: str) -> bool:
         """Whether ``paygrid up`` starts this channel's sandbox."""
         return self.run_sandboxes and self.channels[channel].credentials is None
+
+    def copies_of(self, role: str) -> int:
+        """How many copies of a production role run (the ``copies`` setting; default 1)."""
+        return parse_copies(self.copies).get(role, 1)
 
     @property
     def api_base_url(self) -> str:
@@ -319,6 +362,7 @@ def _check_ports(s: Settings, sources: Mapping[str, str]) -> None:
     used: dict[str, int] = {"api_port": s.api_port, "cashier_port": s.cashier_port}
     if s.profile != "prod":
         used["ops_port"] = s.ops_port
+        used["background_ops_port"] = s.background_ops_port
     for name, channel in s.channels.items():
         if not s.sandboxed(name):
             continue
@@ -332,6 +376,9 @@ def _check_ports(s: Settings, sources: Mapping[str, str]) -> None:
     if s.profile == "prod":
         used["gateway_port"] = s.gateway_port
         used.update({f"ops_base_port+{i}": s.ops_base_port + i for i in range(OPS_PORTS)})
+        extra = max(parse_copies(s.copies).values(), default=1) - 1
+        base = s.copy_ops_base_port
+        used.update({f"copy_ops_base_port+{i}": base + i for i in range(OPS_PORTS * extra)})
         if s.database_url is None:
             used["pg_port"] = s.pg_port
         if s.nats_url is None:

@@ -1,6 +1,7 @@
 """The crash drill in CI: payments on every channel and refunds of them (full, and partial ones
 racing each other past the amount) keep flowing while random processes, NATS and PostgreSQL
-are SIGKILLed; at the end nothing is lost, created or counted twice."""
+are SIGKILLed; at the end nothing is lost, created or counted twice. Once with one copy of each
+role, once with two copies of the stateless ones (killed at random too)."""
 
 from __future__ import annotations
 
@@ -19,7 +20,10 @@ pytestmark = [pytest.mark.timeout(600), pytest.mark.postgres]
 PAYMENTS = 120
 
 
-def test_crash_drill_converges(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "copies", ["", "api=2,gateway=2,ledger=2,notifier=2"], ids=["one-copy", "two-copies"]
+)
+def test_crash_drill_converges(tmp_path: Path, copies: str) -> None:
     if pg_bin() is None:
         if os.environ.get("CI"):
             pytest.fail("PostgreSQL binaries missing in CI")
@@ -40,6 +44,8 @@ def test_crash_drill_converges(tmp_path: Path) -> None:
             "42",
             "--data-dir",
             str(tmp_path / "drill"),
+            "--copies",
+            copies,
         ],
         capture_output=True,
         text=True,
@@ -51,6 +57,8 @@ def test_crash_drill_converges(tmp_path: Path) -> None:
     kills = [line for line in output.splitlines() if "SIGKILL" in line]
     assert any("SIGKILL nats" in k for k in kills) and any("SIGKILL postgres" in k for k in kills)
     assert len(kills) >= 10, kills
+    if copies:
+        assert any("#2 (pid" in k for k in kills), kills  # copies are killed too
     # Payers really paid, as many as expected: a drill in which nobody paid proves nothing.
     [summary] = [json.loads(line) for line in run.stdout.splitlines() if line.startswith("{")]
     assert summary["created"] == PAYMENTS, summary

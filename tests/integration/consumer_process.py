@@ -1,6 +1,6 @@
 """A bus consumer process for tests, wired like `paygrid run ledger` or `paygrid run notifier`
 (bootstrap with one consumer on JetStream), except that it SIGKILLs itself right after the
-first effect it commits and before that message's ack leaves.
+first batch of effects it commits and before that batch's acks leave.
 
     python -m tests.integration.consumer_process NATS_URL DATABASE_URL DATA_DIR CONSUMER ACK_WAIT_S
 """
@@ -11,10 +11,11 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from paygrid.bus import jetstream
-from paygrid.bus.ports import Event, Handler
+from paygrid.bus.ports import BatchHandler, Event, PublishResult
 from paygrid.config import Settings
 from paygrid.platform.bootstrap import bootstrap
 
@@ -30,15 +31,18 @@ class DieBeforeAck:
     def __init__(self, bus: jetstream.JetStreamBus) -> None:
         self._bus = bus
 
-    def subscribe(self, consumer: str, event_types: frozenset[str], handler: Handler) -> None:
-        def handle(event: Event) -> None:
-            handler(event)  # the effect and its inbox row commit here...
-            os.kill(os.getpid(), signal.SIGKILL)  # ...and the ack never leaves
+    def subscribe(self, consumer: str, event_types: frozenset[str], handler: BatchHandler) -> None:
+        def handle(events: Sequence[Event]) -> None:
+            handler(events)  # the effects and their inbox rows commit here...
+            os.kill(os.getpid(), signal.SIGKILL)  # ...and the acks never leave
 
         self._bus.subscribe(consumer, event_types, handle)
 
     def publish(self, event: Event) -> None:
         self._bus.publish(event)
+
+    def publish_batch(self, events: Sequence[Event]) -> list[PublishResult]:
+        return self._bus.publish_batch(events)
 
 
 def main(argv: list[str]) -> int:

@@ -1,8 +1,9 @@
-"""At-least-once on JetStream for real: a consumer process SIGKILLed between the commit of its
-effect and its ack gets the message again (another process, after the ack wait) and still
-leaves one inbox row, one capture voucher, one notification per event — and acknowledges the
-repeat instead of failing on it (a consumer that cannot tell a repeat from a first delivery
-never drains). Payments are real: PostgreSQL, the WeChat Pay sandbox, the outbox relay."""
+"""At-least-once on JetStream for real: a consumer process SIGKILLed between the commit of
+its batch's effects and its acks gets the messages again (another process, after the ack wait)
+and still leaves one inbox row, one capture voucher, one notification per event — and
+acknowledges the repeat instead of failing on it (a consumer that cannot tell a repeat from a
+first delivery never drains). Payments are real: PostgreSQL, the WeChat Pay sandbox, the outbox
+relay."""
 
 from __future__ import annotations
 
@@ -146,7 +147,8 @@ def test_consumer_killed_between_effect_and_ack(
             timeout=120,
         )
         assert dying.returncode == -9, dying.stdout + dying.stderr[-3000:]
-        assert counts(producer, consumer) == (1, 1)  # its effect committed, its ack never left
+        applied, effects = counts(producer, consumer)  # its batch committed, its acks never left
+        assert applied == effects >= 1, (applied, effects)
 
         survivor_bus = JetStreamBus(nats.url, "survivor")
         survivor_bus.connect()
@@ -168,7 +170,7 @@ def test_consumer_killed_between_effect_and_ack(
             )
             # Every message came again (the killed process had fetched them all), the one it
             # had applied included; each was acknowledged, none failed or was dead-lettered.
-            assert survivor_bus.counters.redelivered.get(consumer, 0) >= 1
+            assert survivor_bus.counters.redelivered.get(consumer, 0) >= applied
             assert survivor_bus.dead_letters() == 0
         finally:
             survivor_bus.close()

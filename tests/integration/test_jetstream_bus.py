@@ -6,7 +6,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -38,12 +38,12 @@ class Recorder:
         self.fail_times = fail_times
         self.lock = threading.Lock()
 
-    def __call__(self, e: Event) -> None:
+    def __call__(self, events: Sequence[Event]) -> None:
         with self.lock:
             self.calls += 1
             if self.calls <= self.fail_times:
                 raise RuntimeError(f"boom {self.calls}")
-            self.seen.append(e)
+            self.seen.extend(events)
 
 
 def test_publish_consume_and_dedup(nats: NatsServer) -> None:
@@ -96,13 +96,17 @@ def test_server_down_publish_fails_fast_then_resumes(nats: NatsServer) -> None:
     bus.publish(first)
     wait_until(lambda: len(rec.seen) == 1)
     nats.kill()
+    missed = event()
     with pytest.raises(BusUnavailable):
-        bus.publish(event())
+        bus.publish(missed)  # no PubAck: it may or may not have been stored
     nats.start()  # same store dir: the stream and the durable consumer survive
     later = event()
-    wait_until(lambda: _try_publish(bus, later), timeout=30)
-    wait_until(lambda: len(rec.seen) == 2, timeout=30)
-    assert rec.seen[1].event_id == later.event_id
+    wait_until(lambda: _try_publish(bus, missed), timeout=30)  # the relay publishes it again
+    assert _try_publish(bus, later)
+    wait_until(lambda: later.event_id in {x.event_id for x in rec.seen}, timeout=30)
+    time.sleep(0.5)
+    # Each event once and in order: a republished event is deduplicated by its Nats-Msg-Id.
+    assert [x.event_id for x in rec.seen] == [first.event_id, missed.event_id, later.event_id]
     bus.close()
 
 
@@ -113,7 +117,7 @@ def test_a_consumer_that_dies_mid_message_gets_it_again(
     dying = JetStreamBus(nats.url)
     dying.connect()
     stuck = threading.Event()
-    dying.subscribe("ledger", frozenset({"payment.succeeded"}), lambda e: stuck.wait(30))
+    dying.subscribe("ledger", frozenset({"payment.succeeded"}), lambda events: stuck.wait(30))
     dying.start_consumers()
     e = event()
     dying.publish(e)
@@ -176,3 +180,78 @@ def test_outbox_grows_while_nats_is_down_and_drains_after(nats: NatsServer, tmp_
     assert [e.payload["i"] for e in rec.seen] == list(range(20))
     bus.close()
     db.dispose()
+
+
+class Picky:
+    """A batch handler that refuses every batch holding a poison event (nothing of the batch
+    is kept: all or nothing, as one transaction), or an event it must fail on ``fails[id]``
+    more times, and records each call."""
+
+    def __init__(self, poison: set[str], fails: dict[str, int] | None = None) -> None:
+        self.poison, self.fails = poison, dict(fails or {})
+        self.calls: list[list[str]] = []
+        self.seen: list[Event] = []
+        self.lock = threading.Lock()
+
+    def __call__(self, events: Sequence[Event]) -> None:
+        with self.lock:
+            ids = [e.event_id for e in events]
+            self.calls.append(ids)
+            flaky = [i for i in ids if self.fails.get(i, 0) > 0]
+            for i in flaky:
+                self.fails[i] -= 1
+            if self.poison & set(ids) or flaky:
+                raise RuntimeError("poison")
+            self.seen.extend(events)
+
+
+def test_a_poison_message_dead_letters_alone_and_its_batch_is_processed_once(
+    nats: NatsServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(jetstream, "NAK_BACKOFF_S", (0.05,) * 10)
+    monkeypatch.setattr(jetstream, "MAX_DELIVER", 3)
+    bus = JetStreamBus(nats.url)
+    bus.connect()
+    good = [event(aggregate=f"pay_{n}") for n in range(20)]
+    poison = event(aggregate="pay_poison")
+    results = bus.publish_batch([*good[:10], poison, *good[10:]])  # before anyone pulls
+    assert [r.ok for r in results] == [True] * 21
+    picky = Picky({poison.event_id})
+    bus.subscribe("ledger", frozenset({"payment.succeeded"}), picky)
+    bus.start_consumers()
+    wait_until(lambda: bus.counters.dead_lettered.get("ledger") == 1)
+    assert bus.dead_letters() == 1
+    assert len(picky.calls[0]) == 21  # one fetched batch, one call
+    assert sorted(e.event_id for e in picky.seen) == sorted(e.event_id for e in good)  # once
+    assert picky.calls.count([poison.event_id]) == 3  # alone, on each of MAX_DELIVER deliveries
+    wait_until(lambda: bus.consumer_lag() == {"ledger": 0})
+    bus.close()
+
+
+def test_publish_batch_pipelines_and_keeps_order_per_aggregate(
+    nats: NatsServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Several events of an aggregate in one batch go out in waves (the next only after the
+    earlier one was stored); the consumer holds an aggregate's later events behind a failure."""
+    monkeypatch.setattr(jetstream, "NAK_BACKOFF_S", (0.2,) * 10)
+    bus = JetStreamBus(nats.url)
+    bus.connect()
+    batch = [event(aggregate=f"pay_{n % 4}") for n in range(40)]
+    assert all(r.ok for r in bus.publish_batch(batch))
+    assert all(r.ok for r in bus.publish_batch(batch[:5]))  # republished: deduplicated
+    assert bus.counters.duplicates == 5
+    first_of_0 = batch[0]
+    picky = Picky(set(), fails={first_of_0.event_id: 2})  # in the batch, then alone
+    bus.subscribe("ledger", frozenset({"payment.succeeded"}), picky)
+    bus.start_consumers()
+    wait_until(lambda: len(picky.seen) == 40)
+    seen = [e.event_id for e in picky.seen]
+    assert sorted(seen) == sorted(e.event_id for e in batch)  # each once
+    for n in range(4):  # in order per aggregate, pay_0's held behind its failed first event
+        mine = [e.event_id for e in batch if e.aggregate_id == f"pay_{n}"]
+        assert [e for e in seen if e in mine] == mine
+    held = {e.event_id for e in batch if e.aggregate_id == "pay_0"} - {first_of_0.event_id}
+    singles = picky.calls[1:32]  # after the failed batch: one at a time, none of the held
+    assert singles[0] == [first_of_0.event_id] and all(len(c) == 1 for c in singles)
+    assert len(held) == 9 and not held & {c[0] for c in singles}
+    bus.close()

@@ -19,7 +19,7 @@ from sqlalchemy import select
 
 from paygrid.bus.inbox import first_delivery
 from paygrid.bus.inprocess import InProcessBus
-from paygrid.bus.ports import Handler
+from paygrid.bus.ports import BatchHandler
 from paygrid.bus.relay import row_to_event
 from paygrid.channels.ports import TradeState
 from paygrid.config import Settings
@@ -40,9 +40,9 @@ class RecordingBus(InProcessBus):
     def __init__(self) -> None:
         super().__init__()
         self.subscriptions: dict[str, frozenset[str]] = {}
-        self.handlers: dict[str, Handler] = {}
+        self.handlers: dict[str, BatchHandler] = {}
 
-    def subscribe(self, consumer: str, event_types: frozenset[str], handler: Handler) -> None:
+    def subscribe(self, consumer: str, event_types: frozenset[str], handler: BatchHandler) -> None:
         self.subscriptions[consumer] = event_types
         self.handlers[consumer] = handler
         super().subscribe(consumer, event_types, handler)
@@ -171,7 +171,7 @@ def test_a_consumer_redelivered_alone_is_acknowledged_and_changes_nothing(
     before = tables()
     assert before == (2, 1, 1)
     for consumer, handler in bus.handlers.items():
-        handler(event)  # must not raise: the repeat is acknowledged, not retried
+        handler([event])  # must not raise: the repeat is acknowledged, not retried
         assert tables() == before, consumer
 
 
@@ -189,7 +189,7 @@ def test_a_second_event_for_the_same_success_books_nothing(
     with running.db.read() as conn:
         [row] = conn.execute(select(outbox).where(outbox.c.event_type == "payment.succeeded"))
     twin = replace(row_to_event(row), event_id="evt_twin")
-    bus.handlers["ledger"](twin)
+    bus.handlers["ledger"]([twin])
     with running.db.read() as conn:
         vouchers = conn.execute(select(ledger_vouchers.c.kind, ledger_vouchers.c.business_ref))
         assert vouchers.all() == [("capture", ref)]

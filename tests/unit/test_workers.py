@@ -25,9 +25,11 @@ from paygrid.platform.workers import (
     WORKERS,
     Loop,
     all_consumers,
+    copy_name,
     embedded_workers,
     ops_port,
     role,
+    role_copies,
     role_port,
     workers_of,
 )
@@ -171,3 +173,25 @@ def test_the_notifier_is_woken_by_a_freed_delivery_slot() -> None:
     assert not pool.freed.is_set()
     pool.release("ntf_1", "m1")
     assert pool.freed.is_set() and pool.reserve("ntf_2", "m1")
+
+
+def test_copies_of_stateless_roles_and_their_ops_ports() -> None:
+    s = config.resolve({"copies": "api=2,notifier=3", "profile": "prod"}, {})
+    assert role_copies(s)[:2] == [("api", 1), ("api", 2)]
+    assert [c for r, c in role_copies(s) if r == "notifier"] == [1, 2, 3]
+    assert [copy_name("notifier", c) for c in (1, 2, 3)] == ["notifier", "notifier#2", "notifier#3"]
+    ports = {ops_port(r, s, c) for r, c in role_copies(s)}
+    assert len(ports) == len(role_copies(s))  # every copy its own /metrics
+    assert ops_port("api", s, 2) == s.copy_ops_base_port + role("api").ops_offset
+    assert ops_port("notifier", s, 3) == s.copy_ops_base_port + config.OPS_PORTS + 3
+    for bad, says in (
+        ("core=2", "runs in one copy"),
+        ("scheduler=2", "runs in one copy"),
+        ("nobody=2", "not a role"),
+        ("api=0", "1-8"),
+        ("api=9", "1-8"),
+        ("api", "ROLE=N"),
+    ):
+        with pytest.raises(config.ConfigError, match=says):
+            config.resolve({"copies": bad}, {})
+    assert config.resolve({"copies": "core=1"}, {}).copies_of("core") == 1

@@ -7,26 +7,29 @@ import base64
 import hashlib
 import hmac
 import re
+import threading
 import time
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
-from sqlalchemy import delete, insert
+from sqlalchemy import delete, exists, insert, literal, select
 from sqlalchemy.exc import IntegrityError
 
 from paygrid.api.errors import ApiError
 from paygrid.kernel.clock import utcnow
-from paygrid.merchants import repository as merchants
-from paygrid.merchants.domain import Merchant
+from paygrid.merchants import repository as merchants_repo
+from paygrid.merchants.domain import ApiKey, Merchant
 from paygrid.merchants.vault import Vault
 from paygrid.storage.database import Database
-from paygrid.storage.schema import api_nonces
+from paygrid.storage.schema import api_nonces, merchant_keys, merchants
 
 SCHEME = "PAYGRID-HMAC-SHA256"
 TIMESTAMP_WINDOW_S = 300
 MAX_NONCE_LEN = 64
 _PARAM_RE = re.compile(r'(\w+)="([^"]*)"')
 _TIMESTAMP_RE = re.compile(r"[0-9]{1,12}")  # Unix seconds, ASCII digits only
+KEY_CACHE_TTL_S = 30.0
+KEY_CACHE_MAX = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,15 +87,64 @@ def parse_header(value: str | None) -> dict[str, str]:
     return fields
 
 
+class MerchantKeys:
+    """The merchants' keys, opened once and kept for ``KEY_CACHE_TTL_S``: a request costs no
+    read of the merchant and key (nor an unsealing). Nothing a key's state decides is taken
+    from the cache: the nonce is written only if, at that moment, the key and the merchant are
+    still active and the key unexpired (:func:`_use_nonce`); if not, the entry is dropped and
+    the request authenticated again from the database."""
+
+    def __init__(self, db: Database, vault: Vault) -> None:
+        self.db = db
+        self._vault = vault
+        self._lock = threading.Lock()
+        self._cached: dict[tuple[str, str], tuple[float, Merchant | None, ApiKey | None]] = {}
+
+    def lookup(self, mchid: str, key_id: str) -> tuple[Merchant | None, ApiKey | None]:
+        now = time.monotonic()
+        with self._lock:
+            hit = self._cached.get((mchid, key_id))
+        if hit is not None and now - hit[0] < KEY_CACHE_TTL_S:
+            return hit[1], hit[2]
+        with self.db.read() as conn:
+            merchant = merchants_repo.get(conn, mchid)
+            key = merchants_repo.get_key(conn, self._vault, mchid, key_id)
+        with self._lock:
+            if len(self._cached) >= KEY_CACHE_MAX:
+                self._cached.clear()  # bounded; refilled by the next requests
+            self._cached[(mchid, key_id)] = (now, merchant, key)
+        return merchant, key
+
+    def forget(self, mchid: str, key_id: str) -> None:
+        with self._lock:
+            self._cached.pop((mchid, key_id), None)
+
+
 def authenticate(
-    db: Database,
-    vault: Vault,
+    keys: MerchantKeys,
     header: str | None,
     method: str,
     path_and_query: str,
     body: bytes,
 ) -> Principal:
     fields = parse_header(header)
+    try:
+        return _authenticate(keys, fields, method, path_and_query, body)
+    except _KeyChanged:
+        keys.forget(fields["mchid"], fields["key_id"])  # rotated or suspended meanwhile
+    try:
+        return _authenticate(keys, fields, method, path_and_query, body)
+    except _KeyChanged:
+        raise _unauthorized("UNAUTHORIZED", "unknown merchant or key") from None
+
+
+class _KeyChanged(Exception):
+    """The cached key or merchant is no longer active: look again in the database."""
+
+
+def _authenticate(
+    keys: MerchantKeys, fields: dict[str, str], method: str, path_and_query: str, body: bytes
+) -> Principal:
     if not _TIMESTAMP_RE.fullmatch(fields["timestamp"]):
         raise _unauthorized("TIMESTAMP_INVALID", "timestamp must be Unix seconds")
     ts = int(fields["timestamp"])
@@ -103,9 +155,7 @@ def authenticate(
     nonce = fields["nonce"]
     if len(nonce) > MAX_NONCE_LEN:
         raise _unauthorized("NONCE_INVALID", f"nonce longer than {MAX_NONCE_LEN} characters")
-    with db.read() as conn:
-        merchant = merchants.get(conn, fields["mchid"])
-        key = merchants.get_key(conn, vault, fields["mchid"], fields["key_id"])
+    merchant, key = keys.lookup(fields["mchid"], fields["key_id"])
     if merchant is None or key is None or key.status != "ACTIVE" or not merchant.active:
         raise _unauthorized("UNAUTHORIZED", "unknown merchant or key")
     expected = sign(
@@ -116,17 +166,34 @@ def authenticate(
         raise _unauthorized("SIGNATURE_INVALID", "signature does not match the request")
     if not key.valid_at(utcnow()):  # told only to whoever holds the secret
         raise _unauthorized("KEY_EXPIRED", "this key was rotated and its grace period is over")
-    _use_nonce(db, merchant.mchid, nonce)
+    if not _use_nonce(keys.db, key, nonce, utcnow()):
+        raise _KeyChanged
     return Principal(merchant, key.key_id)
 
 
-def _use_nonce(db: Database, mchid: str, nonce: str) -> None:
-    expires = utcnow() + timedelta(seconds=2 * TIMESTAMP_WINDOW_S)
+def _use_nonce(db: Database, key: ApiKey, nonce: str, now: datetime) -> bool:
+    """Record the nonce, in one statement, only if the key and its merchant are active now;
+    False if they are not (the cached key is stale)."""
+    expires = now + timedelta(seconds=2 * TIMESTAMP_WINDOW_S)
+    key_active = exists().where(
+        merchant_keys.c.key_id == key.key_id,
+        merchant_keys.c.mchid == key.mchid,
+        merchant_keys.c.status == "ACTIVE",
+        (merchant_keys.c.expires_at.is_(None)) | (merchant_keys.c.expires_at > now),
+        merchants.c.mchid == merchant_keys.c.mchid,
+        merchants.c.status == "ACTIVE",
+    )
+    row = select(literal(key.mchid), literal(nonce), literal(expires, api_nonces.c.expires_at.type))
     try:
         with db.transaction() as conn:
-            conn.execute(insert(api_nonces).values(mchid=mchid, nonce=nonce, expires_at=expires))
+            written = conn.execute(
+                insert(api_nonces)
+                .from_select(["mchid", "nonce", "expires_at"], row.where(key_active))
+                .returning(api_nonces.c.nonce)
+            ).first()
     except IntegrityError:
         raise _unauthorized("NONCE_REUSED", "this nonce was already used") from None
+    return written is not None
 
 
 def purge_nonces(db: Database) -> int:

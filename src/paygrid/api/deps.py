@@ -7,14 +7,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import KW_ONLY, dataclass
+from dataclasses import KW_ONLY, dataclass, field
 from typing import Any, TypeVar
 
 from fastapi import Request
 from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
 
-from paygrid.api.auth import Principal, authenticate
+from paygrid.api.auth import MerchantKeys, Principal, authenticate
 from paygrid.api.errors import PAYMENT_CODE_STATUS, ApiError
 from paygrid.kernel.clock import DEFAULT_BUSINESS_ZONE
 from paygrid.kernel.ids import is_id
@@ -37,6 +37,10 @@ class ApiDeps:
     zone: str = DEFAULT_BUSINESS_ZONE
     _: KW_ONLY
     vault: Vault  # opens the merchants' sealed secrets
+    keys: MerchantKeys = field(init=False)  # the merchants' keys, kept a short while
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "keys", MerchantKeys(self.db, self.vault))
 
     async def signed(self, request: Request) -> tuple[Principal, bytes]:
         """The merchant whose signature covers this request, and the body it signed."""
@@ -47,8 +51,7 @@ class ApiDeps:
         target = f"{path}?{query}" if query else path
         principal = await run_in_threadpool(
             authenticate,
-            self.db,
-            self.vault,
+            self.keys,
             request.headers.get("authorization"),
             request.method,
             target,

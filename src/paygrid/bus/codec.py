@@ -53,6 +53,8 @@ def decode(event: Event, cls: type[E]) -> E:
 
 
 def envelope_bytes(event: Event) -> bytes:
+    if event.wire is not None:
+        return event.wire
     body = json.dumps(
         {
             "event_id": event.event_id,
@@ -71,8 +73,9 @@ def envelope_bytes(event: Event) -> bytes:
 
 
 def envelope_from_bytes(body: bytes | str) -> Event:
+    """The event of an envelope; it keeps ``body`` to be sent on as it is."""
     raw: Mapping[str, Any] = json.loads(body)
-    return Event(
+    event = Event(
         event_id=raw["event_id"],
         event_type=raw["event_type"],
         aggregate_id=raw["aggregate_id"],
@@ -81,3 +84,5 @@ def envelope_from_bytes(body: bytes | str) -> Event:
         version=raw["version"],
         request_id=raw.get("request_id"),
     )
+    object.__setattr__(event, "wire", body.encode() if isinstance(body, str) else body)
+    return event

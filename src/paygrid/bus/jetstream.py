@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -36,15 +36,25 @@ from nats.js.api import (
     AckPolicy,
     ConsumerConfig,
     DiscardPolicy,
+    PubAck,
     RetentionPolicy,
     StorageType,
     StreamConfig,
 )
 from nats.js.errors import NotFoundError
 
+from paygrid.bus.batching import Verdict, handle_batch
 from paygrid.bus.codec import envelope_bytes, envelope_from_bytes
-from paygrid.bus.ports import BusUnavailable, Event, Handler
-from paygrid.kernel import context
+from paygrid.bus.ports import (
+    HELD,
+    PUBLISHED,
+    BatchHandler,
+    BusUnavailable,
+    Event,
+    Outcome,
+    PublishResult,
+    raise_unless_published,
+)
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -58,12 +68,30 @@ CONNECT_TIMEOUT_S = 2.0
 ACK_WAIT_S = 30.0  # a consumer that dies mid-message sees it again after this
 MAX_DELIVER = 10
 NAK_BACKOFF_S = (0.5, 1, 2, 5, 10, 30, 60, 60, 60, 60)
-FETCH_BATCH = 64
+FETCH_BATCH = 256  # a consumer's batch: one handler call, one transaction (inbox: <= 1000)
+MAX_PUBLISH_BATCH = 1000  # events one publish_batch takes (the relay sends 256)
 FETCH_WAIT_S = 1.0
 MAX_ACK_PENDING = 1024
 DUPLICATE_WINDOW_S = 3600.0  # a relay that republishes within an hour is deduplicated
 STREAM_MAX_BYTES = 4 * 1024**3
 STREAM_MAX_AGE_S = 7 * 24 * 3600.0
+ACK_V1_TOKENS = 9
+
+
+def _deliveries(msg: Msg) -> int:
+    """``msg.metadata.num_delivered``, read from the ack subject's delivery token without
+    building the whole Metadata (per message on the hot path); any other subject shape goes
+    through nats-py's parser."""
+    tokens = (msg.reply or "").split(".")
+    if len(tokens) == ACK_V1_TOKENS and tokens[0] == "$JS" and tokens[1] == "ACK":
+        return int(tokens[4])  # $JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<n>
+    return int(msg.metadata.num_delivered)
+
+
+def _backoff(msg: Msg) -> float:
+    """The redelivery delay after a failed delivery of ``msg``."""
+    deliveries = max(1, msg.metadata.num_delivered)
+    return NAK_BACKOFF_S[min(deliveries, len(NAK_BACKOFF_S)) - 1]
 
 
 def subject_for(event_type: str) -> str:
@@ -91,7 +119,7 @@ class JetStreamBus:
         self._thread.start()
         self._nc: NatsClient | None = None
         self._js: JetStreamContext | None = None
-        self._subscriptions: list[tuple[str, frozenset[str], Handler]] = []
+        self._subscriptions: list[tuple[str, frozenset[str], BatchHandler]] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = asyncio.Event()
         self.counters = BusCounters()
@@ -171,25 +199,77 @@ class JetStreamBus:
     # --- MessageBus -----------------------------------------------------------------------
     def publish(self, event: Event) -> None:
         """Return once JetStream stored the event (PubAck); else raise BusUnavailable."""
-        self._run(self._publish(event), PUBLISH_TIMEOUT_S * 2)
+        raise_unless_published(self.publish_batch((event,))[0])
 
-    async def _publish(self, event: Event) -> None:
-        if self._js is None or not self.connected:
-            raise BusUnavailable("not connected to NATS")
+    def publish_batch(self, events: Sequence[Event]) -> list[PublishResult]:
+        """Publish with pipelined acknowledgements: each wave (at most one event per aggregate)
+        is sent at once and its PubAcks awaited together, so an event is only sent after the
+        earlier event of its aggregate was stored. PUBLISHED once JetStream stored it (a
+        duplicate Nats-Msg-Id counts: it was stored before), else UNAVAILABLE or HELD."""
+        assert len(events) <= MAX_PUBLISH_BATCH, len(events)
+        if not events:
+            return []
+        waves = len(events) - len({e.aggregate_id for e in events}) + 1
         try:
-            ack = await self._js.publish(
-                subject_for(event.event_type),
-                envelope_bytes(event),
-                timeout=PUBLISH_TIMEOUT_S,
-                headers={"Nats-Msg-Id": event.event_id},
-            )
-        except (TimeoutError, NatsError, OSError) as exc:
-            raise BusUnavailable(f"publish {event.event_id}: {type(exc).__name__}: {exc}") from exc
-        self.counters.published += 1
-        if ack.duplicate:
-            self.counters.duplicates += 1
+            return self._run(self._publish_batch(events), PUBLISH_TIMEOUT_S * (waves + 1))
+        except BusUnavailable as exc:
+            return [PublishResult(Outcome.UNAVAILABLE, str(exc))] * len(events)
 
-    def subscribe(self, consumer: str, event_types: frozenset[str], handler: Handler) -> None:
+    async def _publish_batch(self, events: Sequence[Event]) -> list[PublishResult]:
+        results: list[PublishResult] = [HELD] * len(events)
+        pending = list(range(len(events)))
+        while pending:
+            wave: list[int] = []
+            later: list[int] = []
+            seen: set[str] = set()
+            for i in pending:
+                aggregate = events[i].aggregate_id
+                (later if aggregate in seen else wave).append(i)
+                seen.add(aggregate)
+            acked = await self._publish_wave([events[i] for i in wave])
+            for i, result in zip(wave, acked, strict=True):
+                results[i] = result
+            failed = {events[i].aggregate_id for i in wave if not results[i].ok}
+            pending = [i for i in later if events[i].aggregate_id not in failed]
+        return results
+
+    async def _publish_wave(self, events: Sequence[Event]) -> list[PublishResult]:
+        if self._js is None or not self.connected:
+            return [PublishResult(Outcome.UNAVAILABLE, "not connected to NATS")] * len(events)
+        futures: list[asyncio.Future[PubAck]] = []
+        try:
+            for event in events:
+                futures.append(
+                    await self._js.publish_async(
+                        subject_for(event.event_type),
+                        envelope_bytes(event),
+                        wait_stall=PUBLISH_TIMEOUT_S,
+                        headers={"Nats-Msg-Id": event.event_id},
+                    )
+                )
+        except (TimeoutError, NatsError, OSError) as exc:
+            log.debug("nats: publish stopped after %d: %s", len(futures), exc)
+        if futures:
+            await asyncio.wait(futures, timeout=PUBLISH_TIMEOUT_S)
+        return [
+            self._acked(e, futures[i] if i < len(futures) else None) for i, e in enumerate(events)
+        ]
+
+    def _acked(self, event: Event, future: asyncio.Future[PubAck] | None) -> PublishResult:
+        if future is None or not future.done():
+            if future is not None:
+                future.cancel()  # frees its slot; a late PubAck is ignored
+            return PublishResult(Outcome.UNAVAILABLE, f"publish {event.event_id}: no PubAck")
+        exc = future.exception()
+        if exc is not None:
+            error = f"publish {event.event_id}: {type(exc).__name__}: {exc}"
+            return PublishResult(Outcome.UNAVAILABLE, error)
+        self.counters.published += 1
+        if future.result().duplicate:
+            self.counters.duplicates += 1
+        return PUBLISHED
+
+    def subscribe(self, consumer: str, event_types: frozenset[str], handler: BatchHandler) -> None:
         """Register a durable consumer; it starts pulling at :meth:`start_consumers`."""
         assert consumer.replace("-", "").replace("_", "").isalnum(), consumer
         self._subscriptions.append((consumer, event_types, handler))
@@ -198,7 +278,7 @@ class JetStreamBus:
         for consumer, types, handler in self._subscriptions:
             self._run(self._bind(consumer, types, handler), CONNECT_TIMEOUT_S * 3)
 
-    async def _bind(self, consumer: str, types: frozenset[str], handler: Handler) -> None:
+    async def _bind(self, consumer: str, types: frozenset[str], handler: BatchHandler) -> None:
         assert self._js is not None
         config = ConsumerConfig(
             durable_name=consumer,
@@ -213,7 +293,7 @@ class JetStreamBus:
         self._tasks.append(asyncio.create_task(self._pull(consumer, sub, handler)))
 
     async def _pull(
-        self, consumer: str, sub: JetStreamContext.PullSubscription, handler: Handler
+        self, consumer: str, sub: JetStreamContext.PullSubscription, handler: BatchHandler
     ) -> None:
         while not self._stopping.is_set():
             try:
@@ -224,30 +304,44 @@ class JetStreamBus:
                 log.warning("nats: fetch for %s failed: %s", consumer, exc)
                 await asyncio.sleep(0.5)
                 continue
-            for msg in msgs:
-                await self._handle(consumer, msg, handler)
+            await self._handle(consumer, msgs, handler)
 
-    async def _handle(self, consumer: str, msg: Msg, handler: Handler) -> None:
-        deliveries = msg.metadata.num_delivered
-        if deliveries > 1:
-            self.counters.redelivered[consumer] = self.counters.redelivered.get(consumer, 0) + 1
-        try:
-            event = envelope_from_bytes(msg.data)
-            context.request_id.set(event.request_id)  # copied into the worker thread
-            await asyncio.to_thread(handler, event)
-        except Exception as exc:
-            await self._failed(consumer, msg, deliveries, exc)
+    async def _handle(self, consumer: str, msgs: list[Msg], handler: BatchHandler) -> None:
+        """The fetched batch to the handler in one call (in a worker thread), then ack what
+        it processed; failures go one at a time (paygrid.bus.batching)."""
+        good: list[Msg] = []
+        events: list[Event] = []
+        for msg in msgs:
+            if _deliveries(msg) > 1:
+                self.counters.redelivered[consumer] = self.counters.redelivered.get(consumer, 0) + 1
+            try:
+                events.append(envelope_from_bytes(msg.data))
+            except Exception as exc:  # not an event at all: it fails alone
+                await self._failed(consumer, msg, f"{type(exc).__name__}: {exc}")
+                continue
+            good.append(msg)
+        if not good:
             return
-        self.counters.delivered[consumer] = self.counters.delivered.get(consumer, 0) + 1
-        await msg.ack()
+        last = [_deliveries(m) >= MAX_DELIVER for m in good]
+        verdicts = await asyncio.to_thread(handle_batch, consumer, handler, events, last)
+        failed = [m for m, v in zip(good, verdicts, strict=True) if v.verdict is Verdict.FAILED]
+        hold_s = max((_backoff(m) for m in failed), default=0.0)
+        for msg, handled in zip(good, verdicts, strict=True):
+            if handled.verdict is Verdict.DONE:
+                self.counters.delivered[consumer] = self.counters.delivered.get(consumer, 0) + 1
+                await msg.ack()
+            elif handled.verdict is Verdict.HELD:
+                await msg.nak(delay=hold_s)  # back after the event it waits for
+            else:
+                await self._failed(consumer, msg, handled.error)
 
-    async def _failed(self, consumer: str, msg: Msg, deliveries: int, exc: Exception) -> None:
-        error = f"{type(exc).__name__}: {exc}"[:500]
+    async def _failed(self, consumer: str, msg: Msg, error: str) -> None:
+        deliveries = msg.metadata.num_delivered
         if deliveries < MAX_DELIVER:
             log.warning(
                 "%s failed on %s (delivery %d): %s", consumer, msg.subject, deliveries, error
             )
-            await msg.nak(delay=NAK_BACKOFF_S[min(deliveries, len(NAK_BACKOFF_S)) - 1])
+            await msg.nak(delay=_backoff(msg))
             return
         log.error(
             "%s gave up on %s after %d deliveries: %s; dead-lettered",

@@ -12,6 +12,8 @@ from paygrid.kernel.events import DomainEvent
 from paygrid.kernel.ids import new_id
 from paygrid.storage.schema import outbox
 
+INSERT = insert(outbox)  # built once: building it per event cost more than executing it
+
 
 def record_event(conn: Connection, domain_event: DomainEvent) -> Event:
     """Append a typed event to the outbox inside the caller's transaction."""
@@ -25,14 +27,15 @@ def record_event(conn: Connection, domain_event: DomainEvent) -> Event:
         request_id=context.request_id.get(),
     )
     conn.execute(
-        insert(outbox).values(
-            event_id=event.event_id,
-            event_type=event.event_type,
-            aggregate_id=event.aggregate_id,
-            payload=envelope_bytes(event).decode(),
-            created_at=event.occurred_at,
-            attempts=0,
-            dead=False,
-        )
+        INSERT,
+        {
+            "event_id": event.event_id,
+            "event_type": event.event_type,
+            "aggregate_id": event.aggregate_id,
+            "payload": envelope_bytes(event).decode(),
+            "created_at": event.occurred_at,
+            "attempts": 0,
+            "dead": False,
+        },
     )
     return event

@@ -24,16 +24,25 @@ def drill_crash(
             "--data-dir", help="Where the drill's platform lives; default a new temp dir."
         ),
     ] = None,
+    copies: Annotated[
+        str, typer.Option(help="More copies of stateless roles, ROLE=N,... (e.g. api=2).")
+    ] = "",
 ) -> None:
     """Start the production profile, drive payments while SIGKILLing random processes (and
     NATS and PostgreSQL once), then check that nothing was lost or counted twice. The drill's
     platform is its own (fresh PostgreSQL, NATS, ports): it reads no PAYGRID_* setting."""
+    from paygrid.config import parse_copies
     from paygrid.ops.drill import run_drill, summary
 
     if not (1 <= payments <= 1000 and 5 <= seconds <= 600):
         err.print("[red]--payments must be 1..1000 and --seconds 5..600[/]")
         raise typer.Exit(2)
-    report = run_drill(payments, seconds, seed, data_dir, lambda line: console.print(line))
+    try:
+        parse_copies(copies)
+    except ValueError as exc:
+        err.print(f"[red]--copies: {exc}[/]")
+        raise typer.Exit(2) from None
+    report = run_drill(payments, seconds, seed, data_dir, lambda line: console.print(line), copies)
     console.print("killed:")
     for kill in report.kills:
         console.print(f"  {kill}")

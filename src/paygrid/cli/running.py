@@ -34,6 +34,12 @@ def up(
             "PostgreSQL, NATS JetStream); default embedded."
         ),
     ] = None,
+    copies: Annotated[
+        str | None,
+        typer.Option(
+            help="prod: more copies of stateless roles, ROLE=N,... (e.g. api=2,notifier=2)."
+        ),
+    ] = None,
     config_file: ConfigFile = None,
     verbose: bool = False,
 ) -> None:
@@ -45,6 +51,7 @@ def up(
         api_port=api_port,
         cashier_port=cashier_port,
         profile=profile,
+        copies=copies,
         config=config_file,
     )
     setup_logging(verbose)
@@ -54,7 +61,7 @@ def up(
         else:
             from paygrid.platform.embedded import run_embedded
 
-            run_embedded(settings, lambda p, creds: _print_ready(p.settings, creds))
+            run_embedded(settings, lambda p, creds: _print_ready(p.settings, creds), verbose)
     except RuntimeError as exc:
         err.print(f"[red]paygrid up failed:[/] {exc}")
         raise typer.Exit(1) from None
@@ -109,17 +116,30 @@ def _up_prod(settings: config.Settings) -> None:
 def run(
     role: Annotated[
         str,
-        typer.Argument(help="api, cashier, gateway, core, relay, ledger, notifier or scheduler"),
+        typer.Argument(
+            help="api, cashier, gateway, core, relay, ledger, notifier or scheduler; or "
+            "background (the embedded profile's workers)"
+        ),
     ],
+    copy: Annotated[int, typer.Option(help="Which copy of the role (1 = the first).")] = 1,
+    verbose: bool = False,
 ) -> None:
-    """Run one role of the production profile (the supervisor starts these)."""
+    """Run one role of the production profile (the supervisor starts these), or the embedded
+    profile's background process (`paygrid up` starts it)."""
+    from paygrid.platform.workers import BACKGROUND, ROLE_NAMES
+
+    if role == BACKGROUND:
+        from paygrid.platform.background import run_background
+
+        setup_logging(verbose)
+        run_background(resolve_settings())
+        return
     from paygrid.platform.roles import run_role
-    from paygrid.platform.workers import ROLE_NAMES
 
     if role not in ROLE_NAMES:
         err.print(f"[red]unknown role {role!r}; roles: {', '.join(ROLE_NAMES)}[/]")
         raise typer.Exit(2)
-    run_role(role, resolve_settings())
+    run_role(role, resolve_settings(), copy)
 
 
 def status(data_dir: DataDir = None, config_file: ConfigFile = None) -> None:

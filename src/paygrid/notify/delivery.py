@@ -160,7 +160,9 @@ class DeliveryPool:
         self._by_id: Counter[str] = Counter()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
-        self.freed = threading.Event()  # set whenever a slot frees (wakes the claiming loop)
+        # Set when a slot frees that a claim may have been waiting for (the pool or the
+        # merchant was full): wakes the claiming loop.
+        self.freed = threading.Event()
 
     # --- slots ----------------------------------------------------------------------------
     def free(self) -> int:
@@ -172,6 +174,11 @@ class DeliveryPool:
         with self._lock:
             full = [m for m, n in self._by_merchant.items() if n >= self.per_merchant]
             return list(self._by_id), full
+
+    def busy(self) -> tuple[list[str], dict[str, int]]:
+        """(notification ids in flight, slots each merchant holds)."""
+        with self._lock:
+            return list(self._by_id), dict(self._by_merchant)
 
     def reserve(self, notify_id: str, mchid: str, force: bool = False) -> bool:
         """Take a slot; ``force`` (a resend someone is waiting for) goes past the caps."""
@@ -189,11 +196,16 @@ class DeliveryPool:
 
     def release(self, notify_id: str, mchid: str) -> None:
         with self._lock:
+            was_full = (
+                self._by_merchant.total() >= self.capacity
+                or self._by_merchant[mchid] >= self.per_merchant
+            )
             self._by_merchant[mchid] -= 1
             self._by_id[notify_id] -= 1
             self._by_merchant += Counter()  # drop zeros
             self._by_id += Counter()
-        self.freed.set()
+        if was_full:
+            self.freed.set()
 
     # --- running --------------------------------------------------------------------------
     def submit(

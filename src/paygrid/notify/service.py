@@ -14,13 +14,13 @@ import threading
 import time
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Row, Select, func, insert, select, update
+from sqlalchemy import Connection, Row, insert, select
 
 from paygrid.bus.codec import UndecodableEvent, decode
-from paygrid.bus.inbox import first_delivery
+from paygrid.bus.inbox import first_deliveries
 from paygrid.bus.ports import Event
 from paygrid.kernel.clock import rfc3339, utcnow
 from paygrid.kernel.ids import new_id
@@ -37,6 +37,14 @@ from paygrid.notify.domain import (
     sign,
     status_reason,
 )
+from paygrid.notify.store import (
+    RECORD_BATCH,
+    BatchWriter,
+    Result,
+    claim_due,
+    record_results,
+    unclaim,
+)
 from paygrid.notify.url_policy import Network, NotifyTarget, check_url
 from paygrid.payments.events import PaymentSucceeded, RefundFailed, RefundSucceeded
 from paygrid.storage.database import Database
@@ -45,8 +53,7 @@ from paygrid.storage.schema import notification_attempts, notifications
 log = logging.getLogger(__name__)
 CONSUMER = "notify"
 EVENT_TYPES = frozenset({PaymentSucceeded.TYPE, RefundSucceeded.TYPE, RefundFailed.TYPE})
-CLAIM_LEASE_S = 30  # a claimed notification is not picked again for this long
-BATCH = 50
+BATCH = 50  # claimed in one statement at most
 RESEND_WAIT_S = DELIVERY_DEADLINE_S + 30  # the attempt, then recording it
 
 SecretLookup = Callable[[Connection, str], str]
@@ -106,10 +113,12 @@ class NotifyService:
         self._cell = cell
         self._poster = poster or Poster(allowed_networks)
         self._pool = DeliveryPool(MAX_IN_FLIGHT, MAX_IN_FLIGHT_PER_MERCHANT)
+        self._recorder = BatchWriter(self._record, RECORD_BATCH)
 
     @property
-    def slot_freed(self) -> threading.Event:
-        """Set when a delivery slot frees: the delivery loop may claim more at once."""
+    def wake(self) -> threading.Event:
+        """Set when there is work for the delivery loop: notifications were just queued, or a
+        slot freed that a full merchant (or a full pool) was waiting for."""
         return self._pool.freed
 
     def check_url(self, url: str) -> NotifyTarget:
@@ -117,117 +126,104 @@ class NotifyService:
         return check_url(url, self._poster.allowed)
 
     # --- consumer -------------------------------------------------------------------------
-    def __call__(self, event: Event) -> None:
-        notice = notice_of(event)
+    def __call__(self, events: Sequence[Event]) -> None:
+        """A batch of events -> notification rows (BatchHandler): one transaction, the inbox
+        for the whole batch in one statement, the new rows in one executemany."""
+        notices = [(event, notice_of(event)) for event in events]  # refuse before writing
+        now = utcnow()
         with self._db.transaction() as conn:
-            if not first_delivery(conn, CONSUMER, event.event_id):
-                return
-            notify_id = new_id("ntf", self._cell)
-            now = utcnow()
-            body = json.dumps(
-                {
-                    "id": notify_id,
-                    "type": event.event_type,
-                    "created_at": rfc3339(event.occurred_at),
-                    "data": notice.data,
-                },
-                separators=(",", ":"),
-                ensure_ascii=False,
-            )
-            conn.execute(
-                insert(notifications).values(
-                    notify_id=notify_id,
-                    event_id=event.event_id,
-                    mchid=notice.mchid,
-                    event_type=event.event_type,
-                    resource_id=notice.resource_id,
-                    url=notice.url,
-                    body=body,
-                    status="PENDING",
-                    attempts=0,
-                    next_attempt_at=now,
-                    created_at=now,
-                )
-            )
-        log.info("notification %s queued for %s", notify_id, notice.resource_id)
+            new = first_deliveries(conn, CONSUMER, [event.event_id for event in events])
+            rows: list[dict[str, Any]] = []
+            for event, notice in notices:
+                if event.event_id in new:
+                    new.discard(event.event_id)  # the same event twice in a batch: once
+                    rows.append(self._notification_row(event, notice, now))
+            if rows:
+                conn.execute(insert(notifications), rows)
+        if rows:
+            self._pool.freed.set()  # new work: the claiming loop takes the batch at once
+        for row in rows:
+            log.info("notification %s queued for %s", row["notify_id"], row["resource_id"])
+
+    def _notification_row(self, event: Event, notice: Notice, now: datetime) -> dict[str, Any]:
+        notify_id = new_id("ntf", self._cell)
+        body = json.dumps(
+            {
+                "id": notify_id,
+                "type": event.event_type,
+                "created_at": rfc3339(event.occurred_at),
+                "data": notice.data,
+            },
+            separators=(",", ":"),
+            ensure_ascii=False,
+        )
+        return {
+            "notify_id": notify_id,
+            "event_id": event.event_id,
+            "mchid": notice.mchid,
+            "event_type": event.event_type,
+            "resource_id": notice.resource_id,
+            "url": notice.url,
+            "body": body,
+            "status": "PENDING",
+            "attempts": 0,
+            "next_attempt_at": now,
+            "created_at": now,
+        }
 
     # --- worker ---------------------------------------------------------------------------
     def deliver_due(self) -> int:
-        """Claim due notifications, as many as there are free slots, and start their
-        attempts; return how many were started. Never waits for an attempt."""
+        """Claim due notifications, as many as there are free slots, in one statement (one
+        transaction with the merchants' signing keys), and start their attempts; return how
+        many were started. Never waits for an attempt."""
         free = self._pool.free()
         if free <= 0:
             return 0
         now = utcnow()
-        busy_ids, full_merchants = self._pool.in_flight()
-        reserved: list[Row[Any]] = []
-        try:
-            with self._db.transaction() as conn:
-                for row in conn.execute(_due(now, busy_ids, full_merchants, min(BATCH, free))):
-                    if not self._pool.reserve(row.notify_id, row.mchid):
-                        continue
-                    reserved.append(row)
-                    if not _claim(conn, row.notify_id, now):
-                        reserved.pop()
-                        self._pool.release(row.notify_id, row.mchid)
-                keys = {m: self._secret_for(conn, m) for m in {r.mchid for r in reserved}}
-        except BaseException:
-            for row in reserved:
-                self._pool.release(row.notify_id, row.mchid)
-            raise
-        for row in reserved:
-            due = _Due(row.notify_id, row.mchid, row.url, row.body.encode(), keys[row.mchid])
+        busy_ids, taken = self._pool.busy()
+        with self._db.transaction() as conn:
+            claimed = claim_due(conn, now, busy_ids, taken, min(BATCH, free))
+            keys = {m: self._secret_for(conn, m) for m in {c.mchid for c in claimed}}
+        spare: list[str] = []
+        for c in claimed:
+            if not self._pool.reserve(c.notify_id, c.mchid):  # a resend took the slot meanwhile
+                spare.append(c.notify_id)
+                continue
+            due = _Due(c.notify_id, c.mchid, c.url, c.body.encode(), keys[c.mchid])
             self._pool.submit(due.notify_id, due.mchid, self._job(due, manual=False))
-        return len(reserved)
+        if spare:
+            with self._db.transaction() as conn:
+                unclaim(conn, spare, now)
+        return len(claimed) - len(spare)
 
     def _job(self, due: _Due, manual: bool) -> Callable[[], Coroutine[Any, Any, None]]:
         async def attempt() -> None:
             outcome = await self._poster.post(due.url, _headers(due), due.body)
-            await asyncio.to_thread(self._record, due.notify_id, outcome, manual)
+            await asyncio.wrap_future(self._recorder.put(Result(due.notify_id, outcome, manual)))
 
         return attempt
 
-    def _record(self, notify_id: str, outcome: Outcome, manual: bool) -> None:
+    def _record(self, results: Sequence[Result]) -> None:
+        """Record a batch of attempts' outcomes in one transaction."""
         now = utcnow()
         with self._db.transaction() as conn:
-            current = conn.execute(
-                update(notifications)
-                .where(notifications.c.notify_id == notify_id)
-                .values(attempts=notifications.c.attempts + 1)
-                .returning(notifications.c.attempts, notifications.c.status)
-            ).one()
-            conn.execute(
-                insert(notification_attempts).values(
-                    notify_id=notify_id,
-                    attempt_no=current.attempts,
-                    at=now,
-                    http_status=outcome.status,
-                    error=outcome.reason,
-                    duration_ms=outcome.took_ms,
-                    manual=manual,
+            recorded = record_results(conn, results, now, self._after)
+        for r in recorded:
+            if not r.result.outcome.ok:
+                log.info(
+                    "notification %s attempt %d failed: %s (%s)",
+                    r.result.notify_id,
+                    r.attempt_no,
+                    r.result.outcome.reason,
+                    r.result.outcome.detail or r.result.outcome.status,
                 )
-            )
-            values = self._after(outcome, current.status, current.attempts, manual, now)
-            if values:
-                conn.execute(
-                    update(notifications)
-                    .where(notifications.c.notify_id == notify_id)
-                    .values(**values)
-                )
-        if not outcome.ok:
-            log.info(
-                "notification %s attempt %d failed: %s (%s)",
-                notify_id,
-                current.attempts,
-                outcome.reason,
-                outcome.detail or outcome.status,
-            )
 
     def _after(
         self, outcome: Outcome, status: str, attempts: int, manual: bool, now: datetime
     ) -> dict[str, Any]:
-        if outcome.ok:
-            return {"status": "DELIVERED", "delivered_at": now, "next_attempt_at": None}
+        """After a failed attempt: the next one on the schedule, or FAILED when it ends (an
+        acknowledged one delivers the notification: notify/store.py)."""
+        assert not outcome.ok
         if status == "PENDING" and not manual:
             nxt = next_attempt_at(attempts, now, self._scale)
             return (
@@ -239,7 +235,7 @@ class NotifyService:
 
     # --- merchant-facing ------------------------------------------------------------------
     def list_for(self, mchid: str, payment_id: str | None) -> list[dict[str, Any]]:
-        with self._db.transaction() as conn:
+        with self._db.read() as conn:
             stmt = select(notifications).where(notifications.c.mchid == mchid)
             if payment_id:
                 stmt = stmt.where(notifications.c.resource_id == payment_id)
@@ -247,7 +243,7 @@ class NotifyService:
             return [self._view(conn, row) for row in rows]
 
     def get(self, notify_id: str, mchid: str | None) -> dict[str, Any]:
-        with self._db.transaction() as conn:
+        with self._db.read() as conn:
             row = conn.execute(
                 select(notifications).where(notifications.c.notify_id == notify_id)
             ).first()
@@ -258,7 +254,7 @@ class NotifyService:
     def resend(self, notify_id: str, mchid: str | None) -> dict[str, Any]:
         """Deliver once more, now, with the same id and body (console, CLI or merchant)."""
         self.get(notify_id, mchid)
-        with self._db.transaction() as conn:
+        with self._db.read() as conn:
             row = conn.execute(
                 select(notifications).where(notifications.c.notify_id == notify_id)
             ).one()
@@ -302,51 +298,7 @@ class NotifyService:
 
     def close(self) -> None:
         self._pool.close(self._poster.aclose)
-
-
-def _due(now: datetime, busy_ids: list[str], full: list[str], limit: int) -> Select[Any]:
-    """Due notifications, oldest first, at most MAX_IN_FLIGHT_PER_MERCHANT of each merchant,
-    none in flight here and none of a merchant whose slots are all taken."""
-    n = notifications.c
-    ranked = (
-        select(
-            n.notify_id,
-            n.mchid,
-            n.url,
-            n.body,
-            n.next_attempt_at,
-            func.row_number()
-            .over(partition_by=n.mchid, order_by=(n.next_attempt_at, n.notify_id))
-            .label("rank"),
-        )
-        .where(
-            n.status == "PENDING",
-            n.next_attempt_at <= now,
-            n.notify_id.not_in(busy_ids),
-            n.mchid.not_in(full),
-        )
-        .subquery()
-    )
-    return (
-        select(ranked)
-        .where(ranked.c.rank <= MAX_IN_FLIGHT_PER_MERCHANT)
-        .order_by(ranked.c.next_attempt_at, ranked.c.notify_id)
-        .limit(limit)
-    )
-
-
-def _claim(conn: Connection, notify_id: str, now: datetime) -> bool:
-    """Lease a due notification to this worker; False when another took it first."""
-    claimed = conn.execute(
-        update(notifications)
-        .where(
-            notifications.c.notify_id == notify_id,
-            notifications.c.status == "PENDING",
-            notifications.c.next_attempt_at <= now,
-        )
-        .values(next_attempt_at=now + timedelta(seconds=CLAIM_LEASE_S))
-    )
-    return claimed.rowcount == 1
+        self._recorder.close()
 
 
 def _coarse(http_status: int | None, error: str | None) -> str | None:

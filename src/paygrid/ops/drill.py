@@ -36,7 +36,7 @@ from paygrid.ops.drill_merchant import Receiver
 from paygrid.ops.drill_refunds import Refunder, RefundFigures
 from paygrid.ops.launch import launch_prod
 from paygrid.payments.events import PaymentSucceeded
-from paygrid.platform.workers import ROLE_NAMES
+from paygrid.platform.workers import COPY_SEPARATOR, ROLE_NAMES
 from paygrid.storage.database import Database
 from paygrid.storage.schema import notifications, outbox, payments
 
@@ -79,9 +79,16 @@ class DrillReport:
 
 class Drill:
     def __init__(
-        self, data_dir: Path, payments_n: int, seconds: float, seed: int, say: Callable[[str], None]
+        self,
+        data_dir: Path,
+        payments_n: int,
+        seconds: float,
+        seed: int,
+        say: Callable[[str], None],
+        copies: str = "",
     ) -> None:
         self.data_dir = data_dir
+        self.copies = copies
         self.n = payments_n
         self.seconds = seconds
         self.rng = random.Random(seed)
@@ -99,6 +106,7 @@ class Drill:
                 "PAYGRID_RECOVERY_AFTER_S": "2",
                 "PAYGRID_SCHEDULER_INTERVAL_S": "1",
                 "PAYGRID_NOTIFY_RETRY_SCALE": "0.02",
+                "PAYGRID_COPIES": self.copies,
             },
         )
         self.proc = launched.proc
@@ -222,6 +230,11 @@ class Drill:
         body = json.loads((self.data_dir / "status.json").read_text())
         return {p["name"]: p["pid"] for p in body["processes"] if p["alive"]}
 
+    def _killable(self) -> list[str]:
+        """Every role and sandbox, and every copy of a role the platform runs."""
+        copies = [n for n in self._pids() if n.split(COPY_SEPARATOR)[0] in ROLE_NAMES]
+        return sorted({*KILLABLE_ROLES, *copies})
+
     def _kill(self, name: str, started: float) -> None:
         pid = self._pids().get(name)
         if pid is None:
@@ -246,7 +259,7 @@ class Drill:
                 if elapsed >= at:
                     self._kill(name, started)
                     del once[name]
-            self._kill(self.rng.choice(KILLABLE_ROLES), started)
+            self._kill(self.rng.choice(self._killable()), started)
 
     # --- run and verify -------------------------------------------------------------------
     def run(self) -> DrillReport:
@@ -383,11 +396,17 @@ class Drill:
 
 
 def run_drill(
-    payments_n: int, seconds: float, seed: int, data_dir: Path | None, say: Callable[[str], None]
+    payments_n: int,
+    seconds: float,
+    seed: int,
+    data_dir: Path | None,
+    say: Callable[[str], None],
+    copies: str = "",
 ) -> DrillReport:
+    """``copies``: more copies of roles (the ``copies`` setting), killed at random too."""
     assert 1 <= payments_n <= 1000 and 5 <= seconds <= 600, "drill bounds"
     root = data_dir or Path(tempfile.mkdtemp(prefix="paygrid-drill-"))
-    return Drill(root, payments_n, seconds, seed, say).run()
+    return Drill(root, payments_n, seconds, seed, say, copies).run()
 
 
 def summary(report: DrillReport) -> dict[str, Any]:

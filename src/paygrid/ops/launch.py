@@ -12,15 +12,30 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from paygrid.channels import registry
-from paygrid.config import OPS_PORTS
+from paygrid.config import OPS_PORTS, parse_copies
 from paygrid.platform.bootstrap import create_kek_file
 from paygrid.platform.workers import role
 
+LOWEST_PORT = 20_000
+
+
+def _ephemeral_start() -> int:
+    """Where the kernel's ephemeral ports begin (outgoing connections take them at any moment,
+    so a block chosen among them may be taken before it is bound)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32_768
+
 
 def free_port_block(size: int) -> int:
-    """A base port with ``size`` free loopback ports after it."""
+    """A base port with ``size`` free loopback ports after it, below the ephemeral range when
+    there is room."""
+    highest = _ephemeral_start() - size
+    if highest <= LOWEST_PORT:
+        highest = 60_000
     for _ in range(500):
-        base = random.randint(20_000, 60_000)
+        base = random.randint(LOWEST_PORT, highest)
         socks: list[socket.socket] = []
         try:
             for i in range(size):
@@ -75,8 +90,10 @@ def prod_layout(base: int) -> dict[str, str]:
 
 def launch_prod(data_dir: Path, env: dict[str, str] | None = None) -> ProdLaunch:
     """Start `paygrid up --profile prod` on a free block of loopback ports (drills, tests,
-    benchmarks); PostgreSQL and NATS are started by paygrid itself. The platform is isolated:
-    no PAYGRID_* variable of ours (a real database URL, a config file) reaches it, only ``env``."""
+    benchmarks); PostgreSQL and NATS are started by paygrid itself. ``PAYGRID_COPIES`` in
+    ``env`` runs more copies of roles (their ops ports on a second free block). The platform
+    is isolated: no PAYGRID_* variable of ours (a real database URL, a config file) reaches
+    it, only ``env``."""
     base = free_port_block(PROD_PORTS)
     layout = prod_layout(base)
     full_env = {
@@ -87,6 +104,9 @@ def launch_prod(data_dir: Path, env: dict[str, str] | None = None) -> ProdLaunch
         "PAYGRID_NOTIFY_ALLOW_NETWORKS": "127.0.0.0/8",
         **(env or {}),
     }
+    extra = max(parse_copies(full_env.get("PAYGRID_COPIES", "")).values(), default=1) - 1
+    if extra:  # copies after the first serve /metrics on a block of their own
+        full_env["PAYGRID_COPY_OPS_BASE_PORT"] = str(free_port_block(OPS_PORTS * extra))
     data_dir.mkdir(parents=True, exist_ok=True)
     if not (full_env.get("PAYGRID_KEK") or full_env.get("PAYGRID_KEK_FILE")):
         # The production profile requires a KEK; the harness plays the operator who made one.

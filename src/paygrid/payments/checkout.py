@@ -37,7 +37,6 @@ def check_method(core: Core, channel: str, method: str, payer: Payer) -> None:
 
 def start(core: Core, payment: Payment, channel: str, method: str, payer: Payer) -> Payment:
     """Place (or reuse) the channel order so the payer can pay; CREATED -> PAYING."""
-    adapter = core.channels.adapter(channel)
     shown = payment.order
     live_here = shown is not None and shown.channel == channel and shown.live
     if payment.status == S.PAYING and live_here and payment.payer_action is not None:
@@ -48,7 +47,15 @@ def start(core: Core, payment: Payment, channel: str, method: str, payer: Payer)
     for order in payment.orders:
         if order.live and order.channel != channel:
             close_order(core, payment, order)  # one live channel order at a time
-    order = record_intent(core, payment.payment_id, channel, method)
+    order, payment = record_intent(core, payment.payment_id, channel, method)
+    return place(core, payment, order, payer)
+
+
+def place(core: Core, payment: Payment, order: ChannelOrder, payer: Payer) -> Payment:
+    """Place ``order``, written down REQUESTED in ``payment`` as stored, at its channel;
+    CREATED -> PAYING with what the payer is shown."""
+    channel = order.channel
+    adapter = core.channels.adapter(channel)
     request = OrderRequest(
         payment_ref=order.channel_ref,
         amount=Money(payment.amount, payment.currency),
@@ -72,42 +79,51 @@ def start(core: Core, payment: Payment, channel: str, method: str, payer: Payer)
             return current  # a callback or close won the race; its state stands
         return tx.save(current, after, f"order_placed:{channel}")
 
-    after = core.uow.change(payment.payment_id, placed)
+    after = core.uow.change_from(payment, placed)
     if after.status not in (S.PAYING, S.SUCCESS):
         # Closed or failed while we were at the channel: leave no payable order behind.
         close_order(core, after, order)
     return after
 
 
-def record_intent(core: Core, payment_id: str, channel: str, method: str) -> ChannelOrder:
+def record_intent(
+    core: Core, payment_id: str, channel: str, method: str
+) -> tuple[ChannelOrder, Payment]:
     """Write the attempt down before calling the channel: if we crash after the channel took
     it, expiry and 补单 still know where to close or query it. Reused while it is live."""
 
-    def change(tx: Tx, current: Payment) -> ChannelOrder:
+    def change(tx: Tx, current: Payment) -> tuple[ChannelOrder, Payment]:
         existing = current.order_on(channel)
         if existing is not None and existing.live:
-            return existing  # placed again: the channel order is idempotent on its ref
+            return existing, current  # placed again: the channel order is idempotent on its ref
         ensure_payable(current)
-        now = utcnow()
-        order_id = new_id("cho", core.cell)
-        order = ChannelOrder(
-            order_id=order_id,
-            payment_id=current.payment_id,
-            channel=channel,
-            method=method,
-            # The channel never takes an out_trade_no twice: a new attempt on a channel that
-            # had a closed one is known there by its own id.
-            channel_ref=current.payment_id if existing is None else order_id,
-            status=OrderStatus.REQUESTED,
-            payer_action=None,
-            channel_trade_no=None,
-            created_at=now,
-            updated_at=now,
-        )
-        tx.save(current, current.request_order(order, now), f"order_requested:{channel}")
-        return order
+        order = new_order(core, current, channel, method)
+        now = order.created_at
+        saved = tx.save(current, current.request_order(order, now), f"order_requested:{channel}")
+        return order, saved
 
     return core.uow.change(payment_id, change)
+
+
+def new_order(core: Core, payment: Payment, channel: str, method: str) -> ChannelOrder:
+    """A new attempt (渠道订单) of ``payment`` at ``channel``, not yet sent: REQUESTED."""
+    now = utcnow()
+    order_id = new_id("cho", core.cell)
+    had_one = payment.order_on(channel) is not None
+    return ChannelOrder(
+        order_id=order_id,
+        payment_id=payment.payment_id,
+        channel=channel,
+        method=method,
+        # The channel never takes an out_trade_no twice: a new attempt on a channel that
+        # had a closed one is known there by its own id.
+        channel_ref=order_id if had_one else payment.payment_id,
+        status=OrderStatus.REQUESTED,
+        payer_action=None,
+        channel_trade_no=None,
+        created_at=now,
+        updated_at=now,
+    )
 
 
 def ensure_payable(payment: Payment) -> None:

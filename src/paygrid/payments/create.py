@@ -52,19 +52,24 @@ def create(core: Core, cmd: CreatePayment) -> tuple[Payment, bool]:
         core.channels.check_currency(cmd.channel, cmd.currency)
         if cmd.wants_order:
             checkout.check_method(core, cmd.channel, cmd.method, cmd.payer)
-    existing = _existing(core, cmd)
-    if existing is not None:
-        return _continue(core, existing, cmd), False
+    # Insert first: a repeat of the out_trade_no is rare and is found by the unique key.
     payment = _new_payment(core, cmd)
+    order = None
+    if cmd.wants_order:
+        assert cmd.channel is not None
+        order = checkout.new_order(core, payment, cmd.channel, cmd.method)
+        payment = payment.request_order(order, payment.created_at)  # in the same transaction
     try:
         with core.uow.begin() as tx:
             tx.add(payment, (PaymentCreated,))
     except IntegrityError:
-        existing = _existing(core, cmd)  # lost a race with the same out_trade_no
+        existing = _existing(core, cmd)  # this out_trade_no exists (maybe a race just now)
         if existing is None:
             raise
         return _continue(core, existing, cmd), False
-    return _continue(core, payment, cmd), True
+    if order is None:
+        return payment, True
+    return checkout.place(core, payment, order, cmd.payer), True
 
 
 def _new_payment(core: Core, cmd: CreatePayment) -> Payment:

@@ -47,8 +47,8 @@ def close(core: Core, payment: Payment, cause: str) -> Payment:
 
 def expire_due(core: Core, get: PaymentGetter, now: datetime | None = None) -> int:
     """Close unpaid payments whose expire_at has passed, at the channel too."""
-    with core.uow.begin() as tx:
-        due = repository.due_for_expiry(tx.conn, now or utcnow(), EXPIRY_BATCH)
+    with core.uow.read() as conn:  # only reads: never the write lock
+        due = repository.due_for_expiry(conn, now or utcnow(), EXPIRY_BATCH)
     closed = 0
     for payment_id in due:
         try:
@@ -64,8 +64,8 @@ def recover_pending(
 ) -> int:
     """补单: ask the channel about payments with an order whose callback has not come."""
     cutoff = (now or utcnow()) - older_than
-    with core.uow.begin() as tx:
-        candidates = repository.paying_since(tx.conn, cutoff, RECOVERY_BATCH)
+    with core.uow.read() as conn:
+        candidates = repository.paying_since(conn, cutoff, RECOVERY_BATCH)
     changed = 0
     for payment_id in candidates:
         order = get(payment_id).order

@@ -1,5 +1,8 @@
 """Payment persistence. Updates carry the version they read (optimistic lock) and are
-recorded with their transition, so no status change goes unexplained."""
+recorded with their transition, so no status change goes unexplained.
+
+The money path's statements are built once, here, and executed with parameters (SQLAlchemy
+then reuses their compiled form): a payment with its channel orders loads in one statement."""
 
 from __future__ import annotations
 
@@ -8,7 +11,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Row, insert, select, update
+from sqlalchemy import Connection, Row, Select, bindparam, insert, select, update
 
 from paygrid.channels.ports import PayerAction, Trade
 from paygrid.kernel.clock import utcnow
@@ -17,6 +20,7 @@ from paygrid.payments import refund_repository
 from paygrid.payments.domain import ChannelDecision, Discount, Item, Payment, PaymentStatus
 from paygrid.payments.orders import ChannelOrder, OrderStatus
 from paygrid.payments.refunds import Refund
+from paygrid.storage.database import insert_ignoring_duplicates
 from paygrid.storage.schema import (
     channel_callbacks,
     channel_orders,
@@ -29,19 +33,21 @@ class ConcurrentUpdate(Exception):
     """Somebody else changed the payment since we read it; the caller retries from the top."""
 
 
-def _order(row: Row[Any]) -> ChannelOrder:
-    action = PayerAction.from_json(json.loads(row.payer_action)) if row.payer_action else None
+def _order(row: Row[Any], prefix: str = "") -> ChannelOrder:
+    m = row._mapping
+    action_json = m[prefix + "payer_action"]
+    action = PayerAction.from_json(json.loads(action_json)) if action_json else None
     return ChannelOrder(
-        order_id=row.order_id,
-        payment_id=row.payment_id,
-        channel=row.channel,
-        method=row.method,
-        channel_ref=row.channel_ref,
-        status=OrderStatus(row.status),
+        order_id=m[prefix + "order_id"],
+        payment_id=m[prefix + "payment_id"],
+        channel=m[prefix + "channel"],
+        method=m[prefix + "method"],
+        channel_ref=m[prefix + "channel_ref"],
+        status=OrderStatus(m[prefix + "status"]),
         payer_action=action,
-        channel_trade_no=row.channel_trade_no,
-        created_at=row.created_at,
-        updated_at=row.updated_at,
+        channel_trade_no=m[prefix + "channel_trade_no"],
+        created_at=m[prefix + "created_at"],
+        updated_at=m[prefix + "updated_at"],
     )
 
 
@@ -53,15 +59,6 @@ def _order_values(o: ChannelOrder) -> dict[str, Any]:
         "channel_trade_no": o.channel_trade_no,
         "updated_at": o.updated_at,
     }
-
-
-def _orders_of(conn: Connection, payment_id: str) -> tuple[ChannelOrder, ...]:
-    rows = conn.execute(
-        select(channel_orders)
-        .where(channel_orders.c.payment_id == payment_id)
-        .order_by(channel_orders.c.created_at, channel_orders.c.order_id)
-    ).all()
-    return tuple(_order(r) for r in rows)
 
 
 def _payment(
@@ -103,9 +100,48 @@ def _payment(
     )
 
 
+_INSERT_PAYMENT = insert(payments)
+_INSERT_ORDER = insert(channel_orders)
+_UPDATE_ORDER = (
+    update(channel_orders)
+    .where(channel_orders.c.order_id == bindparam("b_order_id"))
+    .values(
+        status=bindparam("status"),
+        payer_action=bindparam("payer_action"),
+        channel_trade_no=bindparam("channel_trade_no"),
+        updated_at=bindparam("updated_at"),
+    )
+)
+_INSERT_TRANSITION = insert(payment_transitions)
+_SAVE_PAYMENT = (
+    update(payments)
+    .where(
+        payments.c.payment_id == bindparam("b_payment_id"),
+        payments.c.version == bindparam("b_version"),
+    )
+    .values(
+        {
+            c: bindparam(c)
+            for c in (
+                "status",
+                "paid_at",
+                "closed_at",
+                "updated_at",
+                "version",
+                "refunded_amount",
+                "refunding_amount",
+                "confirmed_amount",
+                "confirmed_currency",
+            )
+        }
+    )
+)
+
+
 def add(conn: Connection, p: Payment) -> None:
     conn.execute(
-        insert(payments).values(
+        _INSERT_PAYMENT,
+        dict(
             payment_id=p.payment_id,
             mchid=p.mchid,
             out_trade_no=p.out_trade_no,
@@ -130,7 +166,7 @@ def add(conn: Connection, p: Payment) -> None:
             updated_at=p.updated_at,
             version=p.version,
             **_confirmed(p),
-        )
+        ),
     )
     _save_orders(conn, (), p.orders)
     refund_repository.save_refunds(conn, (), p.refunds)
@@ -145,22 +181,19 @@ def _save_orders(
     for order in after:
         if order.order_id not in old:
             conn.execute(
-                insert(channel_orders).values(
-                    order_id=order.order_id,
-                    payment_id=order.payment_id,
-                    channel=order.channel,
-                    method=order.method,
-                    channel_ref=order.channel_ref,
-                    created_at=order.created_at,
+                _INSERT_ORDER,
+                {
+                    "order_id": order.order_id,
+                    "payment_id": order.payment_id,
+                    "channel": order.channel,
+                    "method": order.method,
+                    "channel_ref": order.channel_ref,
+                    "created_at": order.created_at,
                     **_order_values(order),
-                )
+                },
             )
         elif old[order.order_id] != order:
-            conn.execute(
-                update(channel_orders)
-                .where(channel_orders.c.order_id == order.order_id)
-                .values(**_order_values(order))
-            )
+            conn.execute(_UPDATE_ORDER, {"b_order_id": order.order_id, **_order_values(order)})
 
 
 def _confirmed(p: Payment) -> dict[str, Any]:
@@ -179,53 +212,74 @@ def _discount(d: Discount) -> dict[str, Any]:
     return {"name": d.name, "amount": d.amount}
 
 
+_ORDER_COLUMNS = [c.label("o_" + c.name) for c in channel_orders.c]
+_WITH_ORDERS = (
+    select(payments, *_ORDER_COLUMNS)
+    .select_from(payments.outerjoin(channel_orders))
+    .order_by(channel_orders.c.created_at, channel_orders.c.order_id)
+)
+_BY_ID = _WITH_ORDERS.where(payments.c.payment_id == bindparam("payment_id"))
+_BY_OUT_TRADE_NO = _WITH_ORDERS.where(
+    payments.c.mchid == bindparam("mchid"), payments.c.out_trade_no == bindparam("out_trade_no")
+)
+_BY_ORDER = _WITH_ORDERS.where(
+    payments.c.payment_id
+    == select(channel_orders.c.payment_id)
+    .where(
+        channel_orders.c.channel == bindparam("channel"),
+        channel_orders.c.channel_ref == bindparam("channel_ref"),
+    )
+    .scalar_subquery()
+)
+
+
 def get(conn: Connection, payment_id: str, *, for_update: bool = False) -> Payment | None:
-    stmt = select(payments).where(payments.c.payment_id == payment_id)
-    if for_update and conn.dialect.name == "postgresql":
-        stmt = stmt.with_for_update()
-    row = conn.execute(stmt).first()
-    return _loaded(conn, row) if row else None
+    return _load(conn, _BY_ID, {"payment_id": payment_id}, for_update)
+
+
+def get_by_order(
+    conn: Connection, channel: str, channel_ref: str, *, for_update: bool = False
+) -> Payment | None:
+    """The payment one of whose orders at ``channel`` is ``channel_ref`` (a callback names it)."""
+    return _load(conn, _BY_ORDER, {"channel": channel, "channel_ref": channel_ref}, for_update)
 
 
 def get_by_out_trade_no(conn: Connection, mchid: str, out_trade_no: str) -> Payment | None:
-    row = conn.execute(
-        select(payments).where(payments.c.mchid == mchid, payments.c.out_trade_no == out_trade_no)
-    ).first()
-    return _loaded(conn, row) if row else None
+    return _load(conn, _BY_OUT_TRADE_NO, {"mchid": mchid, "out_trade_no": out_trade_no}, False)
 
 
-def _loaded(conn: Connection, row: Row[Any]) -> Payment:
-    """The payment with its channel orders and its refunds."""
+def _load(
+    conn: Connection, stmt: Select[Any], params: dict[str, Any], for_update: bool
+) -> Payment | None:
+    """The payment with its channel orders (one statement) and, once paid, its refunds."""
+    if for_update and conn.dialect.name == "postgresql":
+        stmt = stmt.with_for_update(of=payments)
+    rows = conn.execute(stmt, params).all()
+    if not rows:
+        return None
+    row = rows[0]
+    orders = tuple(_order(r, "o_") for r in rows if r.o_order_id is not None)
     paid = row.status == PaymentStatus.SUCCESS.value  # only a paid payment has refunds
     refunds = refund_repository.refunds_of(conn, row.payment_id) if paid else ()
-    return _payment(row, _orders_of(conn, row.payment_id), refunds)
-
-
-def payment_of_order(conn: Connection, channel: str, channel_ref: str) -> str | None:
-    """The payment an order of ours at ``channel`` belongs to (a callback names the order)."""
-    found: str | None = conn.execute(
-        select(channel_orders.c.payment_id).where(
-            channel_orders.c.channel == channel, channel_orders.c.channel_ref == channel_ref
-        )
-    ).scalar()
-    return found
+    return _payment(row, orders, refunds)
 
 
 def save_change(conn: Connection, before: Payment, after: Payment, cause: str) -> None:
     """Store ``after`` if the row is still at ``before.version``; record the transition."""
     result = conn.execute(
-        update(payments)
-        .where(payments.c.payment_id == before.payment_id, payments.c.version == before.version)
-        .values(
-            status=after.status.value,
-            paid_at=after.paid_at,
-            closed_at=after.closed_at,
-            updated_at=after.updated_at,
-            version=before.version + 1,
-            refunded_amount=after.refunded_amount,
-            refunding_amount=after.refunding_amount,
+        _SAVE_PAYMENT,
+        {
+            "b_payment_id": before.payment_id,
+            "b_version": before.version,
+            "status": after.status.value,
+            "paid_at": after.paid_at,
+            "closed_at": after.closed_at,
+            "updated_at": after.updated_at,
+            "version": before.version + 1,
+            "refunded_amount": after.refunded_amount,
+            "refunding_amount": after.refunding_amount,
             **_confirmed(after),
-        )
+        },
     )
     if result.rowcount != 1:
         raise ConcurrentUpdate(before.payment_id)
@@ -236,13 +290,14 @@ def save_change(conn: Connection, before: Payment, after: Payment, cause: str) -
         raise ConcurrentUpdate(before.payment_id) from exc
     if before.status != after.status:
         conn.execute(
-            insert(payment_transitions).values(
-                payment_id=before.payment_id,
-                from_status=before.status.value,
-                to_status=after.status.value,
-                cause=cause,
-                at=after.updated_at,
-            )
+            _INSERT_TRANSITION,
+            {
+                "payment_id": before.payment_id,
+                "from_status": before.status.value,
+                "to_status": after.status.value,
+                "cause": cause,
+                "at": after.updated_at,
+            },
         )
 
 
@@ -291,17 +346,11 @@ def record_callback(
     """Remember what the channel said about a payment and what became of it; False if this
     notify id was already handled for this payment (a redelivery). The same id for another
     payment is another callback."""
-    key = (
-        channel_callbacks.c.channel == channel,
-        channel_callbacks.c.notify_id == notify_id,
-        channel_callbacks.c.payment_id == payment_id,
-    )
-    if conn.execute(select(channel_callbacks.c.outcome).where(*key)).first() is not None:
-        return False
     said = trade.state.value if trade.state is not None else (trade.raw_state or "MISSING")
     paid = trade.amount
-    conn.execute(
-        insert(channel_callbacks).values(
+    first = conn.execute(
+        insert_ignoring_duplicates(conn, channel_callbacks)
+        .values(
             channel=channel,
             notify_id=notify_id,
             payment_id=payment_id,
@@ -312,5 +361,6 @@ def record_callback(
             detail=decision.problem[:256] or None,
             received_at=utcnow(),
         )
-    )
-    return True
+        .returning(channel_callbacks.c.notify_id)
+    ).first()
+    return first is not None

@@ -18,7 +18,7 @@ from paygrid.kernel.clock import utcnow
 from paygrid.payments import refund_cases, repository
 from paygrid.payments.core import Core
 from paygrid.payments.domain import ANOMALIES, ChannelOutcome, Payment
-from paygrid.payments.errors import PaymentRejected, not_found
+from paygrid.payments.errors import PaymentRejected
 from paygrid.payments.uow import Tx
 
 log = logging.getLogger(__name__)
@@ -46,9 +46,9 @@ def handle_callback(
         log.error("%s callback %s names no payment", channel, callback.notify_id)
         return adapter.callback_nack("no out_trade_no", CallbackRefusal.MALFORMED)
     try:
-        payment_id = _payment_of(core, channel, ref)
-        outcome = core.uow.change(
-            payment_id,
+        outcome = core.uow.change_by_order(
+            channel,
+            ref,
             lambda tx, current: _apply(
                 core, tx, current, trade, f"callback:{channel}", callback.notify_id, channel
             ),
@@ -60,14 +60,6 @@ def handle_callback(
         return adapter.callback_nack(exc.message, refusal)
     log.info("%s callback %s for %s: %s", channel, callback.notify_id, ref, outcome)
     return adapter.callback_ack()
-
-
-def _payment_of(core: Core, channel: str, channel_ref: str) -> str:
-    with core.uow.read() as conn:
-        payment_id = repository.payment_of_order(conn, channel, channel_ref)
-    if payment_id is None:
-        raise not_found(channel_ref)
-    return payment_id
 
 
 def apply_trade(

@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TypeVar
 
 from sqlalchemy import Connection
@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 MAX_OPTIMISTIC_RETRIES = 5
 View = Callable[[Payment], PaymentView]
+Loader = Callable[[Connection], Payment | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,8 +50,9 @@ class Tx:
         if before.status != after.status:
             check_transition(before.payment_id, before.status, after.status)
         repository.save_change(self.conn, before, after, cause)
-        self._emit(after, events)
-        return after
+        saved = replace(after, version=before.version + 1)  # as stored: the next save's base
+        self._emit(saved, events)
+        return saved
 
     def _emit(self, payment: Payment, events: Iterable[type[PaymentEvent]]) -> None:
         for event in events:
@@ -85,13 +87,38 @@ class UnitOfWork:
     def change(self, payment_id: str, change: Callable[[Tx, Payment], T]) -> T:
         """Run ``change`` on the current payment in a transaction; retried from a fresh read
         when another writer changed the payment between our read and our write."""
+        load: Loader = lambda conn: repository.get(conn, payment_id, for_update=True)  # noqa: E731
+        return self._change(payment_id, load, change)
+
+    def change_by_order(
+        self, channel: str, channel_ref: str, change: Callable[[Tx, Payment], T]
+    ) -> T:
+        """:meth:`change` on the payment one of whose orders at ``channel`` is ``channel_ref``
+        (what a callback names), found in the same transaction."""
+
+        def load(conn: Connection) -> Payment | None:
+            return repository.get_by_order(conn, channel, channel_ref, for_update=True)
+
+        return self._change(channel_ref, load, change)
+
+    def change_from(self, before: Payment, change: Callable[[Tx, Payment], T]) -> T:
+        """:meth:`change` starting from ``before``, the payment as this process last stored
+        it, without reading it again; from a fresh read if somebody changed it since."""
+        try:
+            with self.begin() as tx:
+                return change(tx, before)
+        except ConcurrentUpdate:
+            log.info("%s changed since we stored it: read it again", before.payment_id)
+        return self.change(before.payment_id, change)
+
+    def _change(self, name: str, load: Loader, change: Callable[[Tx, Payment], T]) -> T:
         for attempt in range(MAX_OPTIMISTIC_RETRIES):
             try:
                 with self.begin() as tx:
-                    current = repository.get(tx.conn, payment_id, for_update=True)
+                    current = load(tx.conn)
                     if current is None:
-                        raise not_found(payment_id)
+                        raise not_found(name)
                     return change(tx, current)
             except ConcurrentUpdate:
-                log.info("concurrent update of %s, retry %d", payment_id, attempt + 1)
-        raise PaymentRejected("CONCURRENT_UPDATE", f"payment {payment_id} is busy; retry")
+                log.info("concurrent update of %s, retry %d", name, attempt + 1)
+        raise PaymentRejected("CONCURRENT_UPDATE", f"payment {name} is busy; retry")

@@ -211,9 +211,11 @@ def bootstrap(
         lambda ch: settings.channels[ch].fee_rate_ppm if ch in settings.channels else 0,
     )
     if "ledger" in consumers:
-        ledger = LedgerConsumer(db, rates, settings.zone, settings.cell)
-        # A batch handler; until the bus hands over batches, each event is a batch of one.
-        bus.subscribe(ledger_handlers.CONSUMER, ledger_handlers.EVENT_TYPES, lambda e: ledger([e]))
+        bus.subscribe(
+            ledger_handlers.CONSUMER,
+            ledger_handlers.EVENT_TYPES,
+            LedgerConsumer(db, rates, settings.zone, settings.cell),
+        )
     if "notify" in consumers:
         bus.subscribe(notify_service.CONSUMER, notify_service.EVENT_TYPES, notify)
     return Platform(

@@ -1,6 +1,7 @@
-"""The embedded profile: every worker of :data:`paygrid.platform.workers.WORKERS` as a thread,
-the web servers in one event loop, and the channel sandboxes as child processes. ``paygrid up``
-calls :func:`run_embedded`."""
+"""The embedded profile: the web servers (API, cashier, operations) in one event loop of this
+process, every worker of :data:`paygrid.platform.workers.WORKERS` and every bus consumer in a
+second process it supervises (:mod:`paygrid.platform.background`), both on the same SQLite file,
+and the channel sandboxes as child processes. ``paygrid up`` calls :func:`run_embedded`."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import asyncio
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -29,8 +31,8 @@ from paygrid.config import Settings
 from paygrid.merchants import repository as merchant_repo
 from paygrid.merchants.service import create_merchant
 from paygrid.ops import observability as obs
+from paygrid.platform.background import BackgroundProcess
 from paygrid.platform.bootstrap import Platform, bootstrap
-from paygrid.platform.workers import all_consumers, embedded_workers
 
 SANDBOX_START_TIMEOUT_S = 30.0
 OPS_HOST = "127.0.0.1"  # metrics and health for operators: never on a public interface
@@ -78,7 +80,7 @@ def ensure_demo_merchant(platform: Platform) -> dict[str, str]:
     path = platform.settings.data_dir / "demo-merchant.json"
     if path.exists():
         creds: dict[str, str] = json.loads(path.read_text())
-        with platform.db.transaction() as conn:
+        with platform.db.read() as conn:
             key = merchant_repo.get_key(conn, platform.vault, creds["mchid"], creds["key_id"])
             if key is not None:
                 return creds
@@ -102,66 +104,75 @@ def merchant_lookup(platform: Platform) -> Callable[[str], MerchantView]:
 
 
 class _Server(uvicorn.Server):
-    """A uvicorn server that leaves signals to us: several run in one event loop."""
+    """A uvicorn server that leaves signals to us: several run in one event loop. Given
+    ``sockets``, it serves on them instead of binding its own."""
+
+    def __init__(self, config: uvicorn.Config, sockets: list[socket.socket] | None) -> None:
+        super().__init__(config)
+        self._sockets = sockets
 
     @contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield
 
+    async def serve(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().serve(sockets or self._sockets)
 
-def _server(app: FastAPI, host: str, port: int) -> uvicorn.Server:
+
+def _server(
+    app: FastAPI, host: str, port: int, sock: socket.socket | None = None
+) -> uvicorn.Server:
     config = uvicorn.Config(
         app, host=host, port=port, log_level="warning", access_log=False, lifespan="off"
     )
-    return _Server(config)
+    return _Server(config, [sock] if sock is not None else None)
 
 
-def run_embedded(settings: Settings, on_ready: Callable[[Platform, dict[str, str]], None]) -> None:
-    """Run everything on one machine: sandboxes as children, the rest in this process."""
+def shared_socket(host: str, port: int) -> socket.socket:
+    """A listening socket that copies of a role bind together (SO_REUSEPORT: the kernel
+    spreads new connections over them), with Nagle off (TCP_NODELAY, inherited by accepted
+    connections: uvicorn issue #3149)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    sock.set_inheritable(False)
+    return sock
+
+
+def run_embedded(
+    settings: Settings,
+    on_ready: Callable[[Platform, dict[str, str]], None],
+    verbose: bool = False,
+) -> None:
+    """Run everything on one machine: sandboxes and the background workers as children, the
+    web servers in this process."""
     datadir.secure(settings.data_dir)
     children: list[subprocess.Popen[bytes]] = []
+    background: BackgroundProcess | None = None
     try:
         for name, channel in settings.channels.items():
             if settings.sandboxed(name):
                 port = urlsplit(channel.base_url).port
                 assert port is not None, "config checks a sandbox's base URL has a port"
                 children.append(start_sandbox(name, settings.data_dir, port))
-        platform = bootstrap(settings, consumers=all_consumers())
+        platform = bootstrap(settings, consumers=())  # migrates; the consumers run in background
         creds = ensure_demo_merchant(platform)
-        loops = [worker.loop(platform) for worker in embedded_workers()]
-        for loop in loops:
-            loop.start()
-        api = _server(
-            create_app(
-                ApiDeps(
-                    platform.db,
-                    platform.payments,
-                    platform.notify,
-                    settings.zone,
-                    vault=platform.vault,
-                )
-            ),
-            settings.host,
-            settings.api_port,
-        )
-        cashier = _server(
-            create_cashier_app(
-                platform.payments,
-                merchant_lookup(platform),
-                settings.zone,
-                {"database": platform.db.ping},
-            ),
-            settings.host,
-            settings.cashier_port,
-        )
-        ops = _server(obs.ops_app({"database": platform.db.ping}), OPS_HOST, settings.ops_port)
-        uvloop.run(_serve([api, cashier, ops], lambda: on_ready(platform, creds)))
-        for loop in loops:
-            loop.stopping.set()
-        for loop in loops:
-            loop.join(timeout=10)
+        background = BackgroundProcess(settings, verbose)
+        background.start()
+        checks: dict[str, obs.Check] = {
+            "database": platform.db.ping,
+            "workers": lambda: background is not None and background.alive,
+        }
+        uvloop.run(_serve(_web_servers(platform, checks), lambda: on_ready(platform, creds)))
+        background.stop()
         platform.close()
     finally:
+        if background is not None:
+            background.stop()
         for child in children:
             child.terminate()
         for child in children:
@@ -169,6 +180,20 @@ def run_embedded(settings: Settings, on_ready: Callable[[Platform, dict[str, str
                 child.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 child.kill()
+
+
+def _web_servers(platform: Platform, checks: dict[str, obs.Check]) -> list[uvicorn.Server]:
+    """The merchant API (which also takes the channels' callbacks), the cashier, and the
+    operations port (/healthz, /readyz with the background process, /metrics)."""
+    s = platform.settings
+    deps = ApiDeps(platform.db, platform.payments, platform.notify, s.zone, vault=platform.vault)
+    api = _server(create_app(deps), s.host, s.api_port)
+    cashier_app = create_cashier_app(
+        platform.payments, merchant_lookup(platform), s.zone, {"database": platform.db.ping}
+    )
+    cashier = _server(cashier_app, s.host, s.cashier_port)
+    ops = _server(obs.ops_app(checks), OPS_HOST, s.ops_port)
+    return [api, cashier, ops]
 
 
 async def _serve(servers: list[uvicorn.Server], on_ready: Callable[[], None]) -> None:

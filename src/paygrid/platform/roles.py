@@ -22,8 +22,8 @@ from paygrid.gateway.app import create_gateway_app
 from paygrid.ops import observability as obs
 from paygrid.platform import workers
 from paygrid.platform.bootstrap import Platform, bootstrap
-from paygrid.platform.embedded import _serve, _server, merchant_lookup
-from paygrid.platform.workers import ops_port, role_port
+from paygrid.platform.embedded import _serve, _server, merchant_lookup, shared_socket
+from paygrid.platform.workers import copy_name, ops_port, role_port
 
 log = logging.getLogger("paygrid.roles")
 BUS_CONNECT_RETRY_S = 1.0
@@ -43,11 +43,14 @@ def connect_bus(url: str, name: str) -> JetStreamBus:
             time.sleep(BUS_CONNECT_RETRY_S)
 
 
-def run_role(name: str, settings: Settings) -> None:
+def run_role(name: str, settings: Settings, copy: int = 1) -> None:
+    """Run one copy of a role: HTTP roles on their public port, which every copy binds
+    (SO_REUSEPORT); each copy's /metrics (and a worker role's health) on its own ops port."""
     role = workers.role(name)
-    obs.json_logging(name)
+    process = copy_name(name, copy)
+    obs.json_logging(process)
     assert settings.nats_url, "the production profile needs PAYGRID_NATS_URL"
-    bus = connect_bus(settings.nats_url, f"paygrid-{name}") if role.uses_bus else None
+    bus = connect_bus(settings.nats_url, f"paygrid-{process}") if role.uses_bus else None
     platform = bootstrap(settings, bus=bus, consumers=role.consumers, migrate=False)
     checks: dict[str, obs.Check] = {"database": platform.db.ping}
     if bus is not None:
@@ -59,11 +62,16 @@ def run_role(name: str, settings: Settings) -> None:
     app = _app(name, platform, checks)
     for loop in loops:
         loop.start()
-    log.info("role %s up on port %d", name, role_port(name, settings))
-    servers = [_server(app, settings.host, role_port(name, settings))]
+    own_ops = ops_port(name, settings, copy)
     if role.http:
-        ops = obs.ops_app(checks)
-        servers.append(_server(ops, settings.host, ops_port(name, settings)))
+        port = role_port(name, settings)
+        public = shared_socket(settings.host, port)
+        servers = [_server(app, settings.host, port, public)]
+        servers.append(_server(obs.ops_app(checks), settings.host, own_ops))
+    else:
+        port = own_ops
+        servers = [_server(app, settings.host, own_ops)]
+    log.info("role %s up on port %d", process, port)
     try:
         uvloop.run(_serve(servers, lambda: None))
     finally:

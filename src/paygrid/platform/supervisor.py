@@ -3,8 +3,9 @@
 The supervisor starts what the platform needs (PostgreSQL and NATS when no URL is given, the
 channel sandboxes), migrates the schema, provisions the demo merchant, then starts one
 ``paygrid run ROLE`` per role. A child that dies is logged and restarted with exponential
-backoff (0.5 s doubling to 30 s, reset after a minute of good health). ``DIR/status.json`` is
-rewritten every beat for ``paygrid status``.
+backoff (0.5 s doubling to 30 s, reset after a minute of good health). A role given more
+copies (the ``copies`` setting) runs as ROLE, ROLE#2, ... (``paygrid run ROLE --copy K``).
+``DIR/status.json`` is rewritten every beat for ``paygrid status``.
 """
 
 from __future__ import annotations
@@ -32,7 +33,14 @@ from paygrid.channels import registry
 from paygrid.config import Settings, child_env
 from paygrid.platform.bootstrap import bootstrap, load_vault
 from paygrid.platform.embedded import ensure_demo_merchant
-from paygrid.platform.workers import ROLE_NAMES, role_port
+from paygrid.platform.workers import (
+    COPY_SEPARATOR,
+    ROLE_NAMES,
+    copy_name,
+    ops_port,
+    role_copies,
+    role_port,
+)
 
 log = logging.getLogger("paygrid.supervisor")
 BEAT_S = 0.2
@@ -221,15 +229,11 @@ class Supervisor:
         # Paths are absolute so a role finds them whatever its working directory.
         kek_file = s.kek_file.resolve() if s.kek_file else None
         role_env = child_env(_with(s, data_dir=s.data_dir.resolve(), kek_file=kek_file), env)
-        for role in ROLE_NAMES:
-            self._launch(
-                Child(
-                    role,
-                    [sys.executable, "-m", "paygrid.cli", "run", role],
-                    role_env,
-                    s.data_dir / "logs" / f"{role}.log",
-                )
-            )
+        for role, copy in role_copies(s):
+            name = copy_name(role, copy)
+            argv = [sys.executable, "-m", "paygrid.cli", "run", role]
+            argv += ["--copy", str(copy)] if copy > 1 else []
+            self._launch(Child(name, argv, role_env, s.data_dir / "logs" / f"{name}.log"))
         return creds
 
     def _launch(self, child: Child) -> None:
@@ -240,14 +244,15 @@ class Supervisor:
     def wait_ready(self) -> None:
         """Until every HTTP-facing role answers /readyz."""
         deadline = time.monotonic() + START_TIMEOUT_S
-        pending = set(ROLE_NAMES)
+        pending = {copy_name(role, copy): (role, copy) for role, copy in role_copies(self.s)}
         while pending:
             self.beat()
-            for role in list(pending):
-                url = f"http://{self.s.host}:{role_port(role, self.s)}/readyz"
+            for name, (role, copy) in list(pending.items()):
+                port = role_port(role, self.s) if copy == 1 else ops_port(role, self.s, copy)
+                url = f"http://{self.s.host}:{port}/readyz"
                 with contextlib.suppress(httpx.HTTPError):
                     if httpx.get(url, timeout=1.0).status_code == 200:
-                        pending.discard(role)
+                        del pending[name]
             if time.monotonic() > deadline:
                 raise RuntimeError(
                     f"not ready after {START_TIMEOUT_S}s: {sorted(pending)}; "
@@ -303,7 +308,7 @@ class Supervisor:
         """SIGTERM the roles together, then the infrastructure (database last), each group
         under one deadline, so that a slow role cannot use up the time of the others."""
         self.stopping = True
-        roles = [c for c in self.children if c.name in ROLE_NAMES]
+        roles = [c for c in self.children if c.name.split(COPY_SEPARATOR)[0] in ROLE_NAMES]
         database = [c for c in self.children if c.name == "postgres"]
         others = [c for c in self.children if c not in roles and c not in database]
         for group in (roles, others, database):

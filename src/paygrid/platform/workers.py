@@ -1,9 +1,11 @@
 """The one table of what runs in the background and in which process.
 
-:data:`WORKERS` are the background loops; the embedded profile runs them all in one process
-(:mod:`paygrid.platform.embedded`), the production profile runs each in its role's process
-(:mod:`paygrid.platform.roles`). :data:`ROLES` are the production profile's processes, started
-by the supervisor as ``paygrid run ROLE``, killed at random by the crash drill:
+:data:`WORKERS` are the background loops. The embedded profile runs them all, with every bus
+consumer, in its second process, :data:`BACKGROUND` (:mod:`paygrid.platform.background`),
+beside the process that serves HTTP (:mod:`paygrid.platform.embedded`); the production profile
+runs each in its role's process (:mod:`paygrid.platform.roles`). :data:`ROLES` are the
+production profile's processes, started by the supervisor as ``paygrid run ROLE``, killed at
+random by the crash drill:
 
 | role      | does                                                        | listens on       |
 |-----------|-------------------------------------------------------------|------------------|
@@ -33,14 +35,16 @@ from datetime import timedelta
 from sqlalchemy import func, select
 
 from paygrid.api.auth import purge_nonces
-from paygrid.config import Settings
+from paygrid.config import OPS_PORTS, Settings
 from paygrid.kernel.clock import utcnow
+from paygrid.notify.service import BATCH as NOTIFY_BATCH
 from paygrid.ops import observability as obs
 from paygrid.platform.bootstrap import Platform
 from paygrid.storage.schema import outbox
 
 log = logging.getLogger("paygrid")
 
+RELAY_BACKLOG = 64  # events in one pass that mean more are waiting
 Tick = Callable[[Platform], int | None]
 """One beat of a worker: does a batch of work, returns how much it did."""
 Interval = Callable[[Settings], float]
@@ -120,6 +124,7 @@ class Role:
     public_port: Callable[[Settings], int] | None = None
     consumers: tuple[str, ...] = ()
     publishes: bool = False
+    scales: bool = False  # stateless: more copies share its port or its bus consumers
 
     @property
     def http(self) -> bool:
@@ -185,32 +190,47 @@ def scheduler_interval(settings: Settings) -> float:
 WORKERS: tuple[Worker, ...] = (
     Worker("core", "core", expire_and_recover, scheduler_interval),
     Worker("refund-recovery", "core", recover_refunds, scheduler_interval),
-    Worker("outbox-relay", "relay", relay_outbox, every(0.1), busy_at=1),
-    # Woken when a delivery slot frees: a merchant's next notifications go out at once, not
-    # after the interval (a merchant may have only a few attempts in flight).
+    # Goes again at once only after a large batch (a backlog); else every 0.1 s, so events
+    # gather into batches: one read, one publish, one mark and one transaction per consumer
+    # for many payments, at the cost of up to 0.1 s before an event is published.
+    Worker("outbox-relay", "relay", relay_outbox, every(0.1), busy_at=RELAY_BACKLOG),
+    # Woken when notifications are queued (the consumer in this process) or a slot a full
+    # merchant waited for frees: they go out at once and in batches; again at once only after
+    # a full batch; every 0.5 s for retries that come due.
     Worker(
         "notifier",
         "notifier",
         deliver_notifications,
         every(0.5),
-        busy_at=1,
-        wake=lambda platform: platform.notify.slot_freed,
+        busy_at=NOTIFY_BATCH,
+        wake=lambda platform: platform.notify.wake,
     ),
     Worker("scheduler", "scheduler", purge_used_nonces, scheduler_interval),
     Worker("outbox-gauges", "scheduler", outbox_gauges, scheduler_interval, embedded=False),
 )
 
+BACKGROUND = "background"
+"""The embedded profile's second process (``paygrid run background``): every worker of
+:func:`embedded_workers` and every consumer of :func:`all_consumers`."""
+
+# Copies (the ``copies`` setting, docs/scaling.md): an HTTP role's copies share its public port
+# (SO_REUSEPORT: the kernel spreads connections); a consumer role's copies share its durable
+# JetStream consumer (each message to one of them); notifier copies never lease one
+# notification twice (FOR UPDATE SKIP LOCKED). Relay copies are hot standbys: one leader per
+# database. core and scheduler run in one copy.
 ROLES: tuple[Role, ...] = (
-    Role("api", 5, public_port=lambda s: s.api_port),
-    Role("cashier", 6, public_port=lambda s: s.cashier_port),
-    Role("gateway", 7, public_port=lambda s: s.gateway_port),
+    Role("api", 5, public_port=lambda s: s.api_port, scales=True),
+    Role("cashier", 6, public_port=lambda s: s.cashier_port, scales=True),
+    Role("gateway", 7, public_port=lambda s: s.gateway_port, scales=True),
     Role("core", 0),
-    Role("relay", 1, publishes=True),
-    Role("ledger", 2, consumers=("ledger",)),
-    Role("notifier", 3, consumers=("notify",)),
+    Role("relay", 1, publishes=True, scales=True),
+    Role("ledger", 2, consumers=("ledger",), scales=True),
+    Role("notifier", 3, consumers=("notify",), scales=True),
     Role("scheduler", 4),
 )
 ROLE_NAMES: tuple[str, ...] = tuple(r.name for r in ROLES)
+SCALABLE_ROLES: tuple[str, ...] = tuple(r.name for r in ROLES if r.scales)
+COPY_SEPARATOR = "#"  # copy k >= 2 of a role is named ROLE#k (status, logs, the drill)
 
 
 def role(name: str) -> Role:
@@ -239,6 +259,19 @@ def role_port(name: str, s: Settings) -> int:
     return r.public_port(s) if r.public_port is not None else ops_port(name, s)
 
 
-def ops_port(name: str, s: Settings) -> int:
-    """Where a role serves /metrics: never on the public port of an HTTP role."""
-    return s.ops_base_port + role(name).ops_offset
+def ops_port(name: str, s: Settings, copy: int = 1) -> int:
+    """Where a role (its ``copy``-th copy) serves /metrics: never on the public port of an
+    HTTP role; copies after the first on their own block (copy_ops_base_port)."""
+    if copy == 1:
+        return s.ops_base_port + role(name).ops_offset
+    return s.copy_ops_base_port + (copy - 2) * OPS_PORTS + role(name).ops_offset
+
+
+def copy_name(name: str, copy: int) -> str:
+    """The process name of a role's ``copy``-th copy: the role's own name for the first."""
+    return name if copy == 1 else f"{name}{COPY_SEPARATOR}{copy}"
+
+
+def role_copies(s: Settings) -> list[tuple[str, int]]:
+    """Every (role, copy) the production profile runs, in table order."""
+    return [(r.name, k) for r in ROLES for k in range(1, s.copies_of(r.name) + 1)]

@@ -2,15 +2,20 @@
 run in one copy (the outbox relay, so events leave in order and none twice on purpose).
 
 PostgreSQL: a session advisory lock on a dedicated connection; if that connection dies (the
-holder crashed, or the server restarted) the lock is free for another copy. SQLite: one
-process owns the file anyway, so the lock is always held.
+holder crashed, or the server restarted) the lock is free for another copy. SQLite: an
+exclusive ``flock`` on a file beside the database (``<db>.<name>.lock``), held as long as the
+process lives, so of two processes on one file (a background process still stopping while its
+successor starts) only one leads; the kernel frees it when its holder dies.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import logging
+import os
+import threading
 
 from sqlalchemy import Connection, text
 from sqlalchemy.exc import DBAPIError
@@ -18,6 +23,8 @@ from sqlalchemy.exc import DBAPIError
 from paygrid.storage.database import Database
 
 log = logging.getLogger(__name__)
+_FILE_LOCKS: dict[str, int] = {}  # SQLite: lock file -> its descriptor, held by this process
+_FILE_LOCKS_GUARD = threading.Lock()
 
 
 def _lock_key(name: str) -> int:
@@ -34,10 +41,30 @@ class LeaderLock:
     def held(self) -> bool:
         """True while we hold the lock; tries to take it when we do not."""
         if self._db.is_sqlite:
-            return True
+            return self._file_lock()
         if self._conn is not None and self._alive():
             return True
         return self._acquire()
+
+    def _file_lock(self) -> bool:
+        """Of the processes on one SQLite file, one leads until it exits; within a process
+        every copy shares its lead (one relay per process anyway)."""
+        path = self._db.engine.url.database
+        if not path or path == ":memory:":
+            return True  # a database of this process alone
+        lock_path = os.path.abspath(f"{path}.{self._name}.lock")
+        with _FILE_LOCKS_GUARD:
+            if lock_path in _FILE_LOCKS:
+                return True
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                return False
+            _FILE_LOCKS[lock_path] = fd  # held until this process exits
+        log.info("took the %s lock: this process leads", self._name)
+        return True
 
     def _alive(self) -> bool:
         assert self._conn is not None
