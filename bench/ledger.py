@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import common  # also puts the repository root on sys.path
+from servers import postgres_server
 
 from paygrid.bus.codec import event_data
 from paygrid.bus.ports import Event
@@ -201,15 +202,13 @@ def main() -> int:
     parser.add_argument("--events", type=int, default=3_000, help="per consumer process")
     parser.add_argument("--designs", default="shards,one-row,per-event")
     args = parser.parse_args()
-    from tests.support import postgres_server  # the fixture's throwaway cluster (fsync=off)
-
     out: dict[str, Any] = {"machine": common.machine_note()}
     with tempfile.TemporaryDirectory() as tmp:
         url = f"sqlite:///{Path(tmp) / 'ledger.db'}"
         out["sqlite"] = single(url, args.vouchers, args.batch)
     with postgres_server() as pg:
         out["postgres"] = single(pg.create_database("single"), args.vouchers, args.batch)
-        out["postgres"]["server"] = f"PostgreSQL {common.pg_version()}, fsync=off"
+        out["postgres"]["server"] = f"PostgreSQL {pg.version}, fsync=off"
         out["consumers"] = []
         for design in args.designs.split(","):
             url = pg.create_database(design.replace("-", "_"))
