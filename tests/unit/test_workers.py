@@ -85,8 +85,8 @@ def test_workers_intervals_and_roles() -> None:
     assert table == {
         "core": ("core", 2.5, 0, True),
         "refund-recovery": ("core", 2.5, 0, True),
-        "outbox-relay": ("relay", 0.1, 1, True),
-        "notifier": ("notifier", 0.5, 1, True),
+        "outbox-relay": ("relay", 0.2, 64, True),
+        "notifier": ("notifier", 0.5, 50, True),
         "scheduler": ("scheduler", 2.5, 0, True),
         "outbox-gauges": ("scheduler", 2.5, 0, False),
     }
@@ -173,6 +173,15 @@ def test_the_notifier_is_woken_by_a_freed_delivery_slot() -> None:
     assert not pool.freed.is_set()
     pool.release("ntf_1", "m1")
     assert pool.freed.is_set() and pool.reserve("ntf_2", "m1")
+
+
+def test_a_slot_nobody_waited_for_does_not_wake_the_notifier() -> None:
+    """Only a slot a full merchant (or a full pool) waited for wakes the claiming loop: a
+    wake per finished delivery would be a claim transaction per notification."""
+    pool = DeliveryPool(capacity=4, per_merchant=2)
+    assert pool.reserve("ntf_1", "m1")
+    pool.release("ntf_1", "m1")
+    assert not pool.freed.is_set()
 
 
 def test_copies_of_stateless_roles_and_their_ops_ports() -> None:

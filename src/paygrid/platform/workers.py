@@ -45,6 +45,7 @@ from paygrid.storage.schema import outbox
 log = logging.getLogger("paygrid")
 
 RELAY_BACKLOG = 64  # events in one pass that mean more are waiting
+RELAY_INTERVAL_S = 0.2  # between passes without a backlog
 Tick = Callable[[Platform], int | None]
 """One beat of a worker: does a batch of work, returns how much it did."""
 Interval = Callable[[Settings], float]
@@ -190,10 +191,10 @@ def scheduler_interval(settings: Settings) -> float:
 WORKERS: tuple[Worker, ...] = (
     Worker("core", "core", expire_and_recover, scheduler_interval),
     Worker("refund-recovery", "core", recover_refunds, scheduler_interval),
-    # Goes again at once only after a large batch (a backlog); else every 0.1 s, so events
+    # Goes again at once only after a large batch (a backlog); else every 0.2 s, so events
     # gather into batches: one read, one publish, one mark and one transaction per consumer
-    # for many payments, at the cost of up to 0.1 s before an event is published.
-    Worker("outbox-relay", "relay", relay_outbox, every(0.1), busy_at=RELAY_BACKLOG),
+    # for many payments, at the cost of up to 0.2 s before an event is published.
+    Worker("outbox-relay", "relay", relay_outbox, every(RELAY_INTERVAL_S), busy_at=RELAY_BACKLOG),
     # Woken when notifications are queued (the consumer in this process) or a slot a full
     # merchant waited for frees: they go out at once and in batches; again at once only after
     # a full batch; every 0.5 s for retries that come due.
