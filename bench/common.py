@@ -115,7 +115,7 @@ def shown(path: Path) -> str:
 
 
 def pg_version() -> str:
-    from tests.support import pg_bin
+    from paygrid.ops.scratch import pg_bin
 
     bindir = pg_bin()
     return bindir.parent.name if bindir else "?"

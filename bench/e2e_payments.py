@@ -68,7 +68,7 @@ from e2e.report import ratios, report
 from paygrid.channels import registry
 
 if TYPE_CHECKING:
-    from tests.support import PostgresServer
+    from paygrid.ops.scratch import PostgresServer
 
 MIXED = "mixed"
 
@@ -192,7 +192,7 @@ def start_embedded(
     pg: PostgresServer | None = None
     infra: Probes = {}
     if args.database == "postgres":
-        from tests.support import postgres_server
+        from paygrid.ops.scratch import postgres_server
 
         pg = stack.enter_context(postgres_server())
         baseline_url = pg.create_database("bench_baseline")
@@ -266,7 +266,7 @@ def config(args: argparse.Namespace, processes: dict[str, int] | None) -> dict[s
             f"started by paygrid up --profile prod: PostgreSQL {pg_version()}, default "
             "config (fsync on); baseline on the same server"
             if prod
-            else f"tests.support.postgres_server: PostgreSQL {pg_version()}, fsync=off"
+            else f"paygrid.ops.scratch.postgres_server: PostgreSQL {pg_version()}, fsync=off"
             if args.database == "postgres"
             else None
         ),

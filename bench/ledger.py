@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 import common  # also puts the repository root on sys.path
-from servers import postgres_server
 
 from paygrid.bus.codec import event_data
 from paygrid.bus.ports import Event
@@ -33,6 +32,7 @@ from paygrid.ledger import repository
 from paygrid.ledger.domain import capture_fees, capture_voucher
 from paygrid.ledger.handlers import FeeRates, LedgerConsumer
 from paygrid.ledger.repository import AccountCache, Posting
+from paygrid.ops.scratch import postgres_server
 from paygrid.payments.events import Amount, PaymentSucceeded, PaymentView
 from paygrid.storage.database import Database
 
