@@ -2,8 +2,9 @@
 py-spy sampling, and a note on how busy the machine was.
 
 Benchmarks run as scripts (``.venv/bin/python bench/<name>.py``), so this directory is first on
-``sys.path`` and ``import common`` finds this module; importing it also puts the repository root
-on ``sys.path`` for ``tests.support``, which the benchmarks import where they use it.
+``sys.path`` and ``import common`` finds this module. The benchmarks import nothing from the
+tests: the platform they start and the servers it needs come from ``paygrid.ops.running`` and
+``paygrid.ops.scratch``.
 """
 
 from __future__ import annotations
@@ -11,15 +12,12 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))  # for tests.support, imported where used
 
 RESULTS_DIR = ROOT / "bench" / "results"  # git-ignored
 PY_SPY_ATTACH_S = 1.0

@@ -5,11 +5,11 @@ one-INSERT baseline measured in the same run.
         [--channel CHANNEL|mixed] [--refund-ratio R]
         [--profile embedded|prod] [--database sqlite|postgres]
 
-Profiles: ``embedded`` (default) is `paygrid up`, one process, on SQLite or on a PostgreSQL from
-tests.support; ``prod`` is `paygrid up --profile prod` (tests.support.start_prod_platform): one
-process per role, PostgreSQL and NATS JetStream started and supervised by paygrid, so the
-database is PostgreSQL (paygrid's own, default config) and the baseline gets a database on that
-same server.
+Profiles: ``embedded`` (default) is `paygrid up` (web and background processes), on SQLite or
+on a PostgreSQL from paygrid.ops.scratch; ``prod`` is `paygrid up --profile prod`
+(paygrid.ops.running.start_prod_platform): one process per role, PostgreSQL and NATS
+JetStream started and supervised by paygrid, so the database is PostgreSQL (paygrid's own,
+default config) and the baseline gets a database on that same server.
 
 ``--channel`` is one channel of the registry (paygrid.channels.registry; the first is the
 default) or ``mixed``: the registry's channels in turn. Each payment is a QR payment (method
@@ -186,7 +186,7 @@ def start_embedded(
     stack: ExitStack, tmp: Path, args: argparse.Namespace, run_id: str
 ) -> tuple[Platform, dict[str, Any]]:
     """The baseline first, then `paygrid up` on the same kind of database."""
-    from tests.support import start_platform
+    from paygrid.ops.running import start_platform
 
     paygrid_url: str | None = None
     pg: PostgresServer | None = None

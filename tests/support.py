@@ -1,24 +1,21 @@
-"""Real processes for integration tests: `paygrid up` as a subprocess on free loopback ports,
-a merchant's notify_url; the PostgreSQL and NATS servers come from paygrid.ops.scratch."""
+"""Real processes for integration tests: `paygrid up` as a subprocess on free loopback ports
+(paygrid.ops.running), the PostgreSQL and NATS servers (paygrid.ops.scratch), and a merchant's
+notify_url."""
 
 from __future__ import annotations
 
-import json
-import os
-import signal
-import subprocess
-import sys
-import time
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from pathlib import Path
-
-import httpx
-
-from paygrid.api.client import MerchantClient
-from paygrid.channels import registry
-from paygrid.ops.launch import launch_prod
-from paygrid.ops.scratch import (  # noqa: F401  (tests import them from here)
+from paygrid.ops.running import (  # noqa: F401  (tests import them from here)
+    STARTUP_TIMEOUT_S,
+    RunningPlatform,
+    channel_base_urls,
+    channel_env,
+    reachable_by_postgres,
+    start_platform,
+    start_prod_platform,
+    wait_http,
+    wait_until,
+)
+from paygrid.ops.scratch import (  # noqa: F401
     NatsServer,
     PostgresServer,
     free_port,
@@ -27,154 +24,6 @@ from paygrid.ops.scratch import (  # noqa: F401  (tests import them from here)
     pg_bin,
     postgres_server,
 )
-from paygrid.storage.database import Database
-
-STARTUP_TIMEOUT_S = 60.0
-
-
-def wait_http(
-    url: str, timeout: float = STARTUP_TIMEOUT_S, proc: subprocess.Popen[bytes] | None = None
-) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"process exited with {proc.returncode} before {url} answered")
-        try:
-            if httpx.get(url, timeout=1.0).status_code < 500:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise TimeoutError(f"{url} did not answer within {timeout}s")
-
-
-def channel_base_urls(ports: list[int] | None = None) -> dict[str, str]:
-    """A free loopback port for every channel's sandbox: a test never uses a fixed port."""
-    chosen = ports if ports is not None else free_ports(len(registry.NAMES))
-    return {
-        name: f"http://127.0.0.1:{port}" for name, port in zip(registry.NAMES, chosen, strict=True)
-    }
-
-
-def channel_env(urls: Mapping[str, str]) -> dict[str, str]:
-    """``PAYGRID_<CHANNEL>_BASE_URL`` for each channel of ``urls``."""
-    return {f"PAYGRID_{name.upper()}_BASE_URL": url for name, url in urls.items()}
-
-
-# --- paygrid up -----------------------------------------------------------------------------
-@dataclass
-class RunningPlatform:
-    proc: subprocess.Popen[bytes]
-    data_dir: Path
-    api_url: str
-    cashier_url: str
-    sandbox_url: str
-    database_url: str | None
-    log_path: Path
-    ops_url: str = ""  # /metrics: the operations port (prod: the api process's)
-    sandbox_urls: dict[str, str] = field(default_factory=dict)  # every channel's sandbox
-    more_ops_urls: list[str] = field(default_factory=list)  # other processes' (background)
-
-    def ops_urls(self) -> list[str]:
-        """Every process's operations port (/metrics) of this platform."""
-        return [self.ops_url, *self.more_ops_urls]
-
-    def channel_sandbox(
-        self, channel: str, method: str, path: str, body: object = None
-    ) -> httpx.Response:
-        """A call to one channel's sandbox (``sandbox`` is the first channel's)."""
-        url = self.sandbox_urls[channel] + path
-        return httpx.request(method, url, json=body, timeout=10.0)
-
-    @property
-    def credentials(self) -> dict[str, str]:
-        loaded: dict[str, str] = json.loads((self.data_dir / "demo-merchant.json").read_text())
-        return loaded
-
-    def client(self) -> MerchantClient:
-        c = self.credentials
-        return MerchantClient(self.api_url, c["mchid"], c["key_id"], c["secret"])
-
-    def database(self) -> Database:
-        """The platform's own database, for assertions on what it stored."""
-        if self.database_url:
-            return Database(self.database_url)
-        return Database(f"sqlite:///{self.data_dir / 'paygrid.db'}")
-
-    def sandbox(self, method: str, path: str, body: object = None) -> httpx.Response:
-        return httpx.request(method, self.sandbox_url + path, json=body, timeout=10.0)
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def paygrid(self, *args: str, database: bool = True) -> subprocess.CompletedProcess[str]:
-        extra = ["--database-url", self.database_url] if self.database_url and database else []
-        return subprocess.run(
-            [sys.executable, "-m", "paygrid.cli", *args, "--data-dir", str(self.data_dir), *extra],
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-
-def start_platform(
-    data_dir: Path, database_url: str | None = None, env: dict[str, str] | None = None
-) -> RunningPlatform:
-    api, cashier, ops, background_ops, *sandbox_ports = free_ports(4 + len(registry.NAMES))
-    sandboxes = channel_base_urls(sandbox_ports)
-    data_dir.mkdir(parents=True, exist_ok=True)
-    log_path = data_dir / "paygrid.log"
-    full_env = {
-        **os.environ,
-        **channel_env(sandboxes),
-        "PAYGRID_OPS_PORT": str(ops),
-        "PAYGRID_BACKGROUND_OPS_PORT": str(background_ops),
-        "PAYGRID_SCHEDULER_INTERVAL_S": "0.5",
-        **(env or {}),
-    }
-    cmd = [
-        sys.executable,
-        "-m",
-        "paygrid.cli",
-        "up",
-        "--data-dir",
-        str(data_dir),
-        "--api-port",
-        str(api),
-        "--cashier-port",
-        str(cashier),
-    ]
-    if database_url:
-        cmd += ["--database-url", database_url]
-    proc = subprocess.Popen(cmd, stdout=log_path.open("ab"), stderr=subprocess.STDOUT, env=full_env)
-    running = RunningPlatform(
-        proc,
-        data_dir,
-        f"http://127.0.0.1:{api}",
-        f"http://127.0.0.1:{cashier}",
-        sandboxes[registry.NAMES[0]],
-        database_url,
-        log_path,
-        f"http://127.0.0.1:{ops}",
-        sandboxes,
-        [f"http://127.0.0.1:{background_ops}"],
-    )
-    try:
-        wait_http(f"{running.api_url}/healthz", proc=proc)
-        wait_http(f"{running.cashier_url}/healthz", proc=proc)
-    except Exception:
-        running.stop()
-        raise RuntimeError(f"paygrid up did not start:\n{running.log()[-4000:]}") from None
-    return running
 
 
 # --- a merchant's notification endpoint -----------------------------------------------------
@@ -210,57 +59,3 @@ class MerchantReceiver:
     def close(self) -> None:
         self._server.shutdown()
         self._server.server_close()
-
-
-def wait_until(predicate: object, timeout: float = 20.0, interval: float = 0.1) -> None:
-    assert callable(predicate)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(interval)
-    raise TimeoutError(f"condition not met within {timeout}s")
-
-
-def reachable_by_postgres(path: Path) -> None:
-    """As root, PostgreSQL runs as the postgres user and must traverse every parent of the
-    data dir; pytest makes its temp folders private (0700). Add search permission only."""
-    if os.geteuid() != 0:
-        return
-    for folder in [path, *path.parents]:
-        if folder.exists() and folder.stat().st_uid == 0:
-            folder.chmod(folder.stat().st_mode | 0o011)
-
-
-def start_prod_platform(
-    data_dir: Path, env: dict[str, str] | None = None, timeout: float = 120.0
-) -> RunningPlatform:
-    """`paygrid up --profile prod`: PostgreSQL and NATS started by paygrid itself."""
-    data_dir.mkdir(parents=True, exist_ok=True)
-    reachable_by_postgres(data_dir)
-    launched = launch_prod(data_dir, {"PAYGRID_SCHEDULER_INTERVAL_S": "0.5", **(env or {})})
-    proc = launched.proc
-    running = RunningPlatform(
-        proc,
-        data_dir,
-        launched.api_url,
-        launched.cashier_url,
-        launched.sandbox_url,
-        None,
-        data_dir / "paygrid.log",
-        launched.api_ops_url,
-        dict(launched.sandbox_urls),
-    )
-    try:
-        wait_until(
-            lambda: (data_dir / "profile.json").exists() or proc.poll() is not None, timeout=timeout
-        )
-        if proc.poll() is not None:
-            raise RuntimeError("exited")
-        running.database_url = json.loads((data_dir / "profile.json").read_text())["database_url"]
-    except Exception:
-        running.stop()
-        raise RuntimeError(
-            f"paygrid up --profile prod did not start:\n{running.log()[-4000:]}"
-        ) from None
-    return running

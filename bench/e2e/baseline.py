@@ -78,7 +78,8 @@ def run_baseline(
 ) -> dict[str, Any]:
     """``args.baseline_requests`` inserts by ``args.concurrency`` clients; ``infra`` are the
     other processes whose CPU is reported meanwhile (PostgreSQL, an idle prod platform)."""
-    from tests.support import free_port, wait_http
+    from paygrid.ops.running import wait_http
+    from paygrid.ops.scratch import free_port
 
     port = free_port()
     proc = mp.get_context("spawn").Process(target=serve_baseline, args=(database_url, port))

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 from common import CpuProbe, Probes, children, process_cpu, start_time, tree_cpu
 
 if TYPE_CHECKING:
-    from tests.support import RunningPlatform
+    from paygrid.ops.running import RunningPlatform
 
 PARENT = "bench parent (receiver)"
 LOAD = "load generator"
@@ -111,7 +111,7 @@ def prod_platform(data_dir: Path, copies: str = "") -> Iterator[RunningPlatform]
     """`paygrid up --profile prod` (with ``copies`` of roles: the ``copies`` setting, e.g.
     ``api=2,ledger=2``); on the way out, stop the supervisor and then end, by pid,
     any of its processes it left running (only if the pid still names the same process)."""
-    from tests.support import start_prod_platform
+    from paygrid.ops.running import start_prod_platform
 
     running = start_prod_platform(data_dir, env={"PAYGRID_COPIES": copies} if copies else None)
     try:

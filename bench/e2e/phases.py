@@ -28,7 +28,7 @@ from e2e.platform_rows import (
 from e2e.receiver import NotifyReceiver, Stamps
 
 if TYPE_CHECKING:
-    from tests.support import RunningPlatform
+    from paygrid.ops.running import RunningPlatform
 
 MIN_DRAIN_S = 5.0
 DRAIN_AFTER_S = 30.0  # the outbox and the notifications, once every merchant notification came

@@ -25,7 +25,7 @@ from paygrid.storage.schema import (
 )
 
 if TYPE_CHECKING:
-    from tests.support import RunningPlatform
+    from paygrid.ops.running import RunningPlatform
 
 DRAIN_POLL_S = 0.2
 READ_BACK_THREADS = 4
