@@ -177,4 +177,5 @@ def test_metrics_are_not_served_on_public_ports(running: RunningPlatform) -> Non
     assert metrics.status_code == 200
     assert 'paygrid_http_requests_total{app="api"' in metrics.text
     ready = httpx.get(running.ops_url + "/readyz")
-    assert ready.status_code == 200 and ready.json()["checks"] == {"database": True}
+    checks = {"database": True, "workers": True}  # workers: the background process is up
+    assert ready.status_code == 200 and ready.json()["checks"] == checks

@@ -9,12 +9,13 @@ from __future__ import annotations
 import logging
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
-from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from paygrid.api import openapi as doc
 from paygrid.api.deps import ApiDeps
@@ -77,31 +78,50 @@ def _install_middleware(app: FastAPI) -> None:
     # Added before the request-id middleware, so it runs inside it: a 413 carries the id too.
     app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
 
-    @app.middleware("http")
-    async def request_id(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        request.state.request_id = "req_" + secrets.token_hex(10)
-        token = request_id_var.set(request.state.request_id)
+    app.add_middleware(RequestIdMiddleware)
+
+
+class RequestIdMiddleware:
+    """Gives each request its id (``Request-Id`` header, logs, error bodies) and counts it in
+    /metrics. Plain ASGI, not ``@app.middleware``: Starlette's BaseHTTPMiddleware runs the
+    app in a task group with memory streams, a cost on every request of the money path."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = "req_" + secrets.token_hex(10)
+        scope.setdefault("state", {})["request_id"] = request_id
+        token = request_id_var.set(request_id)
         started = time.perf_counter()
+        status = 500
+        header = (b"request-id", request_id.encode())
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message = {**message, "headers": [*message.get("headers", []), header]}
+            await send(message)
+
         try:
-            response = await call_next(request)
+            await self.app(scope, receive, send_with_id)
         except DatabaseUnavailable:
             response = _error_response(
-                request, 503, "DATABASE_UNAVAILABLE", "the database is unavailable; retry later"
+                Request(scope),
+                503,
+                "DATABASE_UNAVAILABLE",
+                "the database is unavailable; retry later",
             )
+            await response(scope, receive, send_with_id)
         finally:
             request_id_var.reset(token)
-        response.headers["Request-Id"] = request.state.request_id
-        route = request.scope.get("route")
-        observe_request(
-            "api",
-            request.method,
-            getattr(route, "path", "unmatched"),
-            response.status_code,
-            started,
-        )
-        return response
+            route = scope.get("route")
+            path = getattr(route, "path", "unmatched")
+            observe_request("api", scope["method"], path, status, started)
 
 
 def _install_error_handlers(app: FastAPI) -> None:
