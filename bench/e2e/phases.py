@@ -20,6 +20,8 @@ from e2e.cpu import PARENT, cores_busy, cpu_meter, per_unit_ms
 from e2e.load import PAYMENT_TOTAL, Job, LoadRun, RefundTask, Sample, run_load, split
 from e2e.platform_rows import (
     db_counts,
+    db_work,
+    db_work_per,
     payment_stages,
     refund_stages,
     statuses_over_http,
@@ -88,14 +90,17 @@ def _measure(
     receiver: NotifyReceiver,
     kinds: tuple[str, ...],
     timeout: float,
-) -> tuple[LoadRun, dict[str, int], bool, dict[str, float], dict[str, float]]:
+) -> tuple[LoadRun, dict[str, int], bool, dict[str, float], dict[str, float], Any]:
     """Run the load and wait for its notifications, reading CPU time over both."""
+    work_before = db_work(platform.running)
     with cpu_meter(platform.probes) as used, cpu_meter(platform.by_process) as used_each:
         load = run_load(jobs)
         backlog = db_counts(platform.running)  # where the work waits when the load returned
         budget = max(MIN_DRAIN_S, timeout - (load.t_end - load.t0))
         complete = receiver.wait_for({s.ref for s in load.samples}, budget, kinds)
-    return load, backlog, complete, used, used_each
+    # db_counts' own read is one transaction and a few statements: noise beside N units
+    work = db_work_per(work_before, db_work(platform.running), len(load.samples))
+    return load, backlog, complete, used, used_each, work
 
 
 def _common_figures(
@@ -104,6 +109,7 @@ def _common_figures(
     used: dict[str, float],
     used_each: dict[str, float],
     unit: str,
+    db_work: Any,
 ) -> dict[str, Any]:
     t_done = max((t for t, _ in notified.values()), default=load.t_end)
     elapsed, load_elapsed = t_done - load.t0, load.t_end - load.t0
@@ -123,6 +129,7 @@ def _common_figures(
             for name, seconds in sorted(used_each.items(), key=lambda kv: -kv[1])
             if name != PARENT
         },
+        f"db_work_per_{unit}": db_work,
         "cpu_cores_busy": cores_busy(used, load.cpu_s, elapsed),
     }
 
@@ -154,7 +161,7 @@ def run_payments(
         if n
     ]
     kinds = ("payment.succeeded",)
-    load, backlog, complete, used, used_each = _measure(
+    load, backlog, complete, used, used_each, work = _measure(
         platform, jobs, receiver, kinds, args.timeout
     )
     notified = receiver.received(kinds[0], {s.ref for s in load.samples})
@@ -162,7 +169,7 @@ def run_payments(
         "payments": args.payments,
         "created_and_paid": len(load.samples),
         "all_notified_within_timeout": complete,
-        **_common_figures(load, notified, used, used_each, "payment"),
+        **_common_figures(load, notified, used, used_each, "payment", work),
         "pay": spread([s.pay_s for s in load.samples]),
         "stages": payment_stages(running, load.samples, notified),
         "by_channel": _by_channel(load.samples, notified, after_pay=True),
@@ -200,7 +207,7 @@ def run_refunds(
         if (mine := tasks[i :: args.concurrency])
     ]
     kinds = ("refund.succeeded", "refund.failed")
-    load, backlog, complete, used, used_each = _measure(
+    load, backlog, complete, used, used_each, work = _measure(
         platform, jobs, receiver, kinds, args.timeout
     )
     refs = {s.ref for s in load.samples}
@@ -213,7 +220,7 @@ def run_refunds(
         "created": len(load.samples),
         "failed_notified": len(receiver.received(kinds[1], refs)),
         "all_notified_within_timeout": complete,
-        **_common_figures(load, notified, used, used_each, "refund"),
+        **_common_figures(load, notified, used, used_each, "refund", work),
         "stages": refund_stages(running, load.samples),
         "by_channel": _by_channel(load.samples, notified, after_pay=False),
         "backlog_at_load_end": {k: backlog[k] for k in BACKLOG_KEYS},

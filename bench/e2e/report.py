@@ -67,12 +67,24 @@ def _machine_line(cfg: dict[str, Any]) -> str:
     )
 
 
+def _work_line(work: dict[str, float]) -> str:
+    return (
+        f"{work['transactions']} transactions ({work['of_them_read_only']} read-only), "
+        f"{work['statements']} statements  (paygrid_db_*_total on every process's /metrics)"
+    )
+
+
 def _cpu_rows(figures: dict[str, Any], unit: str, cpus: int) -> Rows:
     each = figures.get(f"paygrid_cpu_ms_per_{unit}_by_process") or {}
     top = ", ".join(f"{name} {v:.2f}" for name, v in list(each.items())[:TOP_PROCESSES])
     return [
         (f"CPU per {unit}", _cpu_line(figures[f"cpu_ms_per_{unit}"])),
         *([("  paygrid by process (ms)", top)] if top else []),
+        *(
+            [(f"database work per {unit}", _work_line(figures[f"db_work_per_{unit}"]))]
+            if figures.get(f"db_work_per_{unit}")
+            else []
+        ),
         ("CPU cores busy", _cores_line(figures["cpu_cores_busy"], cpus)),
         ("backlog when load ended", json.dumps(figures["backlog_at_load_end"])),
     ]

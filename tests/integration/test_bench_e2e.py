@@ -30,6 +30,8 @@ def test_mixed_channels_with_refunds_measured_beside_the_baseline(tmp_path: Path
 
     paid, refunds = result["payments"], result["refunds"]
     assert (paid["notified"], paid["client_errors"]) == (payments, 0)
+    work = paid["db_work_per_payment"]  # read from the platform's /metrics
+    assert work["transactions"] > 0 and work["statements"] >= work["transactions"]
     assert set(paid["by_channel"]) == set(registry.NAMES)
     assert all(v["create"]["n"] == PAYMENTS_PER_CHANNEL for v in paid["by_channel"].values())
     per_channel_refunds = 1 + 2  # one full refund, two partial refunds
