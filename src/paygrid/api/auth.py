@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, exists, insert, literal, select
+from sqlalchemy import bindparam, delete, exists, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from paygrid.api.errors import ApiError
@@ -171,26 +171,41 @@ def _authenticate(
     return Principal(merchant, key.key_id)
 
 
+_KEY_ACTIVE = exists().where(
+    merchant_keys.c.key_id == bindparam("key_id"),
+    merchant_keys.c.mchid == bindparam("mchid"),
+    merchant_keys.c.status == "ACTIVE",
+    (merchant_keys.c.expires_at.is_(None)) | (merchant_keys.c.expires_at > bindparam("now")),
+    merchants.c.mchid == merchant_keys.c.mchid,
+    merchants.c.status == "ACTIVE",
+)
+_USE_NONCE = (  # built once: building it per request cost more than running it
+    insert(api_nonces)
+    .from_select(
+        ["mchid", "nonce", "expires_at"],
+        select(
+            bindparam("mchid", type_=api_nonces.c.mchid.type),
+            bindparam("nonce", type_=api_nonces.c.nonce.type),
+            bindparam("expires_at", type_=api_nonces.c.expires_at.type),
+        ).where(_KEY_ACTIVE),
+    )
+    .returning(api_nonces.c.nonce)
+)
+
+
 def _use_nonce(db: Database, key: ApiKey, nonce: str, now: datetime) -> bool:
     """Record the nonce, in one statement, only if the key and its merchant are active now;
     False if they are not (the cached key is stale)."""
-    expires = now + timedelta(seconds=2 * TIMESTAMP_WINDOW_S)
-    key_active = exists().where(
-        merchant_keys.c.key_id == key.key_id,
-        merchant_keys.c.mchid == key.mchid,
-        merchant_keys.c.status == "ACTIVE",
-        (merchant_keys.c.expires_at.is_(None)) | (merchant_keys.c.expires_at > now),
-        merchants.c.mchid == merchant_keys.c.mchid,
-        merchants.c.status == "ACTIVE",
-    )
-    row = select(literal(key.mchid), literal(nonce), literal(expires, api_nonces.c.expires_at.type))
+    params = {
+        "mchid": key.mchid,
+        "key_id": key.key_id,
+        "nonce": nonce,
+        "now": now,
+        "expires_at": now + timedelta(seconds=2 * TIMESTAMP_WINDOW_S),
+    }
     try:
         with db.transaction() as conn:
-            written = conn.execute(
-                insert(api_nonces)
-                .from_select(["mchid", "nonce", "expires_at"], row.where(key_active))
-                .returning(api_nonces.c.nonce)
-            ).first()
+            written = conn.execute(_USE_NONCE, params).first()
     except IntegrityError:
         raise _unauthorized("NONCE_REUSED", "this nonce was already used") from None
     return written is not None

@@ -6,12 +6,14 @@ then reuses their compiled form): a payment with its channel orders loads in one
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, Row, Select, bindparam, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 
 from paygrid.channels.ports import PayerAction, Trade
 from paygrid.kernel.clock import utcnow
@@ -20,7 +22,6 @@ from paygrid.payments import refund_repository
 from paygrid.payments.domain import ChannelDecision, Discount, Item, Payment, PaymentStatus
 from paygrid.payments.orders import ChannelOrder, OrderStatus
 from paygrid.payments.refunds import Refund
-from paygrid.storage.database import insert_ignoring_duplicates
 from paygrid.storage.schema import (
     channel_callbacks,
     channel_orders,
@@ -335,6 +336,15 @@ def paying_since(conn: Connection, before: datetime, limit: int) -> Sequence[str
     return [r.payment_id for r in rows]
 
 
+@functools.cache
+def _record_callback(dialect: str) -> Any:
+    """INSERT … ON CONFLICT DO NOTHING RETURNING: the insert is the dedup; built once."""
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    return (
+        insert(channel_callbacks).on_conflict_do_nothing().returning(channel_callbacks.c.notify_id)
+    )
+
+
 def record_callback(
     conn: Connection,
     channel: str,
@@ -349,18 +359,17 @@ def record_callback(
     said = trade.state.value if trade.state is not None else (trade.raw_state or "MISSING")
     paid = trade.amount
     first = conn.execute(
-        insert_ignoring_duplicates(conn, channel_callbacks)
-        .values(
-            channel=channel,
-            notify_id=notify_id,
-            payment_id=payment_id,
-            trade_state=said[:16],
-            outcome=decision.outcome.value,
-            amount=paid.minor if paid is not None else None,
-            currency=paid.currency if paid is not None else None,
-            detail=decision.problem[:256] or None,
-            received_at=utcnow(),
-        )
-        .returning(channel_callbacks.c.notify_id)
+        _record_callback(conn.dialect.name),
+        {
+            "channel": channel,
+            "notify_id": notify_id,
+            "payment_id": payment_id,
+            "trade_state": said[:16],
+            "outcome": decision.outcome.value,
+            "amount": paid.minor if paid is not None else None,
+            "currency": paid.currency if paid is not None else None,
+            "detail": decision.problem[:256] or None,
+            "received_at": utcnow(),
+        },
     ).first()
     return first is not None
