@@ -104,7 +104,8 @@ class RequestIdMiddleware:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                message = {**message, "headers": [*message.get("headers", []), header]}
+                kept = [h for h in message.get("headers", []) if h[0].lower() != b"request-id"]
+                message = {**message, "headers": [*kept, header]}  # set, never doubled
             await send(message)
 
         try:
