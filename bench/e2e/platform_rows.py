@@ -9,7 +9,6 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-import httpx
 from common import spread
 from sqlalchemy import Connection, and_, func, select, text
 
@@ -47,22 +46,9 @@ COUNTS = {
 
 
 def db_work(running: RunningPlatform) -> dict[str, float] | None:
-    """Statements and transactions (read, write) so far, from every process's /metrics; None
-    where the platform's processes do not all have an operations URL here (prod)."""
-    from prometheus_client.parser import text_string_to_metric_families
-
-    if not running.more_ops_urls:
-        return None
-    totals = {"statements": 0.0, "read": 0.0, "write": 0.0}
-    for url in running.ops_urls():
-        text_ = httpx.get(f"{url}/metrics", timeout=10).text
-        for family in text_string_to_metric_families(text_):
-            for sample in family.samples:
-                if sample.name == "paygrid_db_statements_total":
-                    totals["statements"] += sample.value
-                elif sample.name == "paygrid_db_transactions_total":
-                    totals[sample.labels["mode"]] += sample.value
-    return totals
+    """Statements and transactions so far on every paygrid process; None where not every
+    process has an operations URL here (prod)."""
+    return running.db_work() if running.more_ops_urls else None
 
 
 def db_work_per(before: dict[str, float] | None, after: dict[str, float] | None, n: int) -> Any:

@@ -11,9 +11,7 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
-import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from paygrid.config import Settings
 from tests.conftest import PlatformFactory
@@ -26,20 +24,6 @@ IN_FLIGHT = 6  # merchants' clients at once: the bus and the ledger see batches
 MAX_TRANSACTIONS_PER_PAYMENT = 7
 MAX_STATEMENTS_PER_PAYMENT = 25
 DEFAULT_INTERVAL = Settings().scheduler_interval_s
-
-
-def db_work(platform: RunningPlatform) -> dict[str, float]:
-    """Statements and transactions so far, summed over the platform's processes."""
-    totals = {"statements": 0.0, "read": 0.0, "write": 0.0}
-    for url in platform.ops_urls():
-        text = httpx.get(f"{url}/metrics", timeout=10).text
-        for family in text_string_to_metric_families(text):
-            for sample in family.samples:
-                if sample.name == "paygrid_db_statements_total":
-                    totals["statements"] += sample.value
-                elif sample.name == "paygrid_db_transactions_total":
-                    totals[sample.labels["mode"]] += sample.value
-    return totals
 
 
 def one_payment(platform: RunningPlatform, notify_url: str) -> str:
@@ -78,12 +62,12 @@ def test_a_payment_end_to_end_stays_within_its_database_budget(
     )  # first-use work (accounts, caches) is not per payment
     wait_until(lambda: len(merchant.received) == 1, timeout=60)
     time.sleep(1.0)
-    before = db_work(platform)
+    before = platform.db_work()
     with ThreadPoolExecutor(IN_FLIGHT) as pool:
         ids = list(pool.map(lambda _: one_payment(platform, merchant.url), range(PAYMENTS)))
     notified = lambda: len({h["Paygrid-Notify-Id"] for h, _ in merchant.received}) == PAYMENTS + 1  # noqa: E731
     wait_until(notified, timeout=120)
-    after = db_work(platform)
+    after = platform.db_work()
     assert warm not in ids
     work = {k: (after[k] - before[k]) / PAYMENTS for k in after}
     transactions = work["read"] + work["write"]

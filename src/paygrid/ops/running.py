@@ -72,6 +72,22 @@ class RunningPlatform:
         """Every process's operations port (/metrics) of this platform."""
         return [self.ops_url, *self.more_ops_urls]
 
+    def db_work(self) -> dict[str, float]:
+        """SQL statements and transactions (read, write) so far, summed over the processes
+        of :meth:`ops_urls` (their ``paygrid_db_*_total`` counters)."""
+        from prometheus_client.parser import text_string_to_metric_families
+
+        totals = {"statements": 0.0, "read": 0.0, "write": 0.0}
+        for url in self.ops_urls():
+            text = httpx.get(f"{url}/metrics", timeout=10).text
+            for family in text_string_to_metric_families(text):
+                for sample in family.samples:
+                    if sample.name == "paygrid_db_statements_total":
+                        totals["statements"] += sample.value
+                    elif sample.name == "paygrid_db_transactions_total":
+                        totals[sample.labels["mode"]] += sample.value
+        return totals
+
     def channel_sandbox(
         self, channel: str, method: str, path: str, body: object = None
     ) -> httpx.Response:
