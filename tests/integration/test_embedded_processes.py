@@ -41,13 +41,17 @@ def _background_pids(running: RunningPlatform) -> list[int]:
 
 def _paid_and_notified(running: RunningPlatform, merchant: MerchantReceiver) -> None:
     client = running.client()
-    before = len(merchant.received)
     payment = client.create_payment(order(merchant)).json()
     pay(running, payment["code_url"])
     wait_status(client, payment["payment_id"], "SUCCESS")
-    wait_until(lambda: len(merchant.received) > before, timeout=60)
-    body = json.loads(merchant.received[-1][1])
-    assert body["data"]["payment_id"] == payment["payment_id"]
+
+    def notified() -> bool:
+        # At least once: a process killed after a delivery, before recording it, delivers
+        # that one again after its restart; what matters is that this payment's arrives.
+        bodies = [json.loads(body) for _, body in list(merchant.received)]
+        return any(b["data"]["payment_id"] == payment["payment_id"] for b in bodies)
+
+    wait_until(notified, timeout=60)
 
 
 def test_workers_run_in_a_second_process_restarted_when_it_dies(
