@@ -103,6 +103,12 @@ def _measure(
     return load, backlog, complete, used, used_each, work
 
 
+def _writer_busy(db_work: Any, n: int, elapsed: float) -> float | None:
+    """The share of the phase SQLite's one writer slot was held (1.0: writes serialise)."""
+    held = (db_work or {}).get("write_slot_held_ms")
+    return round(held * n / 1000 / elapsed, 3) if held and elapsed > 0 else None
+
+
 def _common_figures(
     load: LoadRun,
     notified: Stamps,
@@ -130,6 +136,7 @@ def _common_figures(
             if name != PARENT
         },
         f"db_work_per_{unit}": db_work,
+        "sqlite_writer_busy": _writer_busy(db_work, len(notified), elapsed),
         "cpu_cores_busy": cores_busy(used, load.cpu_s, elapsed),
     }
 

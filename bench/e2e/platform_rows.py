@@ -59,6 +59,7 @@ def db_work_per(before: dict[str, float] | None, after: dict[str, float] | None,
         "transactions": round(per["read"] + per["write"], 2),
         "of_them_read_only": round(per["read"], 2),
         "statements": round(per["statements"], 2),
+        "write_slot_held_ms": round(per["write_held_s"] * 1000, 2),  # SQLite's one writer
     }
 
 

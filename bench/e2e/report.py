@@ -68,9 +68,11 @@ def _machine_line(cfg: dict[str, Any]) -> str:
 
 
 def _work_line(work: dict[str, float]) -> str:
+    held = work.get("write_slot_held_ms")
     return (
         f"{work['transactions']} transactions ({work['of_them_read_only']} read-only), "
         f"{work['statements']} statements  (paygrid_db_*_total on every process's /metrics)"
+        + (f"; SQLite's writer slot held {held} ms" if held else "")
     )
 
 
@@ -83,6 +85,11 @@ def _cpu_rows(figures: dict[str, Any], unit: str, cpus: int) -> Rows:
         *(
             [(f"database work per {unit}", _work_line(figures[f"db_work_per_{unit}"]))]
             if figures.get(f"db_work_per_{unit}")
+            else []
+        ),
+        *(
+            [("SQLite writer slot busy", f"{busy:.0%} of the phase (1 writer at a time)")]
+            if (busy := figures.get("sqlite_writer_busy"))
             else []
         ),
         ("CPU cores busy", _cores_line(figures["cpu_cores_busy"], cpus)),

@@ -111,3 +111,29 @@ def test_on_sqlite_one_process_at_a_time_leads_the_relay(tmp_path: Path) -> None
         assert time.monotonic() < deadline
         time.sleep(0.1)
     db.dispose()
+
+
+def test_a_background_stop_that_hangs_ends_itself_with_the_stacks_in_the_log() -> None:
+    """The parent waits STOP_GRACE_S for its child; the child's own deadline is shorter, so a
+    stop stuck on a thread ends with that thread's stack in the log instead of a SIGKILL."""
+    import subprocess
+    import sys
+
+    from paygrid.platform.background import EXIT_STUCK, STOP_DEADLINE_S, STOP_GRACE_S
+
+    assert STOP_DEADLINE_S < STOP_GRACE_S
+    stuck = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import threading\n"
+            "from paygrid.platform.background import _exit_if_stuck\n"
+            "_exit_if_stuck(0.3)\n"
+            "threading.Event().wait(30)  # a stop that never ends\n",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=20,
+    )
+    assert stuck.returncode == EXIT_STUCK
+    assert 'File "<string>", line 4' in stuck.stderr, stuck.stderr  # where the stop hung

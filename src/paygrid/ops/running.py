@@ -73,11 +73,11 @@ class RunningPlatform:
         return [self.ops_url, *self.more_ops_urls]
 
     def db_work(self) -> dict[str, float]:
-        """SQL statements and transactions (read, write) so far, summed over the processes
-        of :meth:`ops_urls` (their ``paygrid_db_*_total`` counters)."""
+        """SQL statements, transactions (read, write) and the seconds SQLite's writer slot was
+        held so far, summed over the processes of :meth:`ops_urls` (``paygrid_db_*_total``)."""
         from prometheus_client.parser import text_string_to_metric_families
 
-        totals = {"statements": 0.0, "read": 0.0, "write": 0.0}
+        totals = {"statements": 0.0, "read": 0.0, "write": 0.0, "write_held_s": 0.0}
         for url in self.ops_urls():
             text = httpx.get(f"{url}/metrics", timeout=10).text
             for family in text_string_to_metric_families(text):
@@ -86,6 +86,8 @@ class RunningPlatform:
                         totals["statements"] += sample.value
                     elif sample.name == "paygrid_db_transactions_total":
                         totals[sample.labels["mode"]] += sample.value
+                    elif sample.name == "paygrid_db_write_held_seconds_total":
+                        totals["write_held_s"] += sample.value
         return totals
 
     def channel_sandbox(

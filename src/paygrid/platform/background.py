@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import faulthandler
 import logging
 import os
 import signal
@@ -37,8 +38,11 @@ READY_TIMEOUT_S = 60.0
 BACKOFF_START_S = 0.5
 BACKOFF_MAX_S = 10.0
 HEALTHY_AFTER_S = 60.0
-STOP_GRACE_S = 20.0  # the notifier lets attempts in flight end (DELIVERY_DEADLINE_S + 5)
+STOP_GRACE_S = 15.0  # the parent's wait for the child's stop, then SIGKILL
+STOP_DEADLINE_S = 12.0  # the child's own bound on its stop (attempts in flight: 5 s + 5 s)
+LOOP_JOIN_S = 5.0  # all the loops together, on the way out
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+EXIT_STUCK = 3
 
 
 # --- the child ----------------------------------------------------------------------------------
@@ -56,11 +60,28 @@ def run_background(settings: Settings) -> None:
     _tell_ready()
     log.info("background workers up: %s", ", ".join(loop.name for loop in loops))
     stop.wait()
+    _exit_if_stuck(STOP_DEADLINE_S)
     for loop in loops:
         loop.stopping.set()
+    joined_by = time.monotonic() + LOOP_JOIN_S
     for loop in loops:
-        loop.join(timeout=10)
+        loop.join(timeout=max(0.0, joined_by - time.monotonic()))
     platform.close()
+
+
+def _exit_if_stuck(deadline_s: float) -> None:
+    """A stop that has not ended after ``deadline_s`` ends here, with every thread's stack in
+    the log: the parent must not wait on it, and what is in flight is safe to cut (outbox,
+    inbox, notifications delivered at least once)."""
+
+    def give_up() -> None:
+        log.error("background stop still running after %.0fs: exiting; stacks follow", deadline_s)
+        faulthandler.dump_traceback(all_threads=True)
+        os._exit(EXIT_STUCK)
+
+    timer = threading.Timer(deadline_s, give_up)
+    timer.daemon = True
+    timer.start()
 
 
 def _serve_ops(platform: Platform) -> None:

@@ -18,12 +18,16 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from prometheus_client import Histogram
+from prometheus_client import Counter, Histogram
 
 WRITE_WAIT = Histogram(
     "paygrid_db_write_wait_seconds",
     "Time a write transaction waited for SQLite's one writer slot (in-process queue)",
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+)
+WRITE_HELD = Counter(
+    "paygrid_db_write_held_seconds",
+    "Time this process held SQLite's one writer slot (its share of the writer's busy time)",
 )
 
 
@@ -48,12 +52,14 @@ class WriterQueue:
             fd = self._file()
             fcntl.flock(fd, fcntl.LOCK_EX)
             self._owner = me
+            taken = time.perf_counter()
             try:
-                WRITE_WAIT.observe(time.perf_counter() - started)
+                WRITE_WAIT.observe(taken - started)
                 yield
             finally:
                 self._owner = None
                 fcntl.flock(fd, fcntl.LOCK_UN)
+                WRITE_HELD.inc(time.perf_counter() - taken)
 
     def _file(self) -> int:
         # After a fork the child needs its own open file: flock locks belong to the open
