@@ -3,10 +3,6 @@ notify_url on a local port, and python-alipay-sdk pointed at the sandbox."""
 
 from __future__ import annotations
 
-import os
-import queue
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -18,33 +14,18 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
 
-from tests.integration.wechatpay_helpers import SRC, SandboxProcess, _pump
+from tests.integration.wechatpay_helpers import SandboxProcess, start_module
 
 READY_PREFIX = "alipay sandbox listening on "
 CHINA = timezone(timedelta(hours=8))
 
 
-def start_sandbox(data_dir: Path, timeout: float = 30.0) -> SandboxProcess:
+def start_sandbox(
+    data_dir: Path, timeout: float = 30.0, env_extra: dict[str, str] | None = None
+) -> SandboxProcess:
     """Start ``python -m paygrid.channels.alipay.sandbox`` on a free port; wait for ready."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(SRC), env.get("PYTHONPATH")) if p)
-    cmd = [sys.executable, "-m", "paygrid.channels.alipay.sandbox"]
-    process = subprocess.Popen(
-        [*cmd, "--data-dir", str(data_dir), "--host", "127.0.0.1", "--port", "0"],
-        stdout=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
-    lines: queue.Queue[str] = queue.Queue()
-    assert process.stdout is not None
-    threading.Thread(target=_pump, args=(process.stdout, lines), daemon=True).start()
-    try:
-        line = lines.get(timeout=timeout)
-    except queue.Empty:
-        process.kill()
-        raise RuntimeError("the sandbox did not print its ready line") from None
-    assert line.startswith(READY_PREFIX), line
-    return SandboxProcess(process, line[len(READY_PREFIX) :].strip(), data_dir)
+    module = "paygrid.channels.alipay.sandbox"
+    return start_module(module, READY_PREFIX, data_dir, timeout, env_extra)
 
 
 def beijing_today() -> date:

@@ -47,11 +47,22 @@ class SandboxProcess:
 
 def start_sandbox(data_dir: Path, timeout: float = 30.0) -> SandboxProcess:
     """Start ``python -m paygrid.channels.wechatpay.sandbox`` on a free port; wait for ready."""
-    env = dict(os.environ)
+    return start_module("paygrid.channels.wechatpay.sandbox", READY_PREFIX, data_dir, timeout)
+
+
+def start_module(
+    module: str,
+    ready_prefix: str,
+    data_dir: Path,
+    timeout: float = 30.0,
+    env_extra: dict[str, str] | None = None,
+) -> SandboxProcess:
+    """Start a sandbox (``python -m MODULE``) on a free port and wait for its ready line."""
+    env = {**os.environ, **(env_extra or {})}
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(SRC), env.get("PYTHONPATH")) if p)
-    cmd = [sys.executable, "-m", "paygrid.channels.wechatpay.sandbox"]
+    argv = [sys.executable, "-m", module, "--data-dir", str(data_dir)]
     process = subprocess.Popen(
-        [*cmd, "--data-dir", str(data_dir), "--host", "127.0.0.1", "--port", "0"],
+        [*argv, "--host", "127.0.0.1", "--port", "0"],
         stdout=subprocess.PIPE,
         text=True,
         env=env,
@@ -64,9 +75,9 @@ def start_sandbox(data_dir: Path, timeout: float = 30.0) -> SandboxProcess:
         line = lines.get(timeout=timeout)
     except queue.Empty:
         process.kill()
-        raise RuntimeError("the sandbox did not print its ready line") from None
-    assert line.startswith(READY_PREFIX), line
-    return SandboxProcess(process, line[len(READY_PREFIX) :].strip(), data_dir)
+        raise RuntimeError(f"{module} did not print its ready line") from None
+    assert line.startswith(ready_prefix), line
+    return SandboxProcess(process, line[len(ready_prefix) :].strip(), data_dir)
 
 
 def _pump(stream: IO[str], lines: queue.Queue[str]) -> None:
