@@ -15,10 +15,10 @@ from datetime import date, timedelta
 
 import httpx
 
-BANK_URL_ENV = "PAYGRID_SANDBOX_BANK_URL"
-DEFAULT_BANK_URL = "http://127.0.0.1:8105"
+BANK_URL_ENV = "PAYGRID_SANDBOX_BANK_URL"  # set by `paygrid up` for the sandboxes it starts
 TIMEOUT_S = 5.0
 FAULTS = ("none", "late", "short", "missing")
+FAULT_BOUNDS = {"settlement_late_days": (1, 30), "settlement_short_fen": (1, 10**9)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,14 +57,14 @@ def plan(prefix: str, mchid: str, day: date, net: int, terms: SettlementTerms) -
     return Settlement(reference(prefix, day, mchid), amount, value_date)
 
 
-def bank_url() -> str:
-    return os.environ.get(BANK_URL_ENV, DEFAULT_BANK_URL).rstrip("/")
+def bank_url() -> str | None:
+    """The bank sandbox this channel sandbox settles into; None: started without one."""
+    return os.environ.get(BANK_URL_ENV, "").rstrip("/") or None
 
 
-def transfer(settlement: Settlement, payer_name: str, details: str) -> dict[str, object]:
+def transfer(base: str, settlement: Settlement, payer_name: str, details: str) -> dict[str, object]:
     """Credit the reserve account (once per reference) and end the value date at the bank, so
     its statement is out at once, as the day's would be the next morning."""
-    base = bank_url()
     with httpx.Client(timeout=TIMEOUT_S) as client:
         account = client.get(f"{base}/sandbox/credentials").raise_for_status().json()
         body = {
@@ -80,3 +80,23 @@ def transfer(settlement: Settlement, payer_name: str, details: str) -> dict[str,
         day = {"date": settlement.value_date.isoformat()}
         client.post(f"{base}/sandbox/close-day", json=day).raise_for_status()
     return {**body, **booked}
+
+
+def settle_day(
+    prefix: str, mchid: str, day: date, net: int, terms: SettlementTerms, payer_name: str
+) -> dict[str, object]:
+    """What the channel did about ``day``'s net: transferred it (``SETTLED``, with the
+    transfer), nothing to pay (``NONE``: a net of zero or less, or the ``missing`` fault),
+    the bank could not be reached (``FAILED``: closing the day again retries, once per
+    reference), or no bank was given (``NO_BANK``: a sandbox started on its own)."""
+    planned = plan(prefix, mchid, day, net, terms)
+    base = bank_url()
+    if base is None:
+        return {"status": "NO_BANK", "net": net}
+    if planned is None:
+        return {"status": "NONE", "net": net, "fault": terms.fault}
+    try:
+        done = transfer(base, planned, payer_name, f"settlement {day.isoformat()} net {net}")
+    except httpx.HTTPError as exc:
+        return {"status": "FAILED", "net": net, "error": str(exc)}
+    return {"status": "SETTLED", "net": net, "fault": terms.fault, "transfer": done}

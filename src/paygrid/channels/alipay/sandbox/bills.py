@@ -20,6 +20,7 @@ from urllib.parse import urlencode
 from paygrid.channels.alipay.bill import BEIJING, PAYMENT, REFUND, bill_file_stem
 from paygrid.channels.alipay.sandbox import protocol as p
 from paygrid.channels.alipay.sandbox.bill_writer import BillRow, write_bill_zip
+from paygrid.channels.bank.settle import settle_day
 from paygrid.kernel.money import rate_fee
 
 if TYPE_CHECKING:
@@ -74,6 +75,10 @@ def _start(day: date) -> datetime:
     return datetime(day.year, day.month, day.day, tzinfo=BEIJING)
 
 
+SETTLEMENT_PREFIX = "AP"
+PAYER_NAME = "支付宝（中国）网络技术有限公司"
+
+
 def ready(sandbox: AlipaySandbox, day: date, now: float) -> bool:
     """Closed early, or the next morning's bill hour has come."""
     if sandbox.store.day_closed_at(day.isoformat()) is not None:
@@ -90,7 +95,25 @@ def close_day(sandbox: AlipaySandbox, text: object, now: float) -> dict[str, Any
     if day > datetime.fromtimestamp(now, BEIJING).date():
         raise p.SandboxError(400, "PARAM_ERROR", "不能结束尚未开始的营业日")
     closed_at = sandbox.store.close_day(day.isoformat(), now)
-    return {"date": day.isoformat(), "closed_at": p.beijing(closed_at), "bill_ready": True}
+    return {
+        "date": day.isoformat(),
+        "closed_at": p.beijing(closed_at),
+        "bill_ready": True,
+        "settlement": settle(sandbox, day),
+    }
+
+
+def settle(sandbox: AlipaySandbox, day: date) -> dict[str, object]:
+    """Pay the day's net (收入 − 退款 − 服务费) into the reserve account at the bank, as Alipay
+    does on T+1 (结算), with the settlement faults set."""
+    start = _start(day).timestamp()
+    end = (_start(day) + timedelta(days=1)).timestamp()
+    app_id = sandbox.creds.app_id
+    rows = _payment_rows(sandbox, app_id, start, end) + _refund_rows(sandbox, app_id, start, end)
+    net = sum(row.received + row.service_fee for row in rows)  # refunds: both signs flipped
+    terms = sandbox.faults.config.settlement_terms(sandbox.settings.settle_days)
+    seller = sandbox.creds.seller_id
+    return settle_day(SETTLEMENT_PREFIX, seller, day, net, terms, PAYER_NAME)
 
 
 def bill_zip(sandbox: AlipaySandbox, app_id: str, day: date, now: float) -> bytes:

@@ -11,7 +11,9 @@ import random
 import threading
 from collections.abc import Mapping
 
-from paygrid.channels.alipay.sandbox.settings import updated
+from paygrid.channels.alipay.sandbox.settings import SettingsError, updated
+from paygrid.channels.bank.settle import FAULT_BOUNDS, SettlementTerms
+from paygrid.channels.bank.settle import FAULTS as SETTLEMENT_FAULTS
 
 _BOUNDS: dict[str, tuple[float, float]] = {
     "duplicate_rate": (0.0, 1.0),
@@ -25,6 +27,7 @@ _BOUNDS: dict[str, tuple[float, float]] = {
     "latency_ms": (0, 60_000),
     "extra_lines": (0, 1_000),
     "seed": (0, 2**63 - 1),
+    **FAULT_BOUNDS,
 }
 
 
@@ -44,10 +47,22 @@ class FaultConfig:
     missing_rate: float = 0.0  # a line (payment or refund) left out
     extra_lines: int = 0  # payment lines for trades the sandbox never had
     wrong_amount_rate: float = 0.0  # a line one fen off
+    # settlement into the reserve account (结算): none | late | short | missing
+    settlement: str = "none"
+    settlement_late_days: int = 2  # a late settlement arrives this many days after it was due
+    settlement_short_fen: int = 100  # a short settlement lacks this much
     seed: int = 0
 
     def updated(self, changes: Mapping[str, object]) -> FaultConfig:
-        return updated(self, changes, _BOUNDS)
+        config = updated(self, changes, _BOUNDS)
+        if config.settlement not in SETTLEMENT_FAULTS:
+            raise SettingsError(f"settlement must be one of {SETTLEMENT_FAULTS}")
+        return config
+
+    def settlement_terms(self, days: int) -> SettlementTerms:
+        return SettlementTerms(
+            days, self.settlement, self.settlement_late_days, self.settlement_short_fen
+        )
 
 
 class Faults:

@@ -58,6 +58,7 @@ class SandboxSettings:
     fee_rate_ppm: int = 6000  # service fee (服务费) on the bill: 0.60 %
     refund_window_seconds: int = REFUND_WINDOW_SECONDS
     bill_ready_hour: int = 9  # day D's bill is ready at D+1 09:00 Beijing (or at close-day)
+    settle_days: int = 1  # a day's net reaches the reserve account this many days later (T+1)
 
     def updated(self, changes: Mapping[str, object]) -> SandboxSettings:
         return updated(
@@ -66,6 +67,7 @@ class SandboxSettings:
             bounds={
                 "retry_scale": (0.0, 100.0),
                 "fee_rate_ppm": (0, 100_000),
+                "settle_days": (0, 30),
                 "refund_window_seconds": (1, 10 * 365 * 86_400),
                 "bill_ready_hour": (0, 23),
             },

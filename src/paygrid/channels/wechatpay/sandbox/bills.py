@@ -19,6 +19,7 @@ from dataclasses import replace
 from datetime import date, datetime, timedelta
 from typing import Any
 
+from paygrid.channels.bank.settle import settle_day
 from paygrid.channels.wechatpay.bill import BEIJING, TradeBillRow, rate_text, write_trade_bill
 from paygrid.channels.wechatpay.sandbox.faults import Faults
 from paygrid.channels.wechatpay.sandbox.protocol import (
@@ -34,6 +35,8 @@ from paygrid.channels.wechatpay.sandbox.store import Order, Refund, Store
 from paygrid.kernel.money import rate_fee
 
 DAY_SECONDS = 86_400  # Asia/Shanghai has no daylight saving
+SETTLEMENT_PREFIX = "WX"
+PAYER_NAME = "财付通支付科技有限公司"  # Tenpay, who pays WeChat Pay's settlements
 
 
 def day_start(day: date) -> float:
@@ -48,11 +51,12 @@ class BillDesk:
     """Answers ``GET /v3/bill/tradebill`` and the download, and closes business days."""
 
     def __init__(
-        self, store: Store, faults: Faults, settings: Callable[[], SandboxSettings]
+        self, store: Store, faults: Faults, settings: Callable[[], SandboxSettings], mchid: str
     ) -> None:
         self._store = store
         self._faults = faults
         self._settings = settings
+        self._mchid = mchid
 
     def close_day(self, payload: Mapping[str, Any]) -> dict[str, object]:
         """``POST /sandbox/close-day {"date": "YYYY-MM-DD"}``: end that business day now."""
@@ -70,7 +74,16 @@ class BillDesk:
             "date": day.isoformat(),
             "closed_at": datetime.fromtimestamp(closed_at, BEIJING).isoformat(timespec="seconds"),
             "bills_available": True,
+            "settlement": self._settle(day),
         }
+
+    def _settle(self, day: date) -> dict[str, object]:
+        """Pay the day's net (payments − refunds − fees) into the reserve account at the bank,
+        as WeChat Pay does on T+1 (结算), with the settlement faults set."""
+        rows = self._rows(self._mchid, day, "ALL")
+        net = sum(_net(row) for row in rows)
+        terms = self._faults.config.settlement_terms(self._settings().settle_days)
+        return settle_day(SETTLEMENT_PREFIX, self._mchid, day, net, terms, PAYER_NAME)
 
     def day_ended(self, day: date) -> bool:
         return day < business_today() or self._store.day_closed(day.isoformat())
@@ -205,6 +218,13 @@ def refund_row(refund: Refund, order: Order, ppm: int) -> TradeBillRow:
         refund_success_at=None if succeeded is None else datetime.fromtimestamp(succeeded, BEIJING),
         trade_time=requested,
     )
+
+
+def _net(row: TradeBillRow) -> int:
+    """What the row moves to the merchant: a payment its amount less the fee, a refund minus
+    its amount plus the fee it returns (its fee is negative)."""
+    settled = row.total if row.settlement_total is None else row.settlement_total
+    return settled - row.refund - row.fee
 
 
 def _bill_time(row: TradeBillRow) -> datetime:

@@ -76,7 +76,7 @@ class WechatPaySandbox:
             lambda: self.settings.retry_scale,
             in_order=lambda: self.faults.config.reorder,
         )
-        self.bills = BillDesk(self.store, self.faults, lambda: self.settings)
+        self.bills = BillDesk(self.store, self.faults, lambda: self.settings, self.creds.mchid)
         self.refunds = RefundDesk(
             self.store, self.faults, lambda: self.settings, self._queue_refund_callback
         )

@@ -66,6 +66,7 @@ class SandboxSettings:
     retry_scale: float = 1.0  # multiplies the callback retry schedule; tests shrink it
     fee_rate_ppm: int = 2000  # channel fee on the bill: 0.20%
     refund_delay_ms: int = 1000  # a refund stays PROCESSING this long, then ends (退款到账)
+    settle_days: int = 1  # a day's net reaches the reserve account this many days later (T+1)
 
     def updated(self, changes: Mapping[str, object]) -> SandboxSettings:
         return updated(
@@ -74,6 +75,7 @@ class SandboxSettings:
             bounds={
                 "retry_scale": (0.0, 100.0),
                 "fee_rate_ppm": (0, 100_000),
+                "settle_days": (0, 30),
                 "refund_delay_ms": (0, 86_400_000),
             },
             choices={"callback_serial_mode": ("public_key", "certificate")},
