@@ -189,6 +189,10 @@ class Settings:
     # Start the sandbox of every channel without a credentials file (default: true unless
     # every channel has one).
     run_sandboxes: bool = setting(True)
+    # The bank that holds the reserve account (备付金): its statement API (default: the bank
+    # sandbox, started with the channels' sandboxes) and the key file it gave us.
+    bank_base_url: str = setting("http://127.0.0.1:8105", check=_http_url)
+    bank_credentials: Path | None = setting(None)  # None: from the bank sandbox
     notify_retry_scale: float = setting(1.0, check=positive)
     recovery_after_s: float = setting(30.0, check=positive)  # 补单 after this much silence
     scheduler_interval_s: float = setting(5.0, check=positive)
@@ -217,6 +221,11 @@ class Settings:
     def sandboxed(self, channel: str) -> bool:
         """Whether ``paygrid up`` starts this channel's sandbox."""
         return self.run_sandboxes and self.channels[channel].credentials is None
+
+    @property
+    def bank_sandboxed(self) -> bool:
+        """Whether ``paygrid up`` starts the bank sandbox (the reserve account's bank)."""
+        return self.run_sandboxes and self.bank_credentials is None
 
     def copies_of(self, role: str) -> int:
         """How many copies of a production role run (the ``copies`` setting; default 1)."""
@@ -363,15 +372,15 @@ def _check_ports(s: Settings, sources: Mapping[str, str]) -> None:
     if s.profile != "prod":
         used["ops_port"] = s.ops_port
         used["background_ops_port"] = s.background_ops_port
-    for name, channel in s.channels.items():
-        if not s.sandboxed(name):
-            continue
-        key = f"{name}_base_url"
-        sandbox = urlsplit(channel.base_url).port
+    sandboxes = {
+        f"{name}_base_url": c.base_url for name, c in s.channels.items() if s.sandboxed(name)
+    }
+    if s.bank_sandboxed:
+        sandboxes["bank_base_url"] = s.bank_base_url
+    for key, url in sandboxes.items():
+        sandbox = urlsplit(url).port
         if sandbox is None:
-            raise ConfigError(
-                f"{sources[key]} = {channel.base_url!r}: needs a port (the sandbox listens on it)"
-            )
+            raise ConfigError(f"{sources[key]} = {url!r}: needs a port (the sandbox listens on it)")
         used[key] = sandbox
     if s.profile == "prod":
         used["gateway_port"] = s.gateway_port

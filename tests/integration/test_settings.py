@@ -42,9 +42,11 @@ def clean_env(**settings: str) -> dict[str, str]:
 
 
 def other_sandboxes() -> dict[str, str]:
-    """A free port for the sandbox of every channel but the first (whose port a test picks),
-    as configuration file keys: a test never starts a sandbox on a fixed port."""
-    return {f"{n}_base_url": f"http://127.0.0.1:{free_port()}" for n in registry.NAMES[1:]}
+    """A free port for the sandbox of every channel but the first (whose port a test picks)
+    and for the bank sandbox, as configuration file keys: a test never starts a sandbox on a
+    fixed port."""
+    others = {f"{n}_base_url": f"http://127.0.0.1:{free_port()}" for n in registry.NAMES[1:]}
+    return {**others, "bank_base_url": f"http://127.0.0.1:{free_port()}"}
 
 
 def other_sandboxes_env() -> dict[str, str]:

@@ -110,7 +110,9 @@ def up_expecting_failure(
     data_dir: Path, env: dict[str, str], database_url: str | None = None, *extra: str
 ) -> subprocess.CompletedProcess[str]:
     """`paygrid up` that must refuse to start: it exits by itself, nothing listens."""
-    api, cashier, pg, nats, gateway, ops_base, *sandboxes = free_ports(6 + len(registry.NAMES))
+    api, cashier, pg, nats, gateway, ops_base, bank, *sandboxes = free_ports(
+        7 + len(registry.NAMES)
+    )
     cmd = [sys.executable, "-m", "paygrid.cli", "up", "--data-dir", str(data_dir)]
     cmd += ["--api-port", str(api), "--cashier-port", str(cashier), *extra]
     if database_url:
@@ -118,6 +120,7 @@ def up_expecting_failure(
     full_env = {
         **os.environ,
         **channel_env(channel_base_urls(sandboxes)),
+        "PAYGRID_BANK_BASE_URL": f"http://127.0.0.1:{bank}",
         "PAYGRID_PG_PORT": str(pg),
         "PAYGRID_NATS_PORT": str(nats),
         "PAYGRID_GATEWAY_PORT": str(gateway),

@@ -63,6 +63,12 @@ SAMPLES: dict[str, tuple[object, object, object]] = {
         "AwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwM=",
     ),
     "notify_allow_networks": ("10.1.0.0/16", "10.2.0.0/16", "192.168.0.0/24,10.3.0.0/16"),
+    "bank_base_url": ("http://127.0.0.1:18105", "http://127.0.0.1:18106", "http://127.0.0.1:18107"),
+    "bank_credentials": (
+        Path("/srv/bank-file.json"),
+        Path("/srv/bank-env.json"),
+        Path("/srv/b.json"),
+    ),
 }
 # Every channel of the registry has the same settings, PAYGRID_<CHANNEL>_<FIELD>.
 for _i, _name in enumerate(registry.NAMES):

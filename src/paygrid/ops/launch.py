@@ -51,8 +51,9 @@ def free_port_block(size: int) -> int:
     raise RuntimeError("no free block of ports")
 
 
-# api, cashier, first sandbox, gateway, postgres, nats, every role's ops port, other sandboxes
-PROD_PORTS = 5 + OPS_PORTS + len(registry.CHANNELS)
+# api, cashier, first sandbox, gateway, postgres, nats, every role's ops port, other sandboxes,
+# the bank sandbox
+PROD_PORTS = 5 + OPS_PORTS + len(registry.CHANNELS) + 1
 
 
 @dataclass(frozen=True)
@@ -85,6 +86,7 @@ def prod_layout(base: int) -> dict[str, str]:
     for i, name in enumerate(registry.NAMES):
         port = base + 2 if i == 0 else base + 5 + OPS_PORTS + i
         layout[f"{name}_base_url"] = f"http://127.0.0.1:{port}"
+    layout["bank_base_url"] = f"http://127.0.0.1:{base + PROD_PORTS - 1}"
     return layout
 
 

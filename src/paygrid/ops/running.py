@@ -67,6 +67,7 @@ class RunningPlatform:
     ops_url: str = ""  # /metrics: the operations port (prod: the api process's)
     sandbox_urls: dict[str, str] = field(default_factory=dict)  # every channel's sandbox
     more_ops_urls: list[str] = field(default_factory=list)  # other processes' (background)
+    bank_url: str = ""  # the bank sandbox (the reserve account)
 
     def ops_urls(self) -> list[str]:
         """Every process's operations port (/metrics) of this platform."""
@@ -140,13 +141,14 @@ class RunningPlatform:
 def start_platform(
     data_dir: Path, database_url: str | None = None, env: dict[str, str] | None = None
 ) -> RunningPlatform:
-    api, cashier, ops, background_ops, *sandbox_ports = free_ports(4 + len(registry.NAMES))
+    api, cashier, ops, background_ops, bank, *sandbox_ports = free_ports(5 + len(registry.NAMES))
     sandboxes = channel_base_urls(sandbox_ports)
     data_dir.mkdir(parents=True, exist_ok=True)
     log_path = data_dir / "paygrid.log"
     full_env = {
         **os.environ,
         **channel_env(sandboxes),
+        "PAYGRID_BANK_BASE_URL": f"http://127.0.0.1:{bank}",
         "PAYGRID_OPS_PORT": str(ops),
         "PAYGRID_BACKGROUND_OPS_PORT": str(background_ops),
         "PAYGRID_SCHEDULER_INTERVAL_S": "0.5",
@@ -178,6 +180,7 @@ def start_platform(
         f"http://127.0.0.1:{ops}",
         sandboxes,
         [f"http://127.0.0.1:{background_ops}"],
+        f"http://127.0.0.1:{bank}",
     )
     try:
         wait_http(f"{running.api_url}/healthz", proc=proc)

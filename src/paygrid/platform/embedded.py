@@ -16,7 +16,6 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import httpx
 import uvicorn
@@ -33,46 +32,37 @@ from paygrid.merchants.service import create_merchant
 from paygrid.ops import observability as obs
 from paygrid.platform.background import BackgroundProcess
 from paygrid.platform.bootstrap import Platform, bootstrap
+from paygrid.platform.sandboxes import SandboxLaunch, sandbox_launches
 
 SANDBOX_START_TIMEOUT_S = 30.0
 OPS_HOST = "127.0.0.1"  # metrics and health for operators: never on a public interface
 DEMO_MERCHANT_NAME = "Demo Merchant 演示商户"
 
 
-def start_sandbox(channel: str, data_dir: Path, port: int) -> subprocess.Popen[bytes]:
-    """A channel sandbox is another party: its own process, its own state under data_dir."""
-    sandbox_dir = data_dir / "sandbox" / channel
-    sandbox_dir.mkdir(parents=True, exist_ok=True)
-    log_file = (data_dir / f"sandbox-{channel}.log").open("ab")
+def start_sandbox(launch: SandboxLaunch) -> subprocess.Popen[bytes]:
+    """A sandbox is another party: its own process, its own state under DATA/sandbox/NAME."""
+    launch.data_dir.mkdir(parents=True, exist_ok=True)
+    log_path = launch.data_dir.parent.parent / f"sandbox-{launch.name}.log"
+    argv = [sys.executable, "-m", launch.module, "--data-dir", str(launch.data_dir)]
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            registry.spec(channel).sandbox_module,
-            "--data-dir",
-            str(sandbox_dir),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        ],
-        stdout=log_file,
+        [*argv, "--host", "127.0.0.1", "--port", str(launch.port)],
+        stdout=log_path.open("ab"),
         stderr=subprocess.STDOUT,
+        env={**os.environ, **launch.env},
     )
     deadline = time.monotonic() + SANDBOX_START_TIMEOUT_S
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(
-                f"{channel} sandbox exited with {proc.returncode}; see "
-                f"{data_dir / f'sandbox-{channel}.log'}"
+                f"{launch.name} sandbox exited with {proc.returncode}; see {log_path}"
             )
         try:
-            httpx.get(f"http://127.0.0.1:{port}/sandbox/credentials", timeout=1.0)
+            httpx.get(f"http://127.0.0.1:{launch.port}/sandbox/credentials", timeout=1.0)
             return proc
         except httpx.HTTPError:
             time.sleep(0.1)
     proc.kill()
-    raise RuntimeError(f"{channel} sandbox did not start on port {port}")
+    raise RuntimeError(f"{launch.name} sandbox did not start on port {launch.port}")
 
 
 def ensure_demo_merchant(platform: Platform) -> dict[str, str]:
@@ -154,11 +144,8 @@ def run_embedded(
     children: list[subprocess.Popen[bytes]] = []
     background: BackgroundProcess | None = None
     try:
-        for name, channel in settings.channels.items():
-            if settings.sandboxed(name):
-                port = urlsplit(channel.base_url).port
-                assert port is not None, "config checks a sandbox's base URL has a port"
-                children.append(start_sandbox(name, settings.data_dir, port))
+        for launch in sandbox_launches(settings):
+            children.append(start_sandbox(launch))
         platform = bootstrap(settings, consumers=())  # migrates; the consumers run in background
         creds = ensure_demo_merchant(platform)
         background = BackgroundProcess(settings, verbose)

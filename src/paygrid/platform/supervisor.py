@@ -24,15 +24,14 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import httpx
 
 from paygrid import datadir
-from paygrid.channels import registry
 from paygrid.config import Settings, child_env
 from paygrid.platform.bootstrap import bootstrap, load_vault
 from paygrid.platform.embedded import ensure_demo_merchant
+from paygrid.platform.sandboxes import SandboxLaunch, sandbox_launches
 from paygrid.platform.workers import (
     COPY_SEPARATOR,
     ROLE_NAMES,
@@ -116,21 +115,14 @@ def _pg_bindir() -> Path:
     return Path(found[-1]).parent
 
 
-def sandbox_child(s: Settings, channel: str, base_url: str, env: dict[str, str]) -> Child:
-    """A channel's sandbox, another party: its own process and state (see channels/registry)."""
+def sandbox_child(s: Settings, launch: SandboxLaunch, env: dict[str, str]) -> Child:
+    """A sandbox, another party: its own process and state (see platform/sandboxes)."""
+    argv = [sys.executable, "-m", launch.module, "--data-dir", str(launch.data_dir)]
     return Child(
-        f"sandbox-{channel}",
-        [
-            sys.executable,
-            "-m",
-            registry.spec(channel).sandbox_module,
-            "--data-dir",
-            str(s.data_dir / "sandbox" / channel),
-            "--port",
-            str(urlsplit(base_url).port),
-        ],
-        env,
-        s.data_dir / "logs" / f"sandbox-{channel}.log",
+        f"sandbox-{launch.name}",
+        [*argv, "--port", str(launch.port)],
+        {**env, **launch.env},
+        s.data_dir / "logs" / f"sandbox-{launch.name}.log",
     )
 
 
@@ -219,9 +211,8 @@ class Supervisor:
         if s.nats_url is None:
             self._launch(nats_child(s, env))
             s = self.s = _with(s, nats_url=f"nats://127.0.0.1:{s.nats_port}")
-        for name, channel in s.channels.items():
-            if s.sandboxed(name):
-                self._launch(sandbox_child(s, name, channel.base_url, env))
+        for launch in sandbox_launches(s):
+            self._launch(sandbox_child(s, launch, env))
         platform = bootstrap(s, consumers=())  # migrates; fetches channel credentials
         creds = ensure_demo_merchant(platform)
         platform.close()

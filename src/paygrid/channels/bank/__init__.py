@@ -1,0 +1,4 @@
+"""The bank (银行) that holds the institution's reserve account (备付金): its MT940 statement,
+and its sandbox, into which the channel sandboxes settle."""
+
+SANDBOX_MODULE = "paygrid.channels.bank.sandbox"

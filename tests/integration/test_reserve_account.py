@@ -1,0 +1,42 @@
+"""`paygrid up` starts the bank sandbox with the channel sandboxes: a paid day, closed at the
+channel, arrives in the reserve account (备付金) the next day, net of the channel's fee, in the
+bank's MT940 statement."""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import httpx
+
+from paygrid.channels.bank.statement import parse_mt940
+from paygrid.kernel.money import rate_fee
+from tests.conftest import PlatformFactory
+from tests.integration.test_payment_flow import order, pay, wait_status
+from tests.support import MerchantReceiver
+
+
+def test_a_closed_day_arrives_in_the_reserve_account(
+    platform_factory: PlatformFactory, merchant: MerchantReceiver
+) -> None:
+    running = platform_factory()
+    client = running.client()
+    payment = client.create_payment(order(merchant)).json()
+    pay(running, payment["code_url"])
+    wait_status(client, payment["payment_id"], "SUCCESS")
+    paid_at = client.get_payment(payment["payment_id"]).json()["paid_at"]
+    day = datetime.fromisoformat(paid_at).astimezone(ZoneInfo("Asia/Shanghai")).date()
+    closed = running.sandbox("POST", "/sandbox/close-day", {"date": day.isoformat()}).json()
+    net = 10_000 - rate_fee(10_000, 2000)
+    assert closed["settlement"]["status"] == "SETTLED", closed
+    assert closed["settlement"]["net"] == net
+    bank = httpx.get(f"{running.bank_url}/sandbox/credentials").json()
+    statement = parse_mt940(_statement(running.bank_url, bank, day + timedelta(days=1)), "bank")
+    assert [e.amount for e in statement.entries] == [net]
+    assert statement.account == bank["account"]
+
+
+def _statement(base: str, bank: dict[str, str], day: date) -> bytes:
+    url = f"{base}/v1/accounts/{bank['account']}/statements/{day.isoformat()}"
+    auth = {"Authorization": f"Bearer {bank['api_key']}"}
+    return httpx.get(url, headers=auth).raise_for_status().content
