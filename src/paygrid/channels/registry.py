@@ -52,6 +52,15 @@ class ChannelSpec:
         assert adapter.name == self.name and adapter.capabilities == self.capabilities
         return adapter
 
+    def bill_reader(self) -> Any:
+        """Its bill reader for recon (``<package>.bill_import.import_bill``: DuckDB connection,
+        file, business date, table -> totals), or None where it has none yet."""
+        try:
+            module: Any = importlib.import_module(f"{self.package}.bill_import")
+        except ModuleNotFoundError:
+            return None
+        return module.import_bill
+
     def sandbox_credentials(self, sandbox_dir: Path) -> dict[str, str]:
         """What the sandbox hands a merchant, read (or first made) offline from its state."""
         module: Any = importlib.import_module(self.sandbox_module)

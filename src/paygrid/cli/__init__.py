@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from paygrid import datadir
-from paygrid.cli import database, drill, merchant, notifications, running, sandbox
+from paygrid.cli import database, drill, merchant, notifications, recon, running, sandbox
 
 __all__ = ["app"]
 
@@ -16,6 +16,7 @@ app.add_typer(merchant.app, name="merchant")
 app.add_typer(sandbox.app, name="sandbox")
 app.add_typer(notifications.app, name="notifications")
 app.add_typer(drill.app, name="drill")
+app.add_typer(recon.app, name="recon")
 app.command()(running.up)
 app.command(hidden=True)(running.run)
 app.command()(running.status)

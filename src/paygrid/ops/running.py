@@ -120,12 +120,15 @@ class RunningPlatform:
         return self.log_path.read_text(errors="replace")
 
     def paygrid(self, *args: str, database: bool = True) -> subprocess.CompletedProcess[str]:
+        """A paygrid command run beside this platform: its data dir, database and sandboxes."""
         extra = ["--database-url", self.database_url] if self.database_url and database else []
+        bank = {"PAYGRID_BANK_BASE_URL": self.bank_url} if self.bank_url else {}
         return subprocess.run(
             [sys.executable, "-m", "paygrid.cli", *args, "--data-dir", str(self.data_dir), *extra],
             capture_output=True,
             text=True,
             timeout=120,
+            env={**os.environ, **channel_env(self.sandbox_urls), **bank},
         )
 
     def stop(self) -> None:

@@ -78,11 +78,14 @@ def channel_credentials(name: str, cs: ChannelSettings, data_dir: Path) -> dict[
 
 def build_channels(settings: Settings) -> dict[str, ChannelAdapter]:
     """An adapter for every channel of the registry, with its merchant credentials."""
-    adapters: dict[str, ChannelAdapter] = {}
-    for name, cs in settings.channels.items():
-        creds = channel_credentials(name, cs, settings.data_dir)
-        adapters[name] = registry.spec(name).build_adapter(creds, cs.base_url)
-    return adapters
+    return {name: channel_adapter(settings, name) for name in settings.channels}
+
+
+def channel_adapter(settings: Settings, name: str) -> ChannelAdapter:
+    """One channel's adapter, with its merchant credentials."""
+    cs = settings.channels[name]
+    creds = channel_credentials(name, cs, settings.data_dir)
+    return registry.spec(name).build_adapter(creds, cs.base_url)
 
 
 def _merchant_rate(conn: Connection, mchid: str) -> int:

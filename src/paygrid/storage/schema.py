@@ -14,6 +14,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    text,
 )
 
 from paygrid.storage.types import UTCDateTime
@@ -316,4 +317,42 @@ notification_attempts = Table(
     Column("error", String(512), nullable=True),
     Column("duration_ms", Integer, nullable=False),
     Column("manual", Boolean, nullable=False),
+)
+
+# --- reconciliation (对账) ----------------------------------------------------------------------
+# Each bill (a channel's trade bill, the bank's statement) of a business date paygrid took in:
+# its lines live normalised in a Parquet file under the data dir (``stored_path``), its totals
+# here. One CURRENT bill per channel and date; a different file for them replaces it (the old
+# row stays, REPLACED, with when and by which: the audit record).
+recon_bills = Table(
+    "recon_bills",
+    metadata,
+    Column("bill_id", String(40), primary_key=True),
+    Column("channel", String(32), nullable=False),  # a channel of the registry, or "bank"
+    Column("business_date", String(10), nullable=False),  # YYYY-MM-DD
+    Column("source", String(8), nullable=False),  # fetch | import
+    Column("file_name", String(255), nullable=False),
+    Column("sha256", String(64), nullable=False),
+    Column("size_bytes", BigInteger, nullable=False),
+    Column("lines", BigInteger, nullable=False),
+    Column("payments", BigInteger, nullable=False),
+    Column("payment_amount", BigInteger, nullable=False),
+    Column("refunds", BigInteger, nullable=False),
+    Column("refund_amount", BigInteger, nullable=False),
+    Column("fee", BigInteger, nullable=False),
+    Column("stored_path", String(512), nullable=False),  # relative to the data dir
+    Column("status", String(12), nullable=False),  # CURRENT | REPLACED
+    Column("imported_at", UTCDateTime, nullable=False),
+    Column("imported_by", String(64), nullable=False),
+    Column("replaced_at", UTCDateTime, nullable=True),
+    Column("replaced_by", String(40), nullable=True),
+    Index("ix_recon_bills_channel_date", "channel", "business_date"),
+    Index(
+        "uq_recon_bills_current",
+        "channel",
+        "business_date",
+        unique=True,
+        sqlite_where=text("status = 'CURRENT'"),
+        postgresql_where=text("status = 'CURRENT'"),
+    ),
 )

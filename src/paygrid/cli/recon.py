@@ -1,0 +1,199 @@
+"""``paygrid recon``: reconciliation (对账). Bills in: ``fetch`` (through the channel's API)
+and ``import`` (a file a person drops); ``bills`` lists what was taken in."""
+
+from __future__ import annotations
+
+import getpass
+import json
+import tempfile
+from datetime import date
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from paygrid.channels import registry
+from paygrid.channels.ports import ChannelError
+from paygrid.cli.common import (
+    ConfigFile,
+    DataDir,
+    DbUrl,
+    console,
+    err,
+    tool_database,
+    tool_settings,
+)
+from paygrid.config import Settings
+from paygrid.recon.bill_format import BillRefused
+from paygrid.recon.bill_store import ImportedBill, Reader, bills, import_file
+
+app = typer.Typer(help="Reconciliation (对账): bills in, recon runs, cases.", no_args_is_help=True)
+
+Channel = Annotated[str, typer.Option("--channel", help="A channel of the registry.")]
+Day = Annotated[str, typer.Option("--date", help="The business date, YYYY-MM-DD.")]
+AsJson = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+EXIT_BAD = 2  # bad arguments or a refused bill: nothing was imported
+EXIT_NOT_READY = 75  # EX_TEMPFAIL: the channel's bill is not out yet; fetch again later
+
+
+@app.command("import")
+def import_(
+    file: Annotated[Path, typer.Argument(help="The bill file as the channel gave it.")],
+    channel: Channel,
+    day: Day,
+    by: Annotated[str | None, typer.Option(help="Who imports it (default: this user).")] = None,
+    data_dir: DataDir = None,
+    database_url: DbUrl = None,
+    config_file: ConfigFile = None,
+    as_json: AsJson = False,
+) -> None:
+    """Take a bill file in: checked whole against its own summary, normalised; the same file
+    again changes nothing, another file for the channel and date replaces the current one."""
+    reader, business_date = _reader(channel), _date(day)
+    settings = tool_settings(data_dir, database_url, config_file)
+    imported = _import(settings, channel, business_date, file, reader, "import", by)
+    _report(imported, as_json)
+
+
+@app.command("fetch")
+def fetch(
+    channel: Channel,
+    day: Day,
+    data_dir: DataDir = None,
+    database_url: DbUrl = None,
+    config_file: ConfigFile = None,
+    as_json: AsJson = False,
+) -> None:
+    """Download the channel's bill of the date through its API and take it in (as import).
+    Not out yet: exit 75, fetch again later."""
+    from paygrid.platform.bootstrap import channel_adapter
+
+    reader, business_date = _reader(channel), _date(day)
+    settings = tool_settings(data_dir, database_url, config_file)
+    adapter = channel_adapter(settings, channel)
+    try:
+        content = adapter.download_bill(business_date)
+    except ChannelError as exc:
+        if exc.code in NOT_READY:
+            err.print(f"{channel} bill of {day} is not out yet ({exc.code}): fetch again later")
+            raise typer.Exit(EXIT_NOT_READY) from None
+        again = " (try again)" if exc.retryable else ""
+        err.print(f"[red]{channel} bill of {day} could not be downloaded{again}: {exc}[/]")
+        raise typer.Exit(1) from None
+    incoming = settings.data_dir / "recon" / "incoming"
+    incoming.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=incoming) as scratch:
+        path = Path(scratch) / f"{channel}-{business_date.isoformat()}.bill"
+        path.write_bytes(content)
+        imported = _import(settings, channel, business_date, path, reader, "fetch", None)
+    _report(imported, as_json)
+
+
+# The channels' words for "the bill is being made" (WeChat Pay, Alipay).
+NOT_READY = frozenset({"STATEMENT_CREATING", "isp.bill_not_exist"})
+
+
+@app.command("bills")
+def list_bills(
+    channel: Annotated[str | None, typer.Option("--channel")] = None,
+    day: Annotated[str | None, typer.Option("--date")] = None,
+    data_dir: DataDir = None,
+    database_url: DbUrl = None,
+    config_file: ConfigFile = None,
+    as_json: AsJson = False,
+) -> None:
+    """The bills taken in, newest first, with the ones they replaced (the audit record)."""
+    settings = tool_settings(data_dir, database_url, config_file)
+    db, _ = tool_database(settings)
+    rows = bills(db, channel, _date(day) if day else None)
+    if as_json:
+        print(json.dumps([_jsonable(r) for r in rows], ensure_ascii=False, indent=2))
+        return
+    for r in rows:
+        when = f"{r['imported_at']:%Y-%m-%d %H:%M}"
+        console.print(
+            f"{r['business_date']} {r['channel']:<10} {r['status']:<8} {r['lines']:>9} lines "
+            f"{r['file_name']} ({r['source']} by {r['imported_by']} at {when})"
+            + (f" replaced by {r['replaced_by']}" if r["replaced_by"] else "")
+        )
+
+
+def _import(
+    settings: Settings,
+    channel: str,
+    day: date,
+    path: Path,
+    reader: Reader,
+    source: str,
+    by: str | None,
+) -> ImportedBill:
+    db, _ = tool_database(settings)
+    who = by or _user()
+    try:
+        return import_file(db, settings.data_dir, channel, day, path, reader, source=source, by=who)
+    except BillRefused as exc:
+        err.print(f"[red]refused, nothing imported:[/] {exc}")
+        raise typer.Exit(EXIT_BAD) from None
+    finally:
+        db.dispose()
+
+
+def _report(imported: ImportedBill, as_json: bool) -> None:
+    t = imported.totals
+    if as_json:
+        doc = {
+            "bill_id": imported.bill_id,
+            "channel": imported.channel,
+            "date": imported.business_date.isoformat(),
+            "file": imported.file_name,
+            "sha256": imported.sha256,
+            "already_imported": imported.already,
+            "replaced": imported.replaced,
+            "lines": t.lines,
+            "payments": {"count": t.payments, "amount": t.payment_amount},
+            "refunds": {"count": t.refunds, "amount": t.refund_amount},
+            "fee": t.fee,
+        }
+        print(json.dumps(doc, ensure_ascii=False))
+        return
+    what = "already imported: nothing changed" if imported.already else "imported"
+    console.print(
+        f"{imported.channel} {imported.business_date} {what} ({imported.bill_id}"
+        + (f", replacing {imported.replaced}" if imported.replaced else "")
+        + f"): {t.lines} lines, {t.payments} payments {t.payment_amount} fen, "
+        f"{t.refunds} refunds {t.refund_amount} fen, fee {t.fee} fen"
+    )
+
+
+def _reader(channel: str) -> Reader:
+    try:
+        spec = registry.spec(channel)
+    except registry.UnknownChannel:
+        err.print(f"[red]unknown channel {channel!r}; known: {', '.join(registry.NAMES)}[/]")
+        raise typer.Exit(EXIT_BAD) from None
+    reader: Reader | None = spec.bill_reader()
+    if reader is None:
+        err.print(f"[red]{channel} bills cannot be read yet (no bill reader): see docs/recon.md[/]")
+        raise typer.Exit(EXIT_BAD)
+    return reader
+
+
+def _date(text: str) -> date:
+    try:
+        if len(text) == 10:
+            return date.fromisoformat(text)
+    except ValueError:
+        pass
+    err.print(f"[red]--date {text!r}: a date YYYY-MM-DD[/]")
+    raise typer.Exit(EXIT_BAD)
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
+
+
+def _jsonable(row: dict[str, Any]) -> dict[str, Any]:
+    return {k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in row.items()}
