@@ -4,7 +4,9 @@ bank's MT940 statement."""
 
 from __future__ import annotations
 
+import json
 from datetime import date, datetime, timedelta
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import httpx
@@ -40,3 +42,30 @@ def _statement(base: str, bank: dict[str, str], day: date) -> bytes:
     url = f"{base}/v1/accounts/{bank['account']}/statements/{day.isoformat()}"
     auth = {"Authorization": f"Bearer {bank['api_key']}"}
     return httpx.get(url, headers=auth).raise_for_status().content
+
+
+def test_the_bank_statement_comes_in_through_recon(
+    platform_factory: PlatformFactory, merchant: MerchantReceiver, tmp_path: Path
+) -> None:
+    running = platform_factory()
+    client = running.client()
+    payment = client.create_payment(order(merchant)).json()
+    pay(running, payment["code_url"])
+    wait_status(client, payment["payment_id"], "SUCCESS")
+    paid_at = client.get_payment(payment["payment_id"]).json()["paid_at"]
+    day = datetime.fromisoformat(paid_at).astimezone(ZoneInfo("Asia/Shanghai")).date()
+    due = (day + timedelta(days=1)).isoformat()
+    not_out = running.paygrid("recon", "fetch", "--channel", "bank", "--date", due)
+    assert not_out.returncode == 75, not_out.stderr  # tomorrow's statement is not out
+    running.sandbox("POST", "/sandbox/close-day", {"date": day.isoformat()})
+    fetched = running.paygrid("recon", "fetch", "--channel", "bank", "--date", due, "--json")
+    assert fetched.returncode == 0, fetched.stderr
+    statement = json.loads(fetched.stdout)
+    assert statement["payments"] == {"count": 1, "amount": 10_000 - rate_fee(10_000, 2000)}
+    bank = httpx.get(f"{running.bank_url}/sandbox/credentials").json()
+    text = _statement(running.bank_url, bank, day + timedelta(days=1)).decode()
+    tampered = tmp_path / "statement.sta"
+    tampered.write_text(text.replace(":62F:C", ":62F:D"))  # the closing balance turned debit
+    refused = running.paygrid("recon", "import", str(tampered), "--channel", "bank", "--date", due)
+    assert refused.returncode == 2 and "statement.sta" in refused.stderr, refused.stderr
+    assert "!= closing" in refused.stderr

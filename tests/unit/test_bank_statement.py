@@ -5,9 +5,12 @@ refused, naming where."""
 from __future__ import annotations
 
 from datetime import date
+from pathlib import Path
 
+import duckdb
 import pytest
 
+from paygrid.channels.bank.bill_import import import_bill as import_statement
 from paygrid.channels.bank.statement import (
     Entry,
     Statement,
@@ -16,6 +19,7 @@ from paygrid.channels.bank.statement import (
     parse_mt940,
     write_mt940,
 )
+from paygrid.recon.bill_format import BillRefused, BillTotals
 
 YEAR_END = date(2026, 12, 31)
 
@@ -60,3 +64,17 @@ def test_a_statement_that_does_not_add_up_or_lies_about_a_sign_is_refused() -> N
     _refused(text.encode("utf-8") + text.encode("utf-8"), "2 statements")
     _refused(text.encode("gbk"), "not UTF-8")
     _refused(b"hello", "statements|not an MT940")
+
+
+def test_recon_takes_in_the_statement_of_its_date_only(tmp_path: Path) -> None:
+    path = tmp_path / "bank-2026-12-31.sta"
+    path.write_text(write_mt940(_statement(SETTLED, FEE)))
+    con = duckdb.connect()
+    totals = import_statement(con, path, YEAR_END, "bank")
+    assert totals == BillTotals(2, 1, 99_801, 1, 5, 0)
+    assert con.execute("SELECT sum(amount), min(reference) FROM bank").fetchone() == (
+        99_796,
+        "FEE1",
+    )
+    with pytest.raises(BillRefused, match="not of 2026-12-30"):
+        import_statement(duckdb.connect(), path, date(2026, 12, 30), "bank")

@@ -13,6 +13,9 @@ from typing import Annotated, Any
 import typer
 
 from paygrid.channels import registry
+from paygrid.channels.bank import BANK
+from paygrid.channels.bank.bill_import import import_bill as import_statement
+from paygrid.channels.bank.client import bank_credentials, download_statement
 from paygrid.channels.ports import ChannelError
 from paygrid.cli.common import (
     ConfigFile,
@@ -29,7 +32,9 @@ from paygrid.recon.bill_store import ImportedBill, Reader, bills, import_file
 
 app = typer.Typer(help="Reconciliation (对账): bills in, recon runs, cases.", no_args_is_help=True)
 
-Channel = Annotated[str, typer.Option("--channel", help="A channel of the registry.")]
+Channel = Annotated[
+    str, typer.Option("--channel", help="A channel of the registry, or bank (the statement).")
+]
 Day = Annotated[str, typer.Option("--date", help="The business date, YYYY-MM-DD.")]
 AsJson = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 EXIT_BAD = 2  # bad arguments or a refused bill: nothing was imported
@@ -66,13 +71,10 @@ def fetch(
 ) -> None:
     """Download the channel's bill of the date through its API and take it in (as import).
     Not out yet: exit 75, fetch again later."""
-    from paygrid.platform.bootstrap import channel_adapter
-
     reader, business_date = _reader(channel), _date(day)
     settings = tool_settings(data_dir, database_url, config_file)
-    adapter = channel_adapter(settings, channel)
     try:
-        content = adapter.download_bill(business_date)
+        content = _download(settings, channel, business_date)
     except ChannelError as exc:
         if exc.code in NOT_READY:
             err.print(f"{channel} bill of {day} is not out yet ({exc.code}): fetch again later")
@@ -89,8 +91,18 @@ def fetch(
     _report(imported, as_json)
 
 
-# The channels' words for "the bill is being made" (WeChat Pay, Alipay).
-NOT_READY = frozenset({"STATEMENT_CREATING", "isp.bill_not_exist"})
+# The channels' words for "the bill is being made" (WeChat Pay, Alipay, the bank).
+NOT_READY = frozenset({"STATEMENT_CREATING", "isp.bill_not_exist", "STATEMENT_NOT_READY"})
+
+
+def _download(settings: Settings, channel: str, day: date) -> bytes:
+    """The channel's bill of ``day`` through its API; the bank's statement for ``bank``."""
+    if channel == BANK:
+        creds = bank_credentials(settings.bank_base_url, settings.bank_credentials)
+        return download_statement(settings.bank_base_url, creds, day)
+    from paygrid.platform.bootstrap import channel_adapter
+
+    return channel_adapter(settings, channel).download_bill(day)
 
 
 @app.command("bills")
@@ -166,10 +178,13 @@ def _report(imported: ImportedBill, as_json: bool) -> None:
 
 
 def _reader(channel: str) -> Reader:
+    if channel == BANK:
+        return import_statement
     try:
         spec = registry.spec(channel)
     except registry.UnknownChannel:
-        err.print(f"[red]unknown channel {channel!r}; known: {', '.join(registry.NAMES)}[/]")
+        known = ", ".join((*registry.NAMES, BANK))
+        err.print(f"[red]unknown channel {channel!r}; known: {known}[/]")
         raise typer.Exit(EXIT_BAD) from None
     reader: Reader | None = spec.bill_reader()
     if reader is None:

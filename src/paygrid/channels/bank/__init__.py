@@ -2,3 +2,5 @@
 and its sandbox, into which the channel sandboxes settle."""
 
 SANDBOX_MODULE = "paygrid.channels.bank.sandbox"
+
+BANK = "bank"  # as recon's commands name it (``--channel bank``) and recon_bills stores it
