@@ -84,3 +84,24 @@ def test_bad_arguments_are_refused_before_anything_runs(platform_factory: Platfo
         "recon", "import", "/nonexistent.csv", "--channel", "wechatpay", "--date", tomorrow
     )
     assert missing.returncode == 2 and "nonexistent.csv" in missing.stderr
+
+
+def test_an_alipay_bill_comes_in_through_its_api(
+    platform_factory: PlatformFactory, merchant: MerchantReceiver
+) -> None:
+    from tests.integration.test_alipay_flow import alipay_order
+    from tests.integration.test_alipay_flow import pay as alipay_pay
+
+    running = platform_factory()
+    client = running.client()
+    payment = client.create_payment(alipay_order(merchant)).json()
+    alipay_pay(running, payment["code_url"])
+    wait_status(client, payment["payment_id"], "SUCCESS")
+    paid_at = client.get_payment(payment["payment_id"]).json()["paid_at"]
+    day = datetime.fromisoformat(paid_at).astimezone(ZoneInfo("Asia/Shanghai")).date().isoformat()
+    running.channel_sandbox("alipay", "POST", "/sandbox/close-day", {"date": day})
+    fetched = running.paygrid("recon", "fetch", "--channel", "alipay", "--date", day, "--json")
+    assert fetched.returncode == 0, fetched.stderr
+    bill = json.loads(fetched.stdout)
+    assert bill["payments"] == {"count": 1, "amount": AMOUNT}
+    assert bill["fee"] == rate_fee(AMOUNT, 6000)  # the sandbox's Alipay rate, 0.60%
