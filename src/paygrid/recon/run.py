@@ -1,0 +1,371 @@
+"""A reconciliation run of one channel's business date (三方对账, first flow: paygrid's payments
+and refunds against the channel's bill; the channel is the authority for status).
+
+The bill is the CURRENT one in ``recon_bills``. paygrid's side is read from the database: its
+successful payments of the date and refunds accepted that day, plus whatever the bill names
+that paygrid holds on another date or in another state. :mod:`paygrid.recon.matching`
+classifies every pair in DuckDB; the few that differ are then explained here:
+
+- the channel has a success paygrid does not have yet: repaired through the payment's state
+  machine (the channel is asked and its answer applied, as 补单 does: counted once, notified,
+  posted), reported ``STATUS_REPAIRED``;
+- a record booked on the neighbouring date by the channel (near the cut-off): matched there
+  (``CROSS_DAY``: counted matched), or held (挂账) while the other date's bill may still bring
+  it, within ``window_days``; only what is still unmatched after the window is a difference.
+
+A run changes nothing but repairs, which are idempotent: running it again gives the same result.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import duckdb
+from sqlalchemy import Connection, and_, select
+
+from paygrid.kernel.clock import business_date, utcnow
+from paygrid.recon.bill_store import CURRENT
+from paygrid.recon.matching import OUR_PAYMENTS, OUR_REFUNDS, classify
+from paygrid.reports.merchant_bill import day_bounds
+from paygrid.storage.database import Database
+from paygrid.storage.schema import channel_orders, payments, recon_bills, refunds
+
+WINDOW_DAYS = 3  # held records wait this long for the neighbouring date's bill
+CUTOFF_MARGIN = timedelta(minutes=30)  # "near the cut-off": may be booked on the other date
+LOOKUP_CHUNK = 500
+# the references the bill names that paygrid's side of the date does not hold
+_NAMED_ONLY = (
+    "SELECT {ref} FROM bill WHERE kind = '{kind}' EXCEPT SELECT channel_ref FROM our_{ours}"
+)
+RepairPayment = Callable[[str, str], bool]
+"""(payment_id, channel_ref) -> whether the channel's answer changed the payment."""
+RepairRefund = Callable[[str, str, str], bool]
+"""(refund_id, refund channel_ref, payment channel_ref) -> whether it changed the refund."""
+
+
+class NoBill(LookupError):
+    """No bill of this channel and date has been taken in (`recon fetch` / `import` first)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Difference:
+    kind: str
+    payment_id: str | None
+    out_trade_no: str | None
+    refund_id: str | None
+    out_refund_no: str | None
+    channel_trade_no: str | None
+    paygrid_amount: int | None
+    channel_amount: int | None
+    case_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelResult:
+    channel: str
+    matched_count: int
+    matched_amount: int  # payments − refunds
+    differences: tuple[Difference, ...]
+    held: tuple[Difference, ...]
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "channel": self.channel,
+            "matched": {"count": self.matched_count, "amount": self.matched_amount},
+            "differences": [_fields(d) for d in self.differences],
+            "held": [_fields(d) for d in self.held],
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Repairs:
+    payment: RepairPayment
+    refund: RepairRefund
+
+
+def run_channel(
+    db: Database,
+    data_dir: Path,
+    channel: str,
+    day: date,
+    *,
+    zone: str,
+    fee_rate_ppm: int,
+    repairs: Repairs,
+    now: datetime | None = None,
+) -> ChannelResult:
+    """Reconcile ``channel``'s ``day``: NoBill when its bill is not in."""
+    bill_path = _current_bill(db, channel, day)
+    with duckdb.connect() as con:
+        con.execute(
+            f"CREATE TEMP TABLE bill AS SELECT * FROM read_parquet('{_sql(data_dir / bill_path)}')"
+        )
+        _load_ours(con, db, channel, day, zone)
+        classify(con, day.isoformat(), fee_rate_ppm)
+        pay_rows = _rows(con, "SELECT * FROM pay_flow WHERE outcome <> 'MATCHED'")
+        refund_rows = _rows(con, "SELECT * FROM refund_flow WHERE outcome <> 'MATCHED'")
+        matched = _matched(con)
+    neighbours = _neighbour_refs(db, data_dir, channel, day)
+    explained = _explain(pay_rows, refund_rows, repairs, neighbours, day, zone, now or utcnow())
+    differences, held, cross_day = explained
+    count, amount = matched
+    return ChannelResult(
+        channel, count + cross_day[0], amount + cross_day[1], tuple(differences), tuple(held)
+    )
+
+
+def _current_bill(db: Database, channel: str, day: date) -> str:
+    with db.read() as conn:
+        path = conn.execute(
+            select(recon_bills.c.stored_path).where(
+                recon_bills.c.channel == channel,
+                recon_bills.c.business_date == day.isoformat(),
+                recon_bills.c.status == CURRENT,
+            )
+        ).scalar_one_or_none()
+    if path is None:
+        raise NoBill(f"no {channel} bill of {day} taken in: `paygrid recon fetch` it first")
+    return str(path)
+
+
+def _load_ours(
+    con: duckdb.DuckDBPyConnection, db: Database, channel: str, day: date, zone: str
+) -> None:
+    """paygrid's side: the date's successful payments and accepted refunds, and whatever else
+    the bill names (another date, another state)."""
+    start, end = day_bounds(day, zone)
+    con.execute(OUR_PAYMENTS)
+    con.execute(OUR_REFUNDS)
+    with db.read() as conn:
+        pay = _payments(
+            conn,
+            channel,
+            and_(
+                payments.c.status == "SUCCESS",
+                payments.c.paid_at >= start,
+                payments.c.paid_at < end,
+            ),
+        )
+        _insert_payments(con, pay, zone)
+        named = _missing(
+            con, _NAMED_ONLY.format(ref="payment_ref", kind="PAYMENT", ours="payments")
+        )
+        for chunk in _chunks(named):
+            _insert_payments(
+                con, _payments(conn, channel, channel_orders.c.channel_ref.in_(chunk)), zone
+            )
+        ref = _refunds(
+            conn, channel, and_(refunds.c.created_at >= start, refunds.c.created_at < end)
+        )
+        _insert_refunds(con, ref)
+        named = _missing(con, _NAMED_ONLY.format(ref="refund_ref", kind="REFUND", ours="refunds"))
+        for chunk in _chunks(named):
+            _insert_refunds(con, _refunds(conn, channel, refunds.c.channel_ref.in_(chunk)))
+
+
+def _payments(conn: Connection, channel: str, where: Any) -> list[Any]:
+    query = (
+        select(
+            channel_orders.c.channel_ref,
+            payments.c.payment_id,
+            payments.c.out_trade_no,
+            payments.c.amount,
+            payments.c.status,
+            payments.c.paid_at,
+        )
+        .select_from(
+            channel_orders.join(payments, payments.c.payment_id == channel_orders.c.payment_id)
+        )
+        .where(channel_orders.c.channel == channel, where)
+    )
+    return list(conn.execute(query))
+
+
+def _refunds(conn: Connection, channel: str, where: Any) -> list[Any]:
+    query = (
+        select(
+            refunds.c.channel_ref,
+            refunds.c.refund_id,
+            refunds.c.out_refund_no,
+            refunds.c.payment_id,
+            payments.c.out_trade_no,
+            refunds.c.amount,
+            refunds.c.status,
+            channel_orders.c.channel_ref.label("payment_ref"),
+        )
+        .select_from(
+            refunds.join(payments, payments.c.payment_id == refunds.c.payment_id).join(
+                channel_orders, channel_orders.c.order_id == refunds.c.order_id
+            )
+        )
+        .where(refunds.c.channel == channel, where)
+    )
+    return list(conn.execute(query))
+
+
+def _insert_payments(con: duckdb.DuckDBPyConnection, rows: Sequence[Any], zone: str) -> None:
+    values = [
+        (
+            r.channel_ref,
+            r.payment_id,
+            r.out_trade_no,
+            r.amount,
+            r.status,
+            business_date(r.paid_at, zone) if r.paid_at else None,
+            r.paid_at.replace(tzinfo=None) if r.paid_at else None,
+        )
+        for r in rows
+    ]
+    if values:
+        con.executemany("INSERT INTO our_payments VALUES (?, ?, ?, ?, ?, ?, ?)", values)
+
+
+def _insert_refunds(con: duckdb.DuckDBPyConnection, rows: Sequence[Any]) -> None:
+    values = [tuple(r) for r in rows]
+    if values:
+        con.executemany("INSERT INTO our_refunds VALUES (?, ?, ?, ?, ?, ?, ?, ?)", values)
+
+
+def _missing(con: duckdb.DuckDBPyConnection, sql: str) -> list[str]:
+    return [str(r[0]) for r in con.execute(sql).fetchall() if r[0] is not None]
+
+
+def _chunks(values: list[str]) -> list[list[str]]:
+    return [values[i : i + LOOKUP_CHUNK] for i in range(0, len(values), LOOKUP_CHUNK)]
+
+
+def _rows(con: duckdb.DuckDBPyConnection, sql: str) -> list[dict[str, Any]]:
+    cursor = con.execute(sql)
+    names = [d[0] for d in cursor.description or ()]
+    return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+
+def _matched(con: duckdb.DuckDBPyConnection) -> tuple[int, int]:
+    """Payments and refunds whose amounts agree (a fee difference is reported besides)."""
+    row = con.execute(
+        """SELECT
+            (SELECT count(*) FROM pay_flow WHERE outcome IN ('MATCHED', 'FEE_MISMATCH'))
+          + (SELECT count(*) FROM refund_flow WHERE outcome = 'MATCHED'),
+            (SELECT coalesce(sum(channel_amount), 0) FROM pay_flow
+                WHERE outcome IN ('MATCHED', 'FEE_MISMATCH'))
+          - (SELECT coalesce(sum(channel_amount), 0) FROM refund_flow WHERE outcome = 'MATCHED')"""
+    ).fetchone()
+    assert row is not None
+    return int(row[0]), int(row[1])
+
+
+def _neighbour_refs(db: Database, data_dir: Path, channel: str, day: date) -> set[str]:
+    """The payment references on the neighbouring dates' current bills, where taken in."""
+    paths: list[str] = []
+    with db.read() as conn:
+        for other in (day - timedelta(days=1), day + timedelta(days=1)):
+            found = conn.execute(
+                select(recon_bills.c.stored_path).where(
+                    recon_bills.c.channel == channel,
+                    recon_bills.c.business_date == other.isoformat(),
+                    recon_bills.c.status == CURRENT,
+                )
+            ).scalar_one_or_none()
+            if found is not None:
+                paths.append(str(data_dir / found))
+    if not paths:
+        return set()
+    with duckdb.connect() as con:
+        files = ", ".join(f"'{_sql(Path(p))}'" for p in paths)
+        rows = con.execute(
+            f"SELECT DISTINCT payment_ref FROM read_parquet([{files}]) WHERE kind = 'PAYMENT'"
+        ).fetchall()
+    return {str(r[0]) for r in rows}
+
+
+def _explain(
+    pay_rows: list[dict[str, Any]],
+    refund_rows: list[dict[str, Any]],
+    repairs: Repairs,
+    neighbours: set[str],
+    day: date,
+    zone: str,
+    now: datetime,
+) -> tuple[list[Difference], list[Difference], tuple[int, int]]:
+    """(differences, held, (count, amount) matched across the cut-off)."""
+    differences: list[Difference] = []
+    held: list[Difference] = []
+    cross = [0, 0]
+    window_open = business_date(now, zone) <= day + timedelta(days=WINDOW_DAYS)
+    for row in pay_rows:
+        outcome = row["outcome"]
+        if outcome == "CROSS_DAY" or (outcome == "PAYGRID_ONLY" and row["ref"] in neighbours):
+            cross[0] += 1
+            cross[1] += int(row["paygrid_amount"])
+            continue
+        if outcome == "PAYGRID_ONLY" and window_open and _near_cutoff(row["paid_at"], day, zone):
+            held.append(_payment_difference("CROSS_DAY_HELD", row))
+            continue
+        if outcome == "STATUS_REPAIRED":
+            repairs.payment(str(row["payment_id"]), str(row["ref"]))
+        differences.append(_payment_difference(outcome, row))
+    for row in refund_rows:
+        outcome = row["outcome"]
+        if outcome == "PAYGRID_ONLY" and row["status"] != "SUCCESS":
+            continue  # a refund the channel closed or still holds: no money moved
+        if outcome == "STATUS_REPAIRED":
+            repairs.refund(str(row["refund_id"]), str(row["ref"]), str(row["payment_ref"] or ""))
+        differences.append(_refund_difference(outcome, row))
+    return differences, held, (cross[0], cross[1])
+
+
+def _near_cutoff(paid_at: datetime | None, day: date, zone: str) -> bool:
+    """Paid within CUTOFF_MARGIN of the date's start or end (``paid_at`` naive UTC)."""
+    if paid_at is None:
+        return False
+    start, end = day_bounds(day, zone)
+    at = paid_at.replace(tzinfo=UTC)
+    return at - start < CUTOFF_MARGIN or end - at <= CUTOFF_MARGIN
+
+
+def _payment_difference(kind: str, row: dict[str, Any]) -> Difference:
+    return Difference(
+        kind,
+        row["payment_id"],
+        row["out_trade_no"],
+        None,
+        None,
+        row["channel_trade_no"],
+        row["paygrid_amount"],
+        row["channel_amount"],
+    )
+
+
+def _refund_difference(kind: str, row: dict[str, Any]) -> Difference:
+    return Difference(
+        kind,
+        row["payment_id"],
+        row["out_trade_no"],
+        row["refund_id"],
+        row["out_refund_no"],
+        row["channel_trade_no"],
+        row["paygrid_amount"],
+        row["channel_amount"],
+    )
+
+
+def _fields(d: Difference) -> dict[str, Any]:
+    return {
+        "kind": d.kind,
+        "payment_id": d.payment_id,
+        "out_trade_no": d.out_trade_no,
+        "refund_id": d.refund_id,
+        "out_refund_no": d.out_refund_no,
+        "channel_trade_no": d.channel_trade_no,
+        "paygrid_amount": d.paygrid_amount,
+        "channel_amount": d.channel_amount,
+        "case_id": d.case_id,
+    }
+
+
+def _sql(path: Path) -> str:
+    return str(path).replace("'", "''")
