@@ -9,6 +9,8 @@ import json
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
+from sqlalchemy import text
+
 from tests.conftest import PlatformFactory
 from tests.integration.test_payment_flow import order, pay, wait_status
 from tests.support import MerchantReceiver, wait_until
@@ -59,6 +61,7 @@ def test_recon_run_finds_exactly_the_differences_and_repairs_the_status(
         "paygrid_amount",
         "channel_amount",
         "case_id",
+        "booked_amount",  # beyond the contract: a voucher's amount, for the ledger's kinds
     }
     wait_status(client, lost["payment_id"], "SUCCESS")  # through the state machine
     wait_until(
@@ -80,3 +83,75 @@ def test_a_run_without_a_bill_is_refused(platform_factory: PlatformFactory) -> N
     assert done.returncode == 2 and "recon fetch" in done.stderr, done.stderr
     one = running.paygrid("recon", "run", "--date", "2026-11-01", "--channel", "wechatpay")
     assert one.returncode == 2
+
+
+def test_the_accounting_flow_against_the_payment_flow(
+    platform_factory: PlatformFactory, merchant: MerchantReceiver
+) -> None:
+    """A capture voucher lost, one without its payment, one of another amount: exactly these
+    three, each once (the books are tampered with directly, as only a bug or a person could)."""
+    running = platform_factory()
+    client = running.client()
+    paid = []
+    for _ in range(3):
+        payment = client.create_payment(order(merchant)).json()
+        pay(running, payment["code_url"])
+        paid.append(wait_status(client, payment["payment_id"], "SUCCESS"))
+    day = datetime.fromisoformat(paid[-1]["paid_at"]).astimezone(ZoneInfo("Asia/Shanghai")).date()
+    wait_until(lambda: running.paygrid("check", "--grace-seconds", "0").returncode == 0, 30)
+    running.sandbox("POST", "/sandbox/close-day", {"date": day.isoformat()})
+    assert (
+        running.paygrid("recon", "fetch", "--channel", "wechatpay", "--date", str(day)).returncode
+        == 0
+    )
+    lost, changed = paid[0]["payment_id"], paid[1]["payment_id"]
+    db = running.database()
+    with db.transaction() as conn:
+        voucher = conn.execute(
+            text("SELECT voucher_id FROM ledger_vouchers WHERE business_ref = :p"), {"p": lost}
+        ).scalar_one()
+        conn.execute(text("DELETE FROM ledger_entries WHERE voucher_id = :v"), {"v": voucher})
+        conn.execute(text("DELETE FROM ledger_vouchers WHERE voucher_id = :v"), {"v": voucher})
+        conn.execute(
+            text(
+                "UPDATE ledger_entries SET amount = amount + 1 WHERE direction = 'D' AND "
+                "account_code LIKE 'pending_clearing:%' AND voucher_id = "
+                "(SELECT voucher_id FROM ledger_vouchers WHERE business_ref = :p)"
+            ),
+            {"p": changed},
+        )
+        conn.execute(
+            text(
+                "INSERT INTO ledger_vouchers (voucher_id, kind, business_ref, business_date, memo,"
+                " created_at) VALUES ('vch_orphan', 'capture', 'pay_nobody', :d, 'x', :now)"
+            ),
+            {"d": str(day), "now": datetime.now(ZoneInfo("UTC"))},
+        )
+        conn.execute(
+            text(
+                "INSERT INTO ledger_entries (voucher_id, account_code, direction, amount,"
+                " currency) VALUES ('vch_orphan', 'pending_clearing:wechatpay:CNY', 'D', 500,"
+                " 'CNY')"
+            )
+        )
+    db.dispose()
+    done = running.paygrid(
+        "recon",
+        "run",
+        "--date",
+        str(day),
+        "--channel",
+        "wechatpay",
+        "--json",
+        "--grace-seconds",
+        "0",
+    )
+    assert done.returncode == 0, done.stderr
+    [result] = json.loads(done.stdout)["results"]
+    got = sorted((d["kind"], d["payment_id"], d["booked_amount"]) for d in result["differences"])
+    assert got == [
+        ("VOUCHER_AMOUNT_MISMATCH", changed, AMOUNT + 1),
+        ("VOUCHER_MISSING", lost, None),
+        ("VOUCHER_ORPHAN", "pay_nobody", 500),
+    ]
+    assert result["matched"]["count"] == 3  # the payment flow itself agrees with the channel

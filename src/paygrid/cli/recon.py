@@ -6,7 +6,7 @@ from __future__ import annotations
 import getpass
 import json
 import tempfile
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -29,7 +29,8 @@ from paygrid.cli.common import (
 from paygrid.config import Settings
 from paygrid.recon.bill_format import BillRefused
 from paygrid.recon.bill_store import ImportedBill, Reader, bills, import_file
-from paygrid.recon.run import ChannelResult, NoBill, Repairs, run_channel
+from paygrid.recon.results import ChannelResult
+from paygrid.recon.run import NoBill, Repairs, run_channel
 
 app = typer.Typer(help="Reconciliation (对账): bills in, recon runs, cases.", no_args_is_help=True)
 
@@ -116,6 +117,9 @@ def run(
     database_url: DbUrl = None,
     config_file: ConfigFile = None,
     as_json: AsJson = False,
+    grace_seconds: Annotated[
+        int, typer.Option(help="A success younger than this may still be on its way to the ledger.")
+    ] = 60,
 ) -> None:
     """Reconcile a business date: paygrid's payments and refunds against each channel's bill
     (matched, differences, held across the cut-off). Exit 0 whenever it ran, differences or
@@ -129,7 +133,8 @@ def run(
 
     platform = bootstrap(settings, consumers=())
     try:
-        results = _run_channels(platform, names, business_date, explicit=channel is not None)
+        grace = timedelta(seconds=grace_seconds)
+        results = _run_channels(platform, names, business_date, grace, explicit=channel is not None)
     finally:
         platform.close()
     if not results:
@@ -152,12 +157,12 @@ def run(
 
 
 def _run_channels(
-    platform: Any, names: list[str], day: date, *, explicit: bool
+    platform: Any, names: list[str], day: date, grace: timedelta, *, explicit: bool
 ) -> list[ChannelResult]:
     results = []
     for name in names:
         try:
-            results.append(_run_one(platform, name, day))
+            results.append(_run_one(platform, name, day, grace))
         except NoBill as exc:
             if explicit:
                 err.print(f"[red]{exc}[/]")
@@ -166,7 +171,7 @@ def _run_channels(
     return results
 
 
-def _run_one(platform: Any, name: str, day: date) -> ChannelResult:
+def _run_one(platform: Any, name: str, day: date, grace: timedelta) -> ChannelResult:
     s = platform.settings
     adapter, payments = platform.channels[name], platform.payments
 
@@ -187,6 +192,7 @@ def _run_one(platform: Any, name: str, day: date) -> ChannelResult:
         zone=s.zone,
         fee_rate_ppm=s.channels[name].fee_rate_ppm,
         repairs=Repairs(repair_payment, repair_refund),
+        voucher_grace=grace,
     )
 
 

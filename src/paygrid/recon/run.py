@@ -28,8 +28,10 @@ import duckdb
 from sqlalchemy import Connection, and_, select
 
 from paygrid.kernel.clock import business_date, utcnow
+from paygrid.recon.accounting import accounting_differences
 from paygrid.recon.bill_store import CURRENT
 from paygrid.recon.matching import OUR_PAYMENTS, OUR_REFUNDS, classify
+from paygrid.recon.results import ChannelResult, Difference
 from paygrid.reports.merchant_bill import day_bounds
 from paygrid.storage.database import Database
 from paygrid.storage.schema import channel_orders, payments, recon_bills, refunds
@@ -37,6 +39,7 @@ from paygrid.storage.schema import channel_orders, payments, recon_bills, refund
 WINDOW_DAYS = 3  # held records wait this long for the neighbouring date's bill
 CUTOFF_MARGIN = timedelta(minutes=30)  # "near the cut-off": may be booked on the other date
 LOOKUP_CHUNK = 500
+VOUCHER_GRACE = timedelta(seconds=60)  # a success younger than this may be on its way to the ledger
 # the references the bill names that paygrid's side of the date does not hold
 _NAMED_ONLY = (
     "SELECT {ref} FROM bill WHERE kind = '{kind}' EXCEPT SELECT channel_ref FROM our_{ours}"
@@ -49,36 +52,6 @@ RepairRefund = Callable[[str, str, str], bool]
 
 class NoBill(LookupError):
     """No bill of this channel and date has been taken in (`recon fetch` / `import` first)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Difference:
-    kind: str
-    payment_id: str | None
-    out_trade_no: str | None
-    refund_id: str | None
-    out_refund_no: str | None
-    channel_trade_no: str | None
-    paygrid_amount: int | None
-    channel_amount: int | None
-    case_id: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class ChannelResult:
-    channel: str
-    matched_count: int
-    matched_amount: int  # payments − refunds
-    differences: tuple[Difference, ...]
-    held: tuple[Difference, ...]
-
-    def as_json(self) -> dict[str, Any]:
-        return {
-            "channel": self.channel,
-            "matched": {"count": self.matched_count, "amount": self.matched_amount},
-            "differences": [_fields(d) for d in self.differences],
-            "held": [_fields(d) for d in self.held],
-        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +70,7 @@ def run_channel(
     fee_rate_ppm: int,
     repairs: Repairs,
     now: datetime | None = None,
+    voucher_grace: timedelta = VOUCHER_GRACE,
 ) -> ChannelResult:
     """Reconcile ``channel``'s ``day``: NoBill when its bill is not in."""
     bill_path = _current_bill(db, channel, day)
@@ -112,6 +86,8 @@ def run_channel(
     neighbours = _neighbour_refs(db, data_dir, channel, day)
     explained = _explain(pay_rows, refund_rows, repairs, neighbours, day, zone, now or utcnow())
     differences, held, cross_day = explained
+    settled = (now or utcnow()) - voucher_grace
+    differences += accounting_differences(db, channel, day, zone, settled)
     count, amount = matched
     return ChannelResult(
         channel, count + cross_day[0], amount + cross_day[1], tuple(differences), tuple(held)
@@ -351,20 +327,6 @@ def _refund_difference(kind: str, row: dict[str, Any]) -> Difference:
         row["paygrid_amount"],
         row["channel_amount"],
     )
-
-
-def _fields(d: Difference) -> dict[str, Any]:
-    return {
-        "kind": d.kind,
-        "payment_id": d.payment_id,
-        "out_trade_no": d.out_trade_no,
-        "refund_id": d.refund_id,
-        "out_refund_no": d.out_refund_no,
-        "channel_trade_no": d.channel_trade_no,
-        "paygrid_amount": d.paygrid_amount,
-        "channel_amount": d.channel_amount,
-        "case_id": d.case_id,
-    }
 
 
 def _sql(path: Path) -> str:
