@@ -63,3 +63,25 @@ def test_a_sandbox_started_without_a_bank_settles_nowhere(tmp_path: Path) -> Non
         assert closed["settlement"] == {"status": "NO_BANK", "net": 0}
     finally:
         wechat.stop()
+
+
+def test_the_settlement_faults_survive_a_restart_of_either_sandbox(tmp_path: Path) -> None:
+    """Faults are stored: a sandbox restarted (the crash drill kills them) reads them back."""
+    alipay = ("paygrid.channels.alipay.sandbox", "alipay sandbox listening on ")
+    for module, ready in (WECHAT, alipay):
+        data = tmp_path / module.split(".")[2]
+        sandbox = start_module(module, ready, data)
+        try:
+            with httpx.Client(base_url=sandbox.base_url) as http:
+                faults = {"settlement": "late", "settlement_late_days": 4}
+                assert http.post("/sandbox/faults", json=faults).status_code == 200
+                assert http.post("/sandbox/faults", json={"settlement": "x"}).status_code == 400
+        finally:
+            sandbox.stop()
+        again = start_module(module, ready, data)
+        try:
+            with httpx.Client(base_url=again.base_url) as http:
+                kept = http.get("/sandbox/faults").json()
+            assert (kept["settlement"], kept["settlement_late_days"]) == ("late", 4), module
+        finally:
+            again.stop()

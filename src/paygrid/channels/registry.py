@@ -26,6 +26,7 @@ class ChannelSpec:
     title: str  # as the cashier shows it
     default_port: int  # its sandbox's loopback port in the embedded default
     fee_rate_ppm: int  # the contracted rate the channel charges us (0.20% = 2000)
+    settlement_prefix: str  # how its settlements into the reserve account are referenced
     capabilities: ChannelCapabilities
     sandbox_qr_field: str  # how its sandbox's payer names a QR code (POST /sandbox/pay)
     # Its sandbox's /sandbox/orders trade states that mean paid / waiting for the payer.
@@ -82,6 +83,7 @@ CHANNELS: tuple[ChannelSpec, ...] = (
         title="微信支付 WeChat Pay",
         default_port=8101,
         fee_rate_ppm=wechatpay.FEE_RATE_PPM,
+        settlement_prefix=wechatpay.SETTLEMENT_PREFIX,
         capabilities=wechatpay.CAPABILITIES,
         sandbox_qr_field="code_url",
         sandbox_paid_states=frozenset({"SUCCESS", "REFUND"}),
@@ -94,6 +96,7 @@ CHANNELS: tuple[ChannelSpec, ...] = (
         title="支付宝 Alipay",
         default_port=8102,
         fee_rate_ppm=alipay.FEE_RATE_PPM,
+        settlement_prefix=alipay.SETTLEMENT_PREFIX,
         capabilities=alipay.CAPABILITIES,
         sandbox_qr_field="qr_code",
         # REFUNDED: TRADE_CLOSED after payment (refunded in full); UNSCANNED: no trade yet

@@ -31,6 +31,7 @@ from paygrid.recon.bill_format import BillRefused
 from paygrid.recon.bill_store import ImportedBill, Reader, bills, import_file
 from paygrid.recon.results import ChannelResult
 from paygrid.recon.run import NoBill, Repairs, run_channel
+from paygrid.recon.settlement import bank_only
 
 app = typer.Typer(help="Reconciliation (对账): bills in, recon runs, cases.", no_args_is_help=True)
 
@@ -135,6 +136,8 @@ def run(
     try:
         grace = timedelta(seconds=grace_seconds)
         results = _run_channels(platform, names, business_date, grace, explicit=channel is not None)
+        if results and channel is None:
+            results += _bank_result(platform, business_date)
     finally:
         platform.close()
     if not results:
@@ -191,6 +194,7 @@ def _run_one(platform: Any, name: str, day: date, grace: timedelta) -> ChannelRe
         day,
         zone=s.zone,
         fee_rate_ppm=s.channels[name].fee_rate_ppm,
+        settlement_prefix=registry.spec(name).settlement_prefix,
         repairs=Repairs(repair_payment, repair_refund),
         voucher_grace=grace,
     )
@@ -199,6 +203,13 @@ def _run_one(platform: Any, name: str, day: date, grace: timedelta) -> ChannelRe
 REPAIR_CAUSE = (
     "recon_repair"  # in the payment's transitions: the bill told us, the channel confirmed
 )
+
+
+def _bank_result(platform: Any, day: date) -> list[ChannelResult]:
+    """The reserve account's side: credits of the date's statement that no channel explains."""
+    prefixes = [spec.settlement_prefix for spec in registry.CHANNELS]
+    strays = bank_only(platform.db, platform.settings.data_dir, day, prefixes)
+    return [ChannelResult(BANK, 0, 0, tuple(strays), ())] if strays else []
 
 
 @app.command("bills")

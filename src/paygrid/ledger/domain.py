@@ -53,6 +53,13 @@ def fee_income(currency: str) -> Account:
     return Account(f"fee_income:{currency}", "手续费收入 fee income", AccountKind.INCOME, currency)
 
 
+def reserve_bank(currency: str) -> Account:
+    """备付金银行存款: the money in the reserve account at the bank."""
+    return Account(
+        f"reserve_bank:{currency}", "备付金 reserve bank account", AccountKind.ASSET, currency
+    )
+
+
 def channel_cost(channel: str, currency: str) -> Account:
     """通道成本: the channel's fee to us."""
     return Account(
@@ -171,4 +178,17 @@ def refund_voucher(
     entries.append(Entry(pending_clearing(channel, currency), C, amount))
     return Voucher(
         "refund", refund_id, f"refund {refund_id} of {payment_id}", tuple(entries), payment_id
+    )
+
+
+def settlement_voucher(channel: str, reference: str, amount: int, currency: str) -> Voucher:
+    """The channel settles to the reserve bank (DESIGN.md): Dr reserve bank, Cr pending
+    clearing of the channel; one per transfer (``reference``, as the bank statement shows it)."""
+    assert amount > 0
+    entries = (
+        Entry(reserve_bank(currency), Direction.DEBIT, amount),
+        Entry(pending_clearing(channel, currency), Direction.CREDIT, amount),
+    )
+    return Voucher(
+        "settlement", f"{channel}:{reference}", f"{channel} settles {reference}", entries
     )

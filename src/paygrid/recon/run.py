@@ -32,6 +32,7 @@ from paygrid.recon.accounting import accounting_differences
 from paygrid.recon.bill_store import CURRENT
 from paygrid.recon.matching import OUR_PAYMENTS, OUR_REFUNDS, classify
 from paygrid.recon.results import ChannelResult, Difference
+from paygrid.recon.settlement import settlement_differences
 from paygrid.reports.merchant_bill import day_bounds
 from paygrid.storage.database import Database
 from paygrid.storage.schema import channel_orders, payments, recon_bills, refunds
@@ -68,6 +69,7 @@ def run_channel(
     *,
     zone: str,
     fee_rate_ppm: int,
+    settlement_prefix: str,
     repairs: Repairs,
     now: datetime | None = None,
     voucher_grace: timedelta = VOUCHER_GRACE,
@@ -88,6 +90,11 @@ def run_channel(
     differences, held, cross_day = explained
     settled = (now or utcnow()) - voucher_grace
     differences += accounting_differences(db, channel, day, zone, settled)
+    settling, awaited = settlement_differences(
+        db, data_dir, channel, settlement_prefix, day, zone, explained=bool(differences)
+    )
+    differences += settling
+    held += awaited
     count, amount = matched
     return ChannelResult(
         channel, count + cross_day[0], amount + cross_day[1], tuple(differences), tuple(held)

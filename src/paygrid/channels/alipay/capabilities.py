@@ -25,3 +25,4 @@ CAPABILITIES = ChannelCapabilities(
     cashier_methods=("native", "page"),
 )
 FEE_RATE_PPM = 6000  # 服务费: the common contracted rate (当面付, 电脑网站支付), 0.60 %
+SETTLEMENT_PREFIX = "AP"  # its settlement transfers' reference: AP + date + merchant (MODELLED)

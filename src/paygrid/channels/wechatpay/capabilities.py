@@ -19,3 +19,4 @@ CAPABILITIES = ChannelCapabilities(
     cashier_methods=("native",),
 )
 FEE_RATE_PPM = 2000  # what WeChat Pay charges us by default (0.20 %)
+SETTLEMENT_PREFIX = "WX"  # its settlement transfers' reference: WX + date + merchant (MODELLED)

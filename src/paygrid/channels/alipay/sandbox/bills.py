@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
 from paygrid.channels.alipay.bill import BEIJING, PAYMENT, REFUND, bill_file_stem
+from paygrid.channels.alipay.capabilities import SETTLEMENT_PREFIX
 from paygrid.channels.alipay.sandbox import protocol as p
 from paygrid.channels.alipay.sandbox.bill_writer import BillRow, write_bill_zip
 from paygrid.channels.bank.settle import settle_day
@@ -75,7 +76,6 @@ def _start(day: date) -> datetime:
     return datetime(day.year, day.month, day.day, tzinfo=BEIJING)
 
 
-SETTLEMENT_PREFIX = "AP"
 PAYER_NAME = "支付宝（中国）网络技术有限公司"
 
 

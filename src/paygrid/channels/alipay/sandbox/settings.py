@@ -39,6 +39,10 @@ def _checked(
         if not isinstance(value, bool):
             raise SettingsError(f"{name} must be true or false")
         return value
+    if isinstance(like, str):  # its own choices are checked by the owner (FaultConfig)
+        if not isinstance(value, str):
+            raise SettingsError(f"{name} must be a string")
+        return value
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise SettingsError(f"{name} must be a number")
     if isinstance(like, int) and not isinstance(value, int):

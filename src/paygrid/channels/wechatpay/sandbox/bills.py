@@ -21,6 +21,7 @@ from typing import Any
 
 from paygrid.channels.bank.settle import settle_day
 from paygrid.channels.wechatpay.bill import BEIJING, TradeBillRow, rate_text, write_trade_bill
+from paygrid.channels.wechatpay.capabilities import SETTLEMENT_PREFIX
 from paygrid.channels.wechatpay.sandbox.faults import Faults
 from paygrid.channels.wechatpay.sandbox.protocol import (
     BILL_URL_TTL_SECONDS,
@@ -35,7 +36,6 @@ from paygrid.channels.wechatpay.sandbox.store import Order, Refund, Store
 from paygrid.kernel.money import rate_fee
 
 DAY_SECONDS = 86_400  # Asia/Shanghai has no daylight saving
-SETTLEMENT_PREFIX = "WX"
 PAYER_NAME = "财付通支付科技有限公司"  # Tenpay, who pays WeChat Pay's settlements
 
 
