@@ -12,20 +12,14 @@ from zoneinfo import ZoneInfo
 
 from paygrid.kernel.money import rate_fee
 from tests.conftest import PlatformFactory
-from tests.integration.test_payment_flow import order, pay, wait_status
+from tests.integration.recon_helpers import business_day, paid
 from tests.support import MerchantReceiver, RunningPlatform
 
 AMOUNT = 10_000
 
 
 def _paid_day(running: RunningPlatform, merchant: MerchantReceiver) -> str:
-    client = running.client()
-    for _ in range(2):
-        payment = client.create_payment(order(merchant)).json()
-        pay(running, payment["code_url"])
-        wait_status(client, payment["payment_id"], "SUCCESS")
-    paid_at = client.get_payment(payment["payment_id"]).json()["paid_at"]
-    return datetime.fromisoformat(paid_at).astimezone(ZoneInfo("Asia/Shanghai")).date().isoformat()
+    return str(business_day(paid(running, merchant, 2)[-1]["paid_at"]))
 
 
 def _bills(running: RunningPlatform) -> list[dict[str, object]]:
@@ -93,12 +87,8 @@ def test_an_alipay_bill_comes_in_through_its_api(
     from tests.integration.test_alipay_flow import pay as alipay_pay
 
     running = platform_factory()
-    client = running.client()
-    payment = client.create_payment(alipay_order(merchant)).json()
-    alipay_pay(running, payment["code_url"])
-    wait_status(client, payment["payment_id"], "SUCCESS")
-    paid_at = client.get_payment(payment["payment_id"]).json()["paid_at"]
-    day = datetime.fromisoformat(paid_at).astimezone(ZoneInfo("Asia/Shanghai")).date().isoformat()
+    [one] = paid(running, merchant, body=alipay_order, payer=alipay_pay)
+    day = str(business_day(one["paid_at"]))
     running.channel_sandbox("alipay", "POST", "/sandbox/close-day", {"date": day})
     fetched = running.paygrid("recon", "fetch", "--channel", "alipay", "--date", day, "--json")
     assert fetched.returncode == 0, fetched.stderr

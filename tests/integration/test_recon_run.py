@@ -6,12 +6,11 @@ differences, the rest matched, in the JSON contract of the issue."""
 from __future__ import annotations
 
 import json
-from datetime import datetime
-from zoneinfo import ZoneInfo
 
 from sqlalchemy import text
 
 from tests.conftest import PlatformFactory
+from tests.integration.recon_helpers import business_day, paid, write_voucher
 from tests.integration.test_payment_flow import order, pay, wait_status
 from tests.support import MerchantReceiver, wait_until
 
@@ -23,17 +22,13 @@ def test_recon_run_finds_exactly_the_differences_and_repairs_the_status(
 ) -> None:
     running = platform_factory()
     client = running.client()
-    paid = []
-    for _ in range(3):
-        payment = client.create_payment(order(merchant)).json()
-        pay(running, payment["code_url"])
-        paid.append(wait_status(client, payment["payment_id"], "SUCCESS"))
+    three = paid(running, merchant, 3)
     running.sandbox("POST", "/sandbox/faults", {"drop_rate": 1})  # its callback never comes
     lost = client.create_payment(order(merchant)).json()
     pay(running, lost["code_url"])
     running.sandbox("DELETE", "/sandbox/faults")
     assert client.get_payment(lost["payment_id"]).json()["status"] == "PAYING"
-    day = datetime.fromisoformat(paid[-1]["paid_at"]).astimezone(ZoneInfo("Asia/Shanghai")).date()
+    day = business_day(three[-1]["paid_at"])
     running.sandbox("POST", "/sandbox/close-day", {"date": day.isoformat()})
     running.sandbox("POST", "/sandbox/faults", {"extra_lines": 1, "seed": 3})  # a 长款 line
     fetched = running.paygrid("recon", "fetch", "--channel", "wechatpay", "--date", str(day))
@@ -92,20 +87,15 @@ def test_the_accounting_flow_against_the_payment_flow(
     """A capture voucher lost, one without its payment, one of another amount: exactly these
     three, each once (the books are tampered with directly, as only a bug or a person could)."""
     running = platform_factory()
-    client = running.client()
-    paid = []
-    for _ in range(3):
-        payment = client.create_payment(order(merchant)).json()
-        pay(running, payment["code_url"])
-        paid.append(wait_status(client, payment["payment_id"], "SUCCESS"))
-    day = datetime.fromisoformat(paid[-1]["paid_at"]).astimezone(ZoneInfo("Asia/Shanghai")).date()
+    three = paid(running, merchant, 3)
+    day = business_day(three[-1]["paid_at"])
     wait_until(lambda: running.paygrid("check", "--grace-seconds", "0").returncode == 0, 30)
     running.sandbox("POST", "/sandbox/close-day", {"date": day.isoformat()})
     assert (
         running.paygrid("recon", "fetch", "--channel", "wechatpay", "--date", str(day)).returncode
         == 0
     )
-    lost, changed = paid[0]["payment_id"], paid[1]["payment_id"]
+    lost, changed = three[0]["payment_id"], three[1]["payment_id"]
     db = running.database()
     with db.transaction() as conn:
         voucher = conn.execute(
@@ -121,20 +111,8 @@ def test_the_accounting_flow_against_the_payment_flow(
             ),
             {"p": changed},
         )
-        conn.execute(
-            text(
-                "INSERT INTO ledger_vouchers (voucher_id, kind, business_ref, business_date, memo,"
-                " created_at) VALUES ('vch_orphan', 'capture', 'pay_nobody', :d, 'x', :now)"
-            ),
-            {"d": str(day), "now": datetime.now(ZoneInfo("UTC"))},
-        )
-        conn.execute(
-            text(
-                "INSERT INTO ledger_entries (voucher_id, account_code, direction, amount,"
-                " currency) VALUES ('vch_orphan', 'pending_clearing:wechatpay:CNY', 'D', 500,"
-                " 'CNY')"
-            )
-        )
+        orphan = [("pending_clearing:wechatpay:CNY", "D", 500), ("fee_income:CNY", "C", 500)]
+        write_voucher(conn, "vch_orphan", "capture", "pay_nobody", day, orphan)
     db.dispose()
     done = running.paygrid(
         "recon",

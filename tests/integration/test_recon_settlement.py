@@ -5,16 +5,15 @@ matched transfer, the pending-clearing control total, and a credit nobody explai
 from __future__ import annotations
 
 import json
-from datetime import date, datetime, timedelta
+from datetime import date, timedelta
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import httpx
 from sqlalchemy import text
 
 from paygrid.kernel.money import rate_fee
 from tests.conftest import PlatformFactory
-from tests.integration.test_payment_flow import order, pay, wait_status
+from tests.integration.recon_helpers import business_day, paid, write_voucher
 from tests.support import MerchantReceiver, RunningPlatform, wait_until
 
 AMOUNT = 10_000
@@ -24,11 +23,7 @@ NET = AMOUNT - rate_fee(AMOUNT, 2000)
 def _paid_closed_fetched(
     running: RunningPlatform, merchant: MerchantReceiver, faults: dict[str, Any]
 ) -> date:
-    client = running.client()
-    payment = client.create_payment(order(merchant)).json()
-    pay(running, payment["code_url"])
-    paid = wait_status(client, payment["payment_id"], "SUCCESS")
-    day = datetime.fromisoformat(paid["paid_at"]).astimezone(ZoneInfo("Asia/Shanghai")).date()
+    day = business_day(paid(running, merchant)[0]["paid_at"])
     wait_until(lambda: running.paygrid("check", "--grace-seconds", "0").returncode == 0, 30)
     running.sandbox("POST", "/sandbox/faults", faults)
     closed = running.sandbox("POST", "/sandbox/close-day", {"date": str(day)}).json()
@@ -105,21 +100,8 @@ def test_a_short_settlement_and_an_unexplained_gap(
     assert _settlement_vouchers(running) == []  # nothing booked for a transfer that is wrong
     db = running.database()
     with db.transaction() as conn:  # a voucher on pending clearing nothing else explains
-        conn.execute(
-            text(
-                "INSERT INTO ledger_vouchers (voucher_id, kind, business_ref, business_date, memo,"
-                " created_at) VALUES ('vch_adj', 'adjustment', 'adj_1', :d, 'x', :now)"
-            ),
-            {"d": str(day), "now": datetime.now(ZoneInfo("UTC"))},
-        )
-        for account, side in (("pending_clearing:wechatpay:CNY", "D"), ("fee_income:CNY", "C")):
-            conn.execute(
-                text(
-                    "INSERT INTO ledger_entries (voucher_id, account_code, direction, amount,"
-                    " currency) VALUES ('vch_adj', :a, :s, 300, 'CNY')"
-                ),
-                {"a": account, "s": side},
-            )
+        moved = [("pending_clearing:wechatpay:CNY", "D", 300), ("fee_income:CNY", "C", 300)]
+        write_voucher(conn, "vch_adj", "adjustment", "adj_1", day, moved)
     db.dispose()
     kinds = [d["kind"] for d in _run(running, day)["differences"]]
     assert kinds == ["SETTLEMENT_AMOUNT_MISMATCH"]  # the gap may be the short transfer's

@@ -5,16 +5,15 @@ bank's MT940 statement."""
 from __future__ import annotations
 
 import json
-from datetime import date, datetime, timedelta
+from datetime import date, timedelta
 from pathlib import Path
-from zoneinfo import ZoneInfo
 
 import httpx
 
 from paygrid.channels.bank.statement import parse_mt940
 from paygrid.kernel.money import rate_fee
 from tests.conftest import PlatformFactory
-from tests.integration.test_payment_flow import order, pay, wait_status
+from tests.integration.recon_helpers import business_day, paid
 from tests.support import MerchantReceiver
 
 
@@ -22,12 +21,7 @@ def test_a_closed_day_arrives_in_the_reserve_account(
     platform_factory: PlatformFactory, merchant: MerchantReceiver
 ) -> None:
     running = platform_factory()
-    client = running.client()
-    payment = client.create_payment(order(merchant)).json()
-    pay(running, payment["code_url"])
-    wait_status(client, payment["payment_id"], "SUCCESS")
-    paid_at = client.get_payment(payment["payment_id"]).json()["paid_at"]
-    day = datetime.fromisoformat(paid_at).astimezone(ZoneInfo("Asia/Shanghai")).date()
+    day = business_day(paid(running, merchant)[0]["paid_at"])
     closed = running.sandbox("POST", "/sandbox/close-day", {"date": day.isoformat()}).json()
     net = 10_000 - rate_fee(10_000, 2000)
     assert closed["settlement"]["status"] == "SETTLED", closed
@@ -48,12 +42,7 @@ def test_the_bank_statement_comes_in_through_recon(
     platform_factory: PlatformFactory, merchant: MerchantReceiver, tmp_path: Path
 ) -> None:
     running = platform_factory()
-    client = running.client()
-    payment = client.create_payment(order(merchant)).json()
-    pay(running, payment["code_url"])
-    wait_status(client, payment["payment_id"], "SUCCESS")
-    paid_at = client.get_payment(payment["payment_id"]).json()["paid_at"]
-    day = datetime.fromisoformat(paid_at).astimezone(ZoneInfo("Asia/Shanghai")).date()
+    day = business_day(paid(running, merchant)[0]["paid_at"])
     due = (day + timedelta(days=1)).isoformat()
     not_out = running.paygrid("recon", "fetch", "--channel", "bank", "--date", due)
     assert not_out.returncode == 75, not_out.stderr  # tomorrow's statement is not out

@@ -66,7 +66,7 @@ def import_file(
     """Take ``path`` in as ``channel``'s bill of ``day`` (idempotent); BillRefused when bad."""
     size = _checked_size(path)
     sha = file_sha256(path)
-    current = _current(db, channel, day)
+    current = current_bill(db, channel, day)
     if current is not None and current["sha256"] == sha:
         return _imported(current, already=True, replaced=None)
     stored = _normalise(path, day, reader, bills_dir(data_dir) / channel / day.isoformat(), sha)
@@ -160,7 +160,8 @@ def _checked_size(path: Path) -> int:
     return size
 
 
-def _current(db: Database, channel: str, day: date) -> dict[str, Any] | None:
+def current_bill(db: Database, channel: str, day: date) -> dict[str, Any] | None:
+    """The CURRENT bill of ``channel`` (or the bank) and ``day``, if taken in."""
     with db.read() as conn:
         return _current_in(conn, channel, day.isoformat())
 

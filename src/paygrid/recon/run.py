@@ -29,13 +29,13 @@ from sqlalchemy import Connection, and_, select
 
 from paygrid.kernel.clock import business_date, utcnow
 from paygrid.recon.accounting import accounting_differences
-from paygrid.recon.bill_store import CURRENT
+from paygrid.recon.bill_store import current_bill
 from paygrid.recon.matching import OUR_PAYMENTS, OUR_REFUNDS, classify
 from paygrid.recon.results import ChannelResult, Difference
 from paygrid.recon.settlement import settlement_differences
 from paygrid.reports.merchant_bill import day_bounds
 from paygrid.storage.database import Database
-from paygrid.storage.schema import channel_orders, payments, recon_bills, refunds
+from paygrid.storage.schema import channel_orders, payments, refunds
 
 WINDOW_DAYS = 3  # held records wait this long for the neighbouring date's bill
 CUTOFF_MARGIN = timedelta(minutes=30)  # "near the cut-off": may be booked on the other date
@@ -102,17 +102,10 @@ def run_channel(
 
 
 def _current_bill(db: Database, channel: str, day: date) -> str:
-    with db.read() as conn:
-        path = conn.execute(
-            select(recon_bills.c.stored_path).where(
-                recon_bills.c.channel == channel,
-                recon_bills.c.business_date == day.isoformat(),
-                recon_bills.c.status == CURRENT,
-            )
-        ).scalar_one_or_none()
-    if path is None:
+    bill = current_bill(db, channel, day)
+    if bill is None:
         raise NoBill(f"no {channel} bill of {day} taken in: `paygrid recon fetch` it first")
-    return str(path)
+    return str(bill["stored_path"])
 
 
 def _load_ours(
@@ -244,17 +237,10 @@ def _matched(con: duckdb.DuckDBPyConnection) -> tuple[int, int]:
 def _neighbour_refs(db: Database, data_dir: Path, channel: str, day: date) -> set[str]:
     """The payment references on the neighbouring dates' current bills, where taken in."""
     paths: list[str] = []
-    with db.read() as conn:
-        for other in (day - timedelta(days=1), day + timedelta(days=1)):
-            found = conn.execute(
-                select(recon_bills.c.stored_path).where(
-                    recon_bills.c.channel == channel,
-                    recon_bills.c.business_date == other.isoformat(),
-                    recon_bills.c.status == CURRENT,
-                )
-            ).scalar_one_or_none()
-            if found is not None:
-                paths.append(str(data_dir / found))
+    for other in (day - timedelta(days=1), day + timedelta(days=1)):
+        bill = current_bill(db, channel, other)
+        if bill is not None:
+            paths.append(str(data_dir / bill["stored_path"]))
     if not paths:
         return set()
     with duckdb.connect() as con:

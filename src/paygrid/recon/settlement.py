@@ -22,7 +22,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
-from typing import Any
 from zoneinfo import ZoneInfo
 
 import duckdb
@@ -33,7 +32,7 @@ from paygrid.channels.bank.settle import reference
 from paygrid.kernel.clock import utcnow
 from paygrid.ledger import repository as ledger_repository
 from paygrid.ledger.domain import settlement_voucher
-from paygrid.recon.bill_store import CURRENT
+from paygrid.recon.bill_store import CURRENT, current_bill
 from paygrid.recon.results import Difference
 from paygrid.storage.database import Database
 from paygrid.storage.schema import recon_bills
@@ -96,7 +95,7 @@ class Expected:
 
 def expected(db: Database, data_dir: Path, channel: str, prefix: str, day: date) -> Expected | None:
     """From the channel's current bill of ``day``; None without a bill."""
-    bill = _bill(db, channel, day)
+    bill = current_bill(db, channel, day)
     if bill is None:
         return None
     net = int(bill["payment_amount"]) - int(bill["refund_amount"]) - int(bill["fee"])
@@ -128,7 +127,7 @@ def settlement_flow(
             post(owed.reference, amount, currency, _start(value_date, zone))
             return [], []
         return [_difference("SETTLEMENT_AMOUNT_MISMATCH", owed, amount)], []
-    if _bill(db, BANK, due) is None:
+    if current_bill(db, BANK, due) is None:
         return [], [_difference("SETTLEMENT_PENDING", owed, None)]
     return [_difference("SETTLEMENT_MISSING", owed, None)], []
 
@@ -140,7 +139,7 @@ def arrived(db: Database, data_dir: Path, day: date, references: list[str]) -> i
 
 def bank_only(db: Database, data_dir: Path, day: date, prefixes: list[str]) -> list[Difference]:
     """Credits of ``day``'s statement that are no channel's settlement."""
-    bill = _bill(db, BANK, day)
+    bill = current_bill(db, BANK, day)
     if bill is None:
         return []
     stored = _sql(data_dir / bill["stored_path"])
@@ -196,18 +195,6 @@ def _entries(
             f"WHERE reference IN ({refs}) ORDER BY value_date"
         ).fetchall()
     return [(r[0], int(r[1]), str(r[2])) for r in rows]
-
-
-def _bill(db: Database, channel: str, day: date) -> dict[str, Any] | None:
-    with db.read() as conn:
-        row = conn.execute(
-            select(recon_bills).where(
-                recon_bills.c.channel == channel,
-                recon_bills.c.business_date == day.isoformat(),
-                recon_bills.c.status == CURRENT,
-            )
-        ).first()
-    return dict(row._mapping) if row is not None else None
 
 
 def _difference(kind: str, owed: Expected, amount: int | None) -> Difference:
