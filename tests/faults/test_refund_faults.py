@@ -15,6 +15,7 @@ from collections import Counter
 from datetime import timedelta
 from typing import Any
 
+import httpx
 import pytest
 from sqlalchemy import func, select
 
@@ -55,7 +56,11 @@ HEARD = frozenset({"APPLY_SUCCESS", "APPLY_FAILED", "NOTED", "NO_CHANGE", "STALE
 def ask(client: MerchantClient, body: dict[str, Any], key: str) -> Any:
     """The merchant asks until paygrid answers for good (a 5xx or an in-flight key: again)."""
     for _ in range(30):
-        answer = client.create_refund(body, idempotency_key=key)
+        try:
+            answer = client.create_refund(body, idempotency_key=key)
+        except httpx.TransportError:  # the connection dropped: asked again, same key
+            time.sleep(0.5)
+            continue
         if answer.status_code < 500 and answer.json().get("code") not in RETRIED:
             return answer
         time.sleep(0.5)

@@ -246,6 +246,9 @@ class CallbackReply:
     headers: Mapping[str, str] = field(default_factory=dict)
 
 
+BILL_NOT_READY = "BILL_NOT_READY"  # a bill (or statement) not out yet: fetch again later
+
+
 class ChannelError(Exception):
     """The channel refused or failed a call. ``retryable`` when the same call may succeed later."""
 

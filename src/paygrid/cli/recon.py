@@ -16,7 +16,7 @@ from paygrid.channels import registry
 from paygrid.channels.bank import BANK
 from paygrid.channels.bank.bill_import import import_bill as import_statement
 from paygrid.channels.bank.client import bank_credentials, download_statement
-from paygrid.channels.ports import ChannelError
+from paygrid.channels.ports import BILL_NOT_READY, ChannelError
 from paygrid.cli.common import (
     ConfigFile,
     DataDir,
@@ -79,7 +79,7 @@ def fetch(
     try:
         content = _download(settings, channel, business_date)
     except ChannelError as exc:
-        if exc.code in NOT_READY:
+        if exc.code == BILL_NOT_READY:
             err.print(f"{channel} bill of {day} is not out yet ({exc.code}): fetch again later")
             raise typer.Exit(EXIT_NOT_READY) from None
         again = " (try again)" if exc.retryable else ""
@@ -92,10 +92,6 @@ def fetch(
         path.write_bytes(content)
         imported = _import(settings, channel, business_date, path, reader, "fetch", None)
     _report(imported, as_json)
-
-
-# The channels' words for "the bill is being made" (WeChat Pay, Alipay, the bank).
-NOT_READY = frozenset({"STATEMENT_CREATING", "isp.bill_not_exist", "STATEMENT_NOT_READY"})
 
 
 def _download(settings: Settings, channel: str, day: date) -> bytes:
@@ -179,12 +175,20 @@ def _run_one(platform: Any, name: str, day: date, grace: timedelta) -> ChannelRe
     adapter, payments = platform.channels[name], platform.payments
 
     def repair_payment(payment_id: str, ref: str) -> bool:
-        trade = adapter.query(ref)
-        return str(payments.apply_trade(name, payment_id, trade, REPAIR_CAUSE)) != "DUPLICATE"
+        try:
+            payments.apply_trade(name, payment_id, adapter.query(ref), REPAIR_CAUSE)
+        except ChannelError as exc:  # reported all the same; the next run repairs it
+            err.print(f"{name}: could not ask about {payment_id} to repair it: {exc}")
+            return False
+        return True
 
     def repair_refund(refund_id: str, ref: str, payment_ref: str) -> bool:
-        trade = adapter.query_refund(ref, payment_ref)
-        payments.apply_refund_trade(name, refund_id, trade, REPAIR_CAUSE)
+        try:
+            trade = adapter.query_refund(ref, payment_ref)
+            payments.apply_refund_trade(name, refund_id, trade, REPAIR_CAUSE)
+        except ChannelError as exc:
+            err.print(f"{name}: could not ask about {refund_id} to repair it: {exc}")
+            return False
         return True
 
     return run_channel(

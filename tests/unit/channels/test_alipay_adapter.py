@@ -25,6 +25,7 @@ from paygrid.channels.alipay.credentials import (
 from paygrid.channels.alipay.sandbox import create_app
 from paygrid.channels.alipay.sandbox.service import AlipaySandbox
 from paygrid.channels.ports import (
+    BILL_NOT_READY,
     Callback,
     ChannelError,
     CloseOutcome,
@@ -323,7 +324,8 @@ def test_bill_download_and_parse(adapter: AlipayAdapter, client: TestClient) -> 
     today = datetime.now(BEIJING).date()
     with pytest.raises(ChannelError) as not_ready:
         adapter.download_bill(today + timedelta(days=1))
-    assert (not_ready.value.code, not_ready.value.retryable) == ("isp.bill_not_exist", True)
+    # Alipay's isp.bill_not_exist, as every channel says it: not out yet, fetch again later
+    assert (not_ready.value.code, not_ready.value.retryable) == (BILL_NOT_READY, True)
     assert client.post("/sandbox/close-day", json={"date": today.isoformat()}).status_code == 200
     lines = adapter.parse_bill(adapter.download_bill(today))
     ours = sorted((x.kind, x.amount.minor, x.fee.minor, x.refund_ref) for x in lines

@@ -58,6 +58,7 @@ from paygrid.channels.alipay.parsing import (
     trade_from_query,
 )
 from paygrid.channels.ports import (
+    BILL_NOT_READY,
     BillLine,
     Callback,
     CallbackRefusal,
@@ -306,6 +307,8 @@ class AlipayAdapter:
             url = self._client.bill_download_url(bill_date, BILL_TYPE)
         except AlipayApiError as exc:
             _raise_unsigned(exc)
+            if exc.sub_code == "isp.bill_not_exist":  # before about 09:00 the next day
+                raise ChannelError(BILL_NOT_READY, exc.message, retryable=True) from exc
             raise
         return self._client.download(url)
 

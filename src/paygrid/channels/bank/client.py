@@ -10,7 +10,7 @@ from pathlib import Path
 
 import httpx
 
-from paygrid.channels.ports import ChannelError
+from paygrid.channels.ports import BILL_NOT_READY, ChannelError
 
 TIMEOUT_S = 10.0
 MAX_STATEMENT_BYTES = 64 * 1024 * 1024
@@ -47,7 +47,7 @@ def _from_sandbox(base_url: str) -> dict[str, str]:
 
 
 def download_statement(base_url: str, creds: dict[str, str], day: date) -> bytes:
-    """The MT940 statement of ``day``; ChannelError STATEMENT_NOT_READY before it is out."""
+    """The MT940 statement of ``day``; ChannelError BILL_NOT_READY before it is out."""
     url = f"{base_url}/v1/accounts/{creds['account']}/statements/{day.isoformat()}"
     headers = {"Authorization": f"Bearer {creds['api_key']}"}
     try:
@@ -71,6 +71,8 @@ def _refusal(response: httpx.Response) -> ChannelError:
     except ValueError:
         code = ""
     code = code or f"HTTP_{response.status_code}"
+    if code == "STATEMENT_NOT_READY":
+        return ChannelError(BILL_NOT_READY, "the statement is not out yet", retryable=True)
     return ChannelError(
         code, f"bank answered {response.status_code} {code}", retryable=response.status_code >= 500
     )

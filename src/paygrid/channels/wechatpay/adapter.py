@@ -17,6 +17,7 @@ import httpx
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from paygrid.channels.ports import (
+    BILL_NOT_READY,
     BillLine,
     Callback,
     CallbackRefusal,
@@ -270,7 +271,12 @@ class WechatPayAdapter:
     def download_bill(self, bill_date: date) -> bytes:
         """The ALL trade bill of ``bill_date`` (Beijing day), SHA1-checked against hash_value."""
         path = f"/v3/bill/tradebill?bill_date={bill_date.isoformat()}&bill_type=ALL"
-        data = self._api.json(self._api.call("GET", path))
+        try:
+            data = self._api.json(self._api.call("GET", path))
+        except ChannelError as exc:
+            if exc.code == "STATEMENT_CREATING":  # 账单生成中: out after about 10:00 the next day
+                raise ChannelError(BILL_NOT_READY, exc.message, retryable=True) from exc
+            raise
         url, hash_type, hash_value = (
             opt_str(data, k) for k in ("download_url", "hash_type", "hash_value")
         )
