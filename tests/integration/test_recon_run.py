@@ -57,8 +57,14 @@ def test_recon_run_finds_exactly_the_differences_and_repairs_the_status(
         "paygrid_amount",
         "channel_amount",
         "case_id",
-        "booked_amount",  # beyond the contract: a voucher's amount, for the ledger's kinds
+        # beyond the contract: a voucher's amount (the ledger's kinds), payment or refund,
+        # and the fees of a FEE_MISMATCH
+        "booked_amount",
+        "flow",
+        "expected_fee",
+        "channel_fee",
     }
+    assert all(d["case_id"] for d in result["differences"])  # every difference is a case
     wait_status(client, lost["payment_id"], "SUCCESS")  # through the state machine
     wait_until(
         lambda: any(lost["payment_id"] in body.decode() for _, body in merchant.received),
@@ -67,10 +73,21 @@ def test_recon_run_finds_exactly_the_differences_and_repairs_the_status(
     # once the repair's events are through, every money invariant holds (capture voucher...)
     wait_until(lambda: running.paygrid("check", "--grace-seconds", "0").returncode == 0, 30)
 
+    # Run again: the same result, the same cases (the repair is not applied twice, and it is
+    # still reported: the record says recon repaired it)
     again = running.paygrid("recon", "run", "--date", str(day), "--channel", "wechatpay", "--json")
     [second] = json.loads(again.stdout)["results"]
-    assert second["matched"] == {"count": 4, "amount": 4 * AMOUNT}  # repaired once: now matched
-    assert [d["kind"] for d in second["differences"]] == ["CHANNEL_ONLY"]
+    assert second == result
+
+    listed = running.paygrid("recon", "cases", "list", "--date", str(day), "--json")
+    cases = {c["kind"]: c for c in json.loads(listed.stdout)}
+    assert sorted(cases) == ["CHANNEL_ONLY", "STATUS_REPAIRED"]
+    assert cases["STATUS_REPAIRED"]["status"] == "CLOSED"
+    assert cases["STATUS_REPAIRED"]["resolution"] == "AUTO_RESOLVED"
+    assert cases["STATUS_REPAIRED"]["amount"] == 0
+    longer = cases["CHANNEL_ONLY"]  # 长款: paygrid's books lack the channel's amount
+    assert (longer["status"], longer["amount"]) == ("OPEN", kinds["CHANNEL_ONLY"]["channel_amount"])
+    assert longer["case_id"] == kinds["CHANNEL_ONLY"]["case_id"]
 
 
 def test_a_run_without_a_bill_is_refused(platform_factory: PlatformFactory) -> None:

@@ -38,11 +38,16 @@ def _bill(
 
 
 def _ours(
-    con: duckdb.DuckDBPyConnection, ref: str, amount: int, status: str = "SUCCESS", on: date = DAY
+    con: duckdb.DuckDBPyConnection,
+    ref: str,
+    amount: int,
+    status: str = "SUCCESS",
+    on: date = DAY,
+    repaired: bool = False,
 ) -> None:
     con.execute(
-        "INSERT INTO our_payments VALUES (?, ?, ?, ?, ?, ?, ?)",
-        [ref, "pay_" + ref, "out_" + ref, amount, status, on, AT],
+        "INSERT INTO our_payments VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        [ref, "pay_" + ref, "out_" + ref, amount, status, on, AT, repaired],
     )
 
 
@@ -61,6 +66,8 @@ def test_every_payment_outcome() -> None:
     _ours(con, "yesterday", 300, on=OTHER)
     _bill(con, "PAYMENT", "yesterday", 300, 1)
     _ours(con, "closed_not_in_bill", 100, status="CLOSED")  # not a difference: no money moved
+    _ours(con, "repaired", 800, repaired=True)  # an earlier run repaired it: reported again
+    _bill(con, "PAYMENT", "repaired", 800, 2)
     classify(con, DAY.isoformat(), 2000)
     got = dict(con.execute("SELECT ref, outcome FROM pay_flow").fetchall())
     assert got == {
@@ -70,6 +77,7 @@ def test_every_payment_outcome() -> None:
         "ours_only": "PAYGRID_ONLY",
         "theirs_only": "CHANNEL_ONLY",
         "paying": "STATUS_REPAIRED",
+        "repaired": "STATUS_REPAIRED",
         "yesterday": "CROSS_DAY",
     }
 
@@ -82,22 +90,25 @@ def test_every_refund_outcome() -> None:
         ("r_processing", 100, "PROCESSING"),
         ("r_ours", 100, "SUCCESS"),
         ("r_failed", 100, "FAILED"),  # refused by the channel: not in its bill, no difference
+        ("r_repaired", 100, "SUCCESS"),  # repaired by an earlier run: reported again
     ]
     for ref, amount, status in rows:
         con.execute(
-            "INSERT INTO our_refunds VALUES (?, ?, ?, 'pay_1', 'out_1', ?, ?, 'p1')",
-            [ref, "rf_" + ref, "orf_" + ref, amount, status],
+            "INSERT INTO our_refunds VALUES (?, ?, ?, 'pay_1', 'out_1', ?, ?, 'p1', ?)",
+            [ref, "rf_" + ref, "orf_" + ref, amount, status, ref == "r_repaired"],
         )
     _bill(con, "REFUND", "p1", 100, -1, refund_ref="r_ok")
     _bill(con, "REFUND", "p1", 99, -1, refund_ref="r_amount")
     _bill(con, "REFUND", "p1", 100, -1, refund_ref="r_processing")
     _bill(con, "REFUND", "p1", 100, -1, refund_ref="r_theirs")
+    _bill(con, "REFUND", "p1", 100, -1, refund_ref="r_repaired")
     classify(con, DAY.isoformat(), 2000)
     got = dict(con.execute("SELECT ref, outcome FROM refund_flow").fetchall())
     assert got == {
         "r_ok": "MATCHED",
         "r_amount": "AMOUNT_MISMATCH",
         "r_processing": "STATUS_REPAIRED",
+        "r_repaired": "STATUS_REPAIRED",
         "r_ours": "PAYGRID_ONLY",
         "r_theirs": "CHANNEL_ONLY",
     }

@@ -7,6 +7,7 @@ import json
 import logging
 import sys
 from dataclasses import replace
+from datetime import date
 from pathlib import Path
 from typing import Annotated
 
@@ -92,3 +93,14 @@ def tool_database(settings: config.Settings) -> tuple[Database, Vault]:
         err.print(f"[red]{exc}[/]")
         raise typer.Exit(2) from None
     return db, vault
+
+
+def business_day(text: str, option: str = "--date") -> date:
+    """A business date option (YYYY-MM-DD); a bad one is exit 2 with the option named."""
+    try:
+        if len(text) == 10:
+            return date.fromisoformat(text)
+    except ValueError:
+        pass
+    err.print(f"[red]{option} {text!r}: a date YYYY-MM-DD[/]")
+    raise typer.Exit(2)

@@ -3,6 +3,7 @@ and ``import`` (a file a person drops); ``bills`` lists what was taken in."""
 
 from __future__ import annotations
 
+import functools
 import getpass
 import json
 import tempfile
@@ -17,10 +18,12 @@ from paygrid.channels.bank import BANK
 from paygrid.channels.bank.bill_import import import_bill as import_statement
 from paygrid.channels.bank.client import bank_credentials, download_statement
 from paygrid.channels.ports import BILL_NOT_READY, ChannelError
+from paygrid.cli import recon_cases
 from paygrid.cli.common import (
     ConfigFile,
     DataDir,
     DbUrl,
+    business_day,
     console,
     err,
     tool_database,
@@ -28,12 +31,14 @@ from paygrid.cli.common import (
 )
 from paygrid.config import Settings
 from paygrid.recon.bill_format import BillRefused
-from paygrid.recon.bill_store import ImportedBill, Reader, bills, import_file
+from paygrid.recon.bill_store import ImportedBill, Reader, bills, current_bill, import_file
 from paygrid.recon.results import ChannelResult
-from paygrid.recon.run import NoBill, Repairs, run_channel
+from paygrid.recon.run import REPAIR_CAUSE, NoBill, Repairs, run_channel
+from paygrid.recon.service import Busy, reconcile
 from paygrid.recon.settlement import bank_only
 
 app = typer.Typer(help="Reconciliation (对账): bills in, recon runs, cases.", no_args_is_help=True)
+app.add_typer(recon_cases.app, name="cases")
 
 Channel = Annotated[
     str, typer.Option("--channel", help="A channel of the registry, or bank (the statement).")
@@ -134,6 +139,9 @@ def run(
         results = _run_channels(platform, names, business_date, grace, explicit=channel is not None)
         if results and channel is None:
             results += _bank_result(platform, business_date)
+    except Busy as exc:
+        err.print(f"[red]{exc}[/]")
+        raise typer.Exit(EXIT_NOT_READY) from None
     finally:
         platform.close()
     if not results:
@@ -161,7 +169,12 @@ def _run_channels(
     results = []
     for name in names:
         try:
-            results.append(_run_one(platform, name, day, grace))
+            _current_bill_or_none(platform, name, day)
+            work = functools.partial(_run_one, platform, name, day, grace)
+            outcome = reconcile(platform.db, name, day, work, by=_user())
+            if outcome.waited:
+                err.print(f"{name} {day}: another run was under way; this is its result")
+            results.append(outcome.result)
         except NoBill as exc:
             if explicit:
                 err.print(f"[red]{exc}[/]")
@@ -204,16 +217,25 @@ def _run_one(platform: Any, name: str, day: date, grace: timedelta) -> ChannelRe
     )
 
 
-REPAIR_CAUSE = (
-    "recon_repair"  # in the payment's transitions: the bill told us, the channel confirmed
-)
+def _current_bill_or_none(platform: Any, name: str, day: date) -> None:
+    """NoBill before taking the lock: nothing to run without the bill."""
+    if current_bill(platform.db, name, day) is None:
+        raise NoBill(f"no {name} bill of {day} taken in: `paygrid recon fetch` it first")
 
 
 def _bank_result(platform: Any, day: date) -> list[ChannelResult]:
-    """The reserve account's side: credits of the date's statement that no channel explains."""
+    """The reserve account's side: credits of the date's statement that no channel explains
+    (recorded as the channel ``bank``: its BANK_ONLY cases); listed only when there are any."""
+    if current_bill(platform.db, BANK, day) is None:
+        return []
     prefixes = [spec.settlement_prefix for spec in registry.CHANNELS]
-    strays = bank_only(platform.db, platform.settings.data_dir, day, prefixes)
-    return [ChannelResult(BANK, 0, 0, tuple(strays), ())] if strays else []
+
+    def strays() -> ChannelResult:
+        found = bank_only(platform.db, platform.settings.data_dir, day, prefixes)
+        return ChannelResult(BANK, 0, 0, tuple(found), ())
+
+    result = reconcile(platform.db, BANK, day, strays, by=_user()).result
+    return [result] if result.differences else []
 
 
 @app.command("bills")
@@ -305,13 +327,7 @@ def _reader(channel: str) -> Reader:
 
 
 def _date(text: str) -> date:
-    try:
-        if len(text) == 10:
-            return date.fromisoformat(text)
-    except ValueError:
-        pass
-    err.print(f"[red]--date {text!r}: a date YYYY-MM-DD[/]")
-    raise typer.Exit(EXIT_BAD)
+    return business_day(text)
 
 
 def _user() -> str:

@@ -70,6 +70,21 @@ def channel_cost(channel: str, currency: str) -> Account:
     )
 
 
+def recon_suspense(currency: str) -> Account:
+    """差错挂账: a reconciliation difference adjusted into the books, awaiting whose it is
+    (the merchant's, the channel's): cleared from here by a later voucher."""
+    return Account(
+        f"recon_suspense:{currency}", "差错挂账 recon suspense", AccountKind.LIABILITY, currency
+    )
+
+
+def recon_write_off(currency: str) -> Account:
+    """差错损益: a reconciliation difference written off, a loss (debit) or a gain (credit)."""
+    return Account(
+        f"recon_write_off:{currency}", "差错损益 recon write-off", AccountKind.EXPENSE, currency
+    )
+
+
 class Direction(enum.StrEnum):
     DEBIT = "D"
     CREDIT = "C"
@@ -192,3 +207,20 @@ def settlement_voucher(channel: str, reference: str, amount: int, currency: str)
     return Voucher(
         "settlement", f"{channel}:{reference}", f"{channel} settles {reference}", entries
     )
+
+
+CASE_VOUCHER_KINDS = ("recon_adjustment", "recon_write_off")
+
+
+def case_voucher(case_id: str, write_off: bool, books: Account, amount: int, memo: str) -> Voucher:
+    """A 差错 case resolved by a person (DESIGN.md "Money invariants": corrections are new
+    vouchers): ``books`` (the channel's pending clearing, or the reserve bank) moves by the
+    case's signed ``amount`` (+: paygrid's books lacked it), against recon suspense (adjust)
+    or recon write-off (write off). One per case (``business_ref``)."""
+    assert amount != 0
+    other = recon_write_off(books.currency) if write_off else recon_suspense(books.currency)
+    D, C = Direction.DEBIT, Direction.CREDIT
+    first, second = (books, other) if amount > 0 else (other, books)
+    entries = (Entry(first, D, abs(amount)), Entry(second, C, abs(amount)))
+    kind = CASE_VOUCHER_KINDS[1] if write_off else CASE_VOUCHER_KINDS[0]
+    return Voucher(kind, case_id, memo, entries)

@@ -73,6 +73,7 @@ def accounting_differences(
             r.channel_trade_no,
             int(r.paygrid_amount),
             None,
+            flow=str(r.flow),
         )
         for r in missing
     ]
@@ -101,4 +102,5 @@ def _booked_difference(r: Any) -> Difference | None:
         paygrid_amount=int(amount) if amount is not None and status == "SUCCESS" else None,
         channel_amount=None,
         booked_amount=int(r.booked),
+        flow="PAYMENT" if capture else "REFUND",
     )

@@ -159,6 +159,59 @@ def open_case(
     return Case(case_id, kind, channel, business_date, amount, currency, C.OPEN, (step,))
 
 
+_K = DifferenceKind
+# kinds whose amount is paygrid's record against the other party's (channel or bank) figure
+_SIDES = frozenset(
+    {
+        _K.AMOUNT_MISMATCH,
+        _K.CHANNEL_ONLY,
+        _K.PAYGRID_ONLY,
+        _K.SETTLEMENT_MISSING,
+        _K.SETTLEMENT_AMOUNT_MISMATCH,
+        _K.BANK_ONLY,
+        _K.PENDING_CLEARING_MISMATCH,
+    }
+)
+
+
+def case_amount(
+    kind: DifferenceKind,
+    refund: bool,
+    paygrid: int | None,
+    other: int | None,
+    booked: int | None = None,
+    expected_fee: int | None = None,
+    channel_fee: int | None = None,
+) -> int:
+    """The difference in fen, signed as what paygrid's books lack (+) or hold too much of
+    (−) against what really moved: the other party's figure (``other``: the channel's, the
+    bank's) less paygrid's, the voucher's (``booked``) against its record's. A refund's money
+    flows out, so its sign is turned; FEE_MISMATCH is the contracted fee less the fee taken."""
+    sign = -1 if refund else 1
+    if kind == _K.STATUS_REPAIRED:
+        return 0
+    if kind == _K.FEE_MISMATCH:
+        assert expected_fee is not None and channel_fee is not None
+        return expected_fee - channel_fee
+    if kind == _K.VOUCHER_MISSING:
+        return sign * (paygrid or 0)
+    if kind == _K.VOUCHER_ORPHAN:
+        return -sign * (booked or 0)
+    if kind == _K.VOUCHER_AMOUNT_MISMATCH:
+        return sign * ((paygrid or 0) - (booked or 0))
+    assert kind in _SIDES, kind
+    return sign * ((other or 0) - (paygrid or 0))
+
+
+def rule_when_gone(kind: DifferenceKind, cross_day: bool) -> AutoRule:
+    """Why an open case's difference is no longer found by a later run: its status was
+    repaired, its counterpart found on a neighbouring date, or else what was missing (a bill
+    line, a transfer, a voucher) arrived late."""
+    if kind == _K.STATUS_REPAIRED:
+        return AutoRule.STATUS_REPAIRED
+    return AutoRule.CROSS_DAY if cross_day else AutoRule.LATE_ARRIVAL
+
+
 def _checked_text(value: str, name: str, limit: int) -> str:
     text = value.strip()
     if not text:

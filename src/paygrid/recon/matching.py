@@ -4,9 +4,11 @@ same pass. The channel is the authority for status; the contracted rate for its 
 
 Tables it reads (created by :mod:`paygrid.recon.run`): ``bill`` (recon's normalised bill
 lines), ``our_payments`` (channel_ref, payment_id, out_trade_no, amount, status, paid_on,
-paid_at), ``our_refunds`` (channel_ref, refund_id, out_refund_no, payment_id, out_trade_no,
-amount, status, payment_ref: the payment's reference at the channel). What it leaves:
-``pay_flow`` and ``refund_flow``, one row per reference with its ``outcome``.
+paid_at, repaired), ``our_refunds`` (channel_ref, refund_id, out_refund_no, payment_id,
+out_trade_no, amount, status, payment_ref: the payment's reference at the channel, repaired).
+``repaired``: an earlier run repaired the record's status from the bill; it is reported as
+``STATUS_REPAIRED`` again, so a run repeated (or restarted after a crash) reports the same.
+What it leaves: ``pay_flow`` and ``refund_flow``, one row per reference with its ``outcome``.
 """
 
 from __future__ import annotations
@@ -16,10 +18,11 @@ import duckdb
 MATCHED = "MATCHED"
 OUR_PAYMENTS = """CREATE TEMP TABLE our_payments (
     channel_ref VARCHAR, payment_id VARCHAR, out_trade_no VARCHAR, amount BIGINT,
-    status VARCHAR, paid_on DATE, paid_at TIMESTAMP)"""
+    status VARCHAR, paid_on DATE, paid_at TIMESTAMP, repaired BOOLEAN)"""
 OUR_REFUNDS = """CREATE TEMP TABLE our_refunds (
     channel_ref VARCHAR, refund_id VARCHAR, out_refund_no VARCHAR, payment_id VARCHAR,
-    out_trade_no VARCHAR, amount BIGINT, status VARCHAR, payment_ref VARCHAR)"""
+    out_trade_no VARCHAR, amount BIGINT, status VARCHAR, payment_ref VARCHAR,
+    repaired BOOLEAN)"""
 
 _PAY_FLOW = """
 CREATE OR REPLACE TEMP TABLE pay_flow AS
@@ -27,10 +30,11 @@ SELECT
     coalesce(o.channel_ref, b.payment_ref) AS ref,
     o.payment_id, o.out_trade_no, o.amount AS paygrid_amount, o.status, o.paid_on, o.paid_at,
     b.amount AS channel_amount, b.fee AS channel_fee, b.channel_trade_no,
+    (b.amount * {ppm} + 500000) // 1000000 AS expected_fee,
     CASE
         WHEN b.payment_ref IS NULL THEN 'PAYGRID_ONLY'
         WHEN o.channel_ref IS NULL THEN 'CHANNEL_ONLY'
-        WHEN o.status <> 'SUCCESS' THEN 'STATUS_REPAIRED'
+        WHEN o.status <> 'SUCCESS' OR o.repaired THEN 'STATUS_REPAIRED'
         WHEN o.amount <> b.amount THEN 'AMOUNT_MISMATCH'
         WHEN b.fee <> (b.amount * {ppm} + 500000) // 1000000 THEN 'FEE_MISMATCH'
         WHEN o.paid_on <> DATE '{day}' THEN 'CROSS_DAY'
@@ -51,7 +55,7 @@ SELECT
         WHEN b.refund_ref IS NULL THEN 'PAYGRID_ONLY'
         WHEN o.channel_ref IS NULL THEN 'CHANNEL_ONLY'
         WHEN o.amount <> b.amount THEN 'AMOUNT_MISMATCH'
-        WHEN o.status <> 'SUCCESS' AND b.status = 'SUCCESS' THEN 'STATUS_REPAIRED'
+        WHEN (o.status <> 'SUCCESS' OR o.repaired) AND b.status = 'SUCCESS' THEN 'STATUS_REPAIRED'
         ELSE 'MATCHED'
     END AS outcome
 FROM our_refunds o

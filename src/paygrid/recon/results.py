@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 
@@ -18,6 +18,11 @@ class Difference:
     channel_amount: int | None
     case_id: str | None = None
     booked_amount: int | None = None  # the voucher's amount (the accounting flow's kinds)
+    flow: str = "PAYMENT"  # PAYMENT or REFUND: which record the difference is about
+    expected_fee: int | None = None  # FEE_MISMATCH: the fee at the contracted rate
+    channel_fee: int | None = None  # FEE_MISMATCH: the fee the channel's bill shows
+    currency: str = "CNY"
+    repaired: bool = False  # STATUS_REPAIRED: paygrid's record now holds the channel's success
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +32,15 @@ class ChannelResult:
     matched_amount: int  # payments − refunds
     differences: tuple[Difference, ...]
     held: tuple[Difference, ...]
+    cross_day: frozenset[str] = frozenset()  # payments matched on a neighbouring date's bill
+
+    def with_cases(self, case_ids: dict[tuple[str, str], str]) -> ChannelResult:
+        """The same result, each difference naming its case (keyed by kind and reference)."""
+        named = tuple(
+            replace(d, case_id=case_ids.get((d.kind, reference(d)), d.case_id))
+            for d in self.differences
+        )
+        return replace(self, differences=named)
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -49,4 +63,13 @@ def _fields(d: Difference) -> dict[str, Any]:
         "channel_amount": d.channel_amount,
         "case_id": d.case_id,
         "booked_amount": d.booked_amount,
+        "flow": d.flow,
+        "expected_fee": d.expected_fee,
+        "channel_fee": d.channel_fee,
     }
+
+
+def reference(d: Difference) -> str:
+    """What a difference is about, within its channel, date and kind: the refund, the payment,
+    or the channel's (or bank's) own reference; empty for a date-wide one."""
+    return d.refund_id or d.payment_id or d.channel_trade_no or ""

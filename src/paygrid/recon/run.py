@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
-from sqlalchemy import Connection, and_, select
+from sqlalchemy import Connection, and_, exists, select
 
 from paygrid.kernel.clock import business_date, utcnow
 from paygrid.recon.accounting import accounting_differences
@@ -35,8 +35,9 @@ from paygrid.recon.results import ChannelResult, Difference
 from paygrid.recon.settlement import settlement_differences
 from paygrid.reports.merchant_bill import day_bounds
 from paygrid.storage.database import Database
-from paygrid.storage.schema import channel_orders, payments, refunds
+from paygrid.storage.schema import channel_orders, payment_transitions, payments, refunds
 
+REPAIR_CAUSE = "recon_repair"  # the cause of a repair: the bill told us, the channel confirmed
 WINDOW_DAYS = 3  # held records wait this long for the neighbouring date's bill
 CUTOFF_MARGIN = timedelta(minutes=30)  # "near the cut-off": may be booked on the other date
 LOOKUP_CHUNK = 500
@@ -96,8 +97,14 @@ def run_channel(
     differences += settling
     held += awaited
     count, amount = matched
+    crossed = frozenset(cross_day)
     return ChannelResult(
-        channel, count + cross_day[0], amount + cross_day[1], tuple(differences), tuple(held)
+        channel,
+        count + len(crossed),
+        amount + sum(cross_day.values()),
+        tuple(differences),
+        tuple(held),
+        crossed,
     )
 
 
@@ -152,6 +159,12 @@ def _payments(conn: Connection, channel: str, where: Any) -> list[Any]:
             payments.c.amount,
             payments.c.status,
             payments.c.paid_at,
+            exists()
+            .where(
+                payment_transitions.c.payment_id == payments.c.payment_id,
+                payment_transitions.c.cause == REPAIR_CAUSE,
+            )
+            .label("repaired"),
         )
         .select_from(
             channel_orders.join(payments, payments.c.payment_id == channel_orders.c.payment_id)
@@ -172,6 +185,7 @@ def _refunds(conn: Connection, channel: str, where: Any) -> list[Any]:
             refunds.c.amount,
             refunds.c.status,
             channel_orders.c.channel_ref.label("payment_ref"),
+            (refunds.c.cause == REPAIR_CAUSE).label("repaired"),
         )
         .select_from(
             refunds.join(payments, payments.c.payment_id == refunds.c.payment_id).join(
@@ -193,17 +207,18 @@ def _insert_payments(con: duckdb.DuckDBPyConnection, rows: Sequence[Any], zone: 
             r.status,
             business_date(r.paid_at, zone) if r.paid_at else None,
             r.paid_at.replace(tzinfo=None) if r.paid_at else None,
+            bool(r.repaired),
         )
         for r in rows
     ]
     if values:
-        con.executemany("INSERT INTO our_payments VALUES (?, ?, ?, ?, ?, ?, ?)", values)
+        con.executemany("INSERT INTO our_payments VALUES (?, ?, ?, ?, ?, ?, ?, ?)", values)
 
 
 def _insert_refunds(con: duckdb.DuckDBPyConnection, rows: Sequence[Any]) -> None:
-    values = [tuple(r) for r in rows]
+    values = [(*tuple(r)[:-1], bool(r.repaired)) for r in rows]
     if values:
-        con.executemany("INSERT INTO our_refunds VALUES (?, ?, ?, ?, ?, ?, ?, ?)", values)
+        con.executemany("INSERT INTO our_refunds VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", values)
 
 
 def _missing(con: duckdb.DuckDBPyConnection, sql: str) -> list[str]:
@@ -259,32 +274,34 @@ def _explain(
     day: date,
     zone: str,
     now: datetime,
-) -> tuple[list[Difference], list[Difference], tuple[int, int]]:
-    """(differences, held, (count, amount) matched across the cut-off)."""
+) -> tuple[list[Difference], list[Difference], dict[str, int]]:
+    """(differences, held, the amount of each payment matched across the cut-off)."""
     differences: list[Difference] = []
     held: list[Difference] = []
-    cross = [0, 0]
+    cross: dict[str, int] = {}
     window_open = business_date(now, zone) <= day + timedelta(days=WINDOW_DAYS)
     for row in pay_rows:
         outcome = row["outcome"]
         if outcome == "CROSS_DAY" or (outcome == "PAYGRID_ONLY" and row["ref"] in neighbours):
-            cross[0] += 1
-            cross[1] += int(row["paygrid_amount"])
+            cross[str(row["payment_id"])] = int(row["paygrid_amount"])
             continue
         if outcome == "PAYGRID_ONLY" and window_open and _near_cutoff(row["paid_at"], day, zone):
             held.append(_payment_difference("CROSS_DAY_HELD", row))
             continue
-        if outcome == "STATUS_REPAIRED":
-            repairs.payment(str(row["payment_id"]), str(row["ref"]))
-        differences.append(_payment_difference(outcome, row))
+        repaired = row["status"] == "SUCCESS"
+        if outcome == "STATUS_REPAIRED" and not repaired:
+            repaired = repairs.payment(str(row["payment_id"]), str(row["ref"]))
+        differences.append(_payment_difference(outcome, row, repaired))
     for row in refund_rows:
         outcome = row["outcome"]
         if outcome == "PAYGRID_ONLY" and row["status"] != "SUCCESS":
             continue  # a refund the channel closed or still holds: no money moved
-        if outcome == "STATUS_REPAIRED":
-            repairs.refund(str(row["refund_id"]), str(row["ref"]), str(row["payment_ref"] or ""))
-        differences.append(_refund_difference(outcome, row))
-    return differences, held, (cross[0], cross[1])
+        repaired = row["status"] == "SUCCESS"
+        if outcome == "STATUS_REPAIRED" and not repaired:
+            payment_ref = str(row["payment_ref"] or "")
+            repaired = repairs.refund(str(row["refund_id"]), str(row["ref"]), payment_ref)
+        differences.append(_refund_difference(outcome, row, repaired))
+    return differences, held, cross
 
 
 def _near_cutoff(paid_at: datetime | None, day: date, zone: str) -> bool:
@@ -296,7 +313,8 @@ def _near_cutoff(paid_at: datetime | None, day: date, zone: str) -> bool:
     return at - start < CUTOFF_MARGIN or end - at <= CUTOFF_MARGIN
 
 
-def _payment_difference(kind: str, row: dict[str, Any]) -> Difference:
+def _payment_difference(kind: str, row: dict[str, Any], repaired: bool = False) -> Difference:
+    fee = kind == "FEE_MISMATCH"
     return Difference(
         kind,
         row["payment_id"],
@@ -306,10 +324,13 @@ def _payment_difference(kind: str, row: dict[str, Any]) -> Difference:
         row["channel_trade_no"],
         row["paygrid_amount"],
         row["channel_amount"],
+        expected_fee=int(row["expected_fee"]) if fee else None,
+        channel_fee=int(row["channel_fee"]) if fee else None,
+        repaired=repaired and kind == "STATUS_REPAIRED",
     )
 
 
-def _refund_difference(kind: str, row: dict[str, Any]) -> Difference:
+def _refund_difference(kind: str, row: dict[str, Any], repaired: bool = False) -> Difference:
     return Difference(
         kind,
         row["payment_id"],
@@ -319,6 +340,8 @@ def _refund_difference(kind: str, row: dict[str, Any]) -> Difference:
         row["channel_trade_no"],
         row["paygrid_amount"],
         row["channel_amount"],
+        flow="REFUND",
+        repaired=repaired and kind == "STATUS_REPAIRED",
     )
 
 

@@ -356,3 +356,67 @@ recon_bills = Table(
         postgresql_where=text("status = 'CURRENT'"),
     ),
 )
+
+# A reconciliation run of one channel and business date, and its stored result (the JSON of
+# `recon run --json` for the channel); one run at a time per channel and date (recon_locks).
+recon_runs = Table(
+    "recon_runs",
+    metadata,
+    Column("run_id", String(40), primary_key=True),
+    Column("channel", String(32), nullable=False),  # a channel of the registry, or "bank"
+    Column("business_date", String(10), nullable=False),
+    Column("run_by", String(64), nullable=False),  # a person, or the recon role's process
+    Column("started_at", UTCDateTime, nullable=False),
+    Column("finished_at", UTCDateTime, nullable=False),
+    Column("matched_count", BigInteger, nullable=False),
+    Column("matched_amount", BigInteger, nullable=False),
+    Column("differences", Integer, nullable=False),
+    Column("held", Integer, nullable=False),
+    Column("result", Text, nullable=False),
+    Index("ix_recon_runs_channel_date", "channel", "business_date", "finished_at"),
+)
+
+# Who runs a channel's date now: taken by one run, held by its heartbeat, taken over when the
+# lease ran out (a killed run).
+recon_locks = Table(
+    "recon_locks",
+    metadata,
+    Column("channel", String(32), primary_key=True),
+    Column("business_date", String(10), primary_key=True),
+    Column("holder", String(128), nullable=True),
+    Column("lease_until", UTCDateTime, nullable=False),
+)
+
+# 差错 cases: one per unexplained difference (channel, date, kind, what it is about), and
+# their append-only history (recon/cases.py has the state machine).
+recon_cases = Table(
+    "recon_cases",
+    metadata,
+    Column("case_id", String(40), primary_key=True),
+    Column("channel", String(32), nullable=False),
+    Column("business_date", String(10), nullable=False),
+    Column("kind", String(40), nullable=False),
+    Column("reference", String(160), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("amount", BigInteger, nullable=False),  # signed: what paygrid's books lack (+)
+    Column("currency", String(3), nullable=False),
+    Column("difference", Text, nullable=False),  # the difference as the run reported it (JSON)
+    Column("opened_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Column("version", Integer, nullable=False),
+    UniqueConstraint(
+        "channel", "business_date", "kind", "reference", name="uq_recon_cases_difference"
+    ),
+    Index("ix_recon_cases_status", "status", "business_date"),
+)
+recon_case_steps = Table(
+    "recon_case_steps",
+    metadata,
+    Column("case_id", String(40), ForeignKey("recon_cases.case_id"), primary_key=True),
+    Column("seq", Integer, primary_key=True),
+    Column("at", UTCDateTime, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("actor", String(64), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("voucher_id", String(40), nullable=True),
+)
