@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 ENV_PREFIX = "PAYGRID_"
 CONFIG_ENV = "PAYGRID_CONFIG"
 PROFILES = ("embedded", "prod")
-OPS_PORTS = 8  # prod: ops_base_port + 0..4 the workers, + 5..7 api, cashier, gateway (roles.py)
+OPS_PORTS = 9  # prod: ops_base_port + 0..4 the workers, + 5..7 api, cashier, gateway, + 8 recon
 
 
 T = TypeVar("T")
@@ -196,6 +196,15 @@ class Settings:
     notify_retry_scale: float = setting(1.0, check=positive)
     recovery_after_s: float = setting(30.0, check=positive)  # 补单 after this much silence
     scheduler_interval_s: float = setting(5.0, check=positive)
+    # Reconciliation as a job (the recon role; the embedded profile's background process):
+    # a pass every recon_interval_s over the last recon_lookback_days business dates.
+    recon_schedule: bool = setting(True)  # false: recon runs only when a person runs it
+    recon_interval_s: float = setting(300.0, check=positive)
+    recon_lookback_days: int = setting(5, check=lambda v: None if 1 <= v <= 31 else "1-31 days")
+    # A date's bill is fetched from this many seconds after the date's end (default: each
+    # channel's own bill-ready time); 0 or less makes a date's bill due during the date itself
+    # (demos and tests with a sandbox's close-day).
+    recon_bill_ready_after_s: float | None = setting(None)
     profile: str = setting("embedded", check=one_of(*PROFILES))
     nats_url: str | None = setting(None, check=_nats_url)  # prod: None starts a nats-server
     gateway_port: int = setting(8002, check=port)  # prod: the channel gateway (callbacks)

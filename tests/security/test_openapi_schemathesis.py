@@ -75,6 +75,7 @@ MERCHANT_PATHS = {
     "/v1/refunds",
     "/v1/refunds/{refund_id}",
     "/v1/bills/{bill_date}",
+    "/v1/reports/sku/{report_date}",
     "/v1/notifications",
     "/v1/notifications/{notify_id}/resend",
 }
@@ -235,6 +236,7 @@ def test_every_documented_operation_refuses_an_unsigned_request(
         "{notify_id}": "ntf_" + "0" * 26,
         "{refund_id}": "rfd_" + "0" * 26,
         "{bill_date}": "2026-01-01",
+        "{report_date}": "2026-01-01",
     }
     for method, path, _ in _operations(_document(live)):
         target = path
@@ -250,7 +252,14 @@ def test_the_docs_page_is_served_and_no_path_redirects(live: Live) -> None:
     page = httpx.get(f"{live.api_url}/docs", timeout=10)
     assert page.status_code == 200 and "/openapi.json" in page.text
     # A redirect would make a signed client resend to another target (a 401 at best).
-    for path in ("/v1/payments/", "/v1/refunds/", "/v1/notifications/", "/v1/bills/"):
+    paths = (
+        "/v1/payments/",
+        "/v1/refunds/",
+        "/v1/notifications/",
+        "/v1/bills/",
+        "/v1/reports/sku/",
+    )
+    for path in paths:
         response = httpx.get(live.api_url + path, timeout=10)
         assert response.status_code == 404, f"{path}: {response.status_code}"
         assert response.json()["code"] == "NOT_FOUND"

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import KW_ONLY, dataclass, field
+from pathlib import Path
 from typing import Any, TypeVar
 
 from fastapi import Request
@@ -37,6 +38,7 @@ class ApiDeps:
     zone: str = DEFAULT_BUSINESS_ZONE
     _: KW_ONLY
     vault: Vault  # opens the merchants' sealed secrets
+    data_dir: Path | None = None  # where the bills taken in are kept (per-SKU reports)
     keys: MerchantKeys = field(init=False)  # the merchants' keys, kept a short while
 
     def __post_init__(self) -> None:

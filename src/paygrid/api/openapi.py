@@ -237,6 +237,13 @@ BILL_DATE = path_param(
     "date or another form is 400 INVALID_BILL_DATE.",
     {"format": "date", "pattern": "^[0-9]{4}-[0-9]{2}-[0-9]{2}$"},
 )
+REPORT_DATE = path_param(
+    "report_date",
+    "The business date (Asia/Shanghai), yyyy-mm-dd; a later date than today, one before "
+    "2000-01-01 or another form is 400 INVALID_REPORT_DATE; a date of which no channel's bill "
+    "has been taken in yet is 404 REPORT_NOT_READY.",
+    {"format": "date", "pattern": "^[0-9]{4}-[0-9]{2}-[0-9]{2}$"},
+)
 OUT_TRADE_NO = query_param(
     "out_trade_no",
     "The merchant's order number given at creation; missing is 400 INVALID_OUT_TRADE_NO, "
@@ -339,10 +346,10 @@ ERRORS: Mapping[int, str] = {
     400: "Refused input (nothing changed): MALFORMED_JSON, INVALID_<FIELD> (e.g. "
     "INVALID_AMOUNT, INVALID_CURRENCY, INVALID_NOTIFY_URL, INVALID_EXPIRE_AT, INVALID_CHANNEL, "
     "INVALID_METHOD, INVALID_PAYER, METHOD_NOT_SUPPORTED, PAYER_REQUIRED, INVALID_DESCRIPTION, "
-    "INVALID_OUT_TRADE_NO, INVALID_BILL_DATE, INVALID_PAYMENT_ID, INVALID_OUT_REFUND_NO, "
-    "INVALID_REASON, INVALID_IDEMPOTENCY_KEY), UNSUPPORTED_CURRENCY, ITEMS_TOTAL_MISMATCH, "
-    "INVALID_DISCOUNTS, INVALID_ITEMS, CHANNEL_NOT_SUPPORTED; `field` names the member at "
-    "fault.",
+    "INVALID_OUT_TRADE_NO, INVALID_BILL_DATE, INVALID_REPORT_DATE, INVALID_PAYMENT_ID, "
+    "INVALID_OUT_REFUND_NO, INVALID_REASON, INVALID_IDEMPOTENCY_KEY), UNSUPPORTED_CURRENCY, "
+    "ITEMS_TOTAL_MISMATCH, INVALID_DISCOUNTS, INVALID_ITEMS, CHANNEL_NOT_SUPPORTED; `field` "
+    "names the member at fault.",
     401: f"The {SCHEME} signature is missing or wrong: UNAUTHORIZED, SIGNATURE_INVALID, "
     "TIMESTAMP_EXPIRED, TIMESTAMP_INVALID, NONCE_REUSED, NONCE_INVALID, KEY_EXPIRED (a key "
     "rotated away whose grace period is over).",
@@ -411,13 +418,20 @@ def responses(
     return out
 
 
-def csv_responses(description: str, headers: Mapping[str, Any]) -> dict[int | str, Any]:
+def csv_responses(
+    description: str, headers: Mapping[str, Any], errors: Mapping[int, str] | None = None
+) -> dict[int | str, Any]:
+    """``responses`` of a CSV route: its success, the common errors and ``errors`` (status:
+    the description of this route's refusals with it)."""
     ok = {
         "description": description,
         "content": {"text/csv": {"schema": {"type": "string"}}},
         "headers": {**_REQUEST_ID_HEADER, **headers},
     }
-    return {200: ok, **{status: _error(status) for status in COMMON_ERRORS}}
+    out: dict[int | str, Any] = {200: ok, **{status: _error(status) for status in COMMON_ERRORS}}
+    for status, text in sorted((errors or {}).items()):
+        out[status] = {"model": ErrorBody, "description": text, "headers": _REQUEST_ID_HEADER}
+    return out
 
 
 SECURITY_DESCRIPTION = f"""Every request is signed:

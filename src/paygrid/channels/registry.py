@@ -27,6 +27,7 @@ class ChannelSpec:
     default_port: int  # its sandbox's loopback port in the embedded default
     fee_rate_ppm: int  # the contracted rate the channel charges us (0.20% = 2000)
     settlement_prefix: str  # how its settlements into the reserve account are referenced
+    bill_ready_after_s: int  # its bill of a date is out this long after the date's end
     capabilities: ChannelCapabilities
     sandbox_qr_field: str  # how its sandbox's payer names a QR code (POST /sandbox/pay)
     # Its sandbox's /sandbox/orders trade states that mean paid / waiting for the payer.
@@ -84,6 +85,7 @@ CHANNELS: tuple[ChannelSpec, ...] = (
         default_port=8101,
         fee_rate_ppm=wechatpay.FEE_RATE_PPM,
         settlement_prefix=wechatpay.SETTLEMENT_PREFIX,
+        bill_ready_after_s=wechatpay.BILL_READY_AFTER_S,
         capabilities=wechatpay.CAPABILITIES,
         sandbox_qr_field="code_url",
         sandbox_paid_states=frozenset({"SUCCESS", "REFUND"}),
@@ -97,6 +99,7 @@ CHANNELS: tuple[ChannelSpec, ...] = (
         default_port=8102,
         fee_rate_ppm=alipay.FEE_RATE_PPM,
         settlement_prefix=alipay.SETTLEMENT_PREFIX,
+        bill_ready_after_s=alipay.BILL_READY_AFTER_S,
         capabilities=alipay.CAPABILITIES,
         sandbox_qr_field="qr_code",
         # REFUNDED: TRADE_CLOSED after payment (refunded in full); UNSCANNED: no trade yet

@@ -6,7 +6,6 @@ from __future__ import annotations
 import functools
 import getpass
 import json
-import tempfile
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Annotated, Any
@@ -15,9 +14,7 @@ import typer
 
 from paygrid.channels import registry
 from paygrid.channels.bank import BANK
-from paygrid.channels.bank.bill_import import import_bill as import_statement
-from paygrid.channels.bank.client import bank_credentials, download_statement
-from paygrid.channels.ports import BILL_NOT_READY, ChannelError
+from paygrid.channels.ports import BILL_NOT_READY, ChannelAdapter, ChannelError
 from paygrid.cli import recon_cases
 from paygrid.cli.common import (
     ConfigFile,
@@ -32,10 +29,11 @@ from paygrid.cli.common import (
 from paygrid.config import Settings
 from paygrid.recon.bill_format import BillRefused
 from paygrid.recon.bill_store import ImportedBill, Reader, bills, current_bill, import_file
+from paygrid.recon.jobs import NoReader, bank_run, download, reader_for, run_for
+from paygrid.recon.jobs import fetch as fetch_bill
 from paygrid.recon.results import ChannelResult
-from paygrid.recon.run import REPAIR_CAUSE, NoBill, Repairs, run_channel
+from paygrid.recon.run import NoBill
 from paygrid.recon.service import Busy, reconcile
-from paygrid.recon.settlement import bank_only
 
 app = typer.Typer(help="Reconciliation (对账): bills in, recon runs, cases.", no_args_is_help=True)
 app.add_typer(recon_cases.app, name="cases")
@@ -79,10 +77,13 @@ def fetch(
 ) -> None:
     """Download the channel's bill of the date through its API and take it in (as import).
     Not out yet: exit 75, fetch again later."""
-    reader, business_date = _reader(channel), _date(day)
+    _reader(channel)  # an unknown channel is a bad argument
+    business_date = _date(day)
     settings = tool_settings(data_dir, database_url, config_file)
+    db, _ = tool_database(settings)
     try:
-        content = _download(settings, channel, business_date)
+        content = download(settings, channel, business_date, _adapter(settings, channel))
+        imported = fetch_bill(settings, db, channel, business_date, content, _user())
     except ChannelError as exc:
         if exc.code == BILL_NOT_READY:
             err.print(f"{channel} bill of {day} is not out yet ({exc.code}): fetch again later")
@@ -90,23 +91,21 @@ def fetch(
         again = " (try again)" if exc.retryable else ""
         err.print(f"[red]{channel} bill of {day} could not be downloaded{again}: {exc}[/]")
         raise typer.Exit(1) from None
-    incoming = settings.data_dir / "recon" / "incoming"
-    incoming.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=incoming) as scratch:
-        path = Path(scratch) / f"{channel}-{business_date.isoformat()}.bill"
-        path.write_bytes(content)
-        imported = _import(settings, channel, business_date, path, reader, "fetch", None)
+    except BillRefused as exc:
+        err.print(f"[red]refused, nothing imported:[/] {exc}")
+        raise typer.Exit(EXIT_BAD) from None
+    finally:
+        db.dispose()
     _report(imported, as_json)
 
 
-def _download(settings: Settings, channel: str, day: date) -> bytes:
-    """The channel's bill of ``day`` through its API; the bank's statement for ``bank``."""
+def _adapter(settings: Settings, channel: str) -> ChannelAdapter | None:
+    """The channel's adapter, built from its settings (None for the bank)."""
     if channel == BANK:
-        creds = bank_credentials(settings.bank_base_url, settings.bank_credentials)
-        return download_statement(settings.bank_base_url, creds, day)
+        return None
     from paygrid.platform.bootstrap import channel_adapter
 
-    return channel_adapter(settings, channel).download_bill(day)
+    return channel_adapter(settings, channel)
 
 
 @app.command("run")
@@ -170,7 +169,7 @@ def _run_channels(
     for name in names:
         try:
             _current_bill_or_none(platform, name, day)
-            work = functools.partial(_run_one, platform, name, day, grace)
+            work = functools.partial(run_for, platform, name, day, grace, _say)
             outcome = reconcile(platform.db, name, day, work, by=_user())
             if outcome.waited:
                 err.print(f"{name} {day}: another run was under way; this is its result")
@@ -183,40 +182,6 @@ def _run_channels(
     return results
 
 
-def _run_one(platform: Any, name: str, day: date, grace: timedelta) -> ChannelResult:
-    s = platform.settings
-    adapter, payments = platform.channels[name], platform.payments
-
-    def repair_payment(payment_id: str, ref: str) -> bool:
-        try:
-            payments.apply_trade(name, payment_id, adapter.query(ref), REPAIR_CAUSE)
-        except ChannelError as exc:  # reported all the same; the next run repairs it
-            err.print(f"{name}: could not ask about {payment_id} to repair it: {exc}")
-            return False
-        return True
-
-    def repair_refund(refund_id: str, ref: str, payment_ref: str) -> bool:
-        try:
-            trade = adapter.query_refund(ref, payment_ref)
-            payments.apply_refund_trade(name, refund_id, trade, REPAIR_CAUSE)
-        except ChannelError as exc:
-            err.print(f"{name}: could not ask about {refund_id} to repair it: {exc}")
-            return False
-        return True
-
-    return run_channel(
-        platform.db,
-        s.data_dir,
-        name,
-        day,
-        zone=s.zone,
-        fee_rate_ppm=s.channels[name].fee_rate_ppm,
-        settlement_prefix=registry.spec(name).settlement_prefix,
-        repairs=Repairs(repair_payment, repair_refund),
-        voucher_grace=grace,
-    )
-
-
 def _current_bill_or_none(platform: Any, name: str, day: date) -> None:
     """NoBill before taking the lock: nothing to run without the bill."""
     if current_bill(platform.db, name, day) is None:
@@ -224,18 +189,14 @@ def _current_bill_or_none(platform: Any, name: str, day: date) -> None:
 
 
 def _bank_result(platform: Any, day: date) -> list[ChannelResult]:
-    """The reserve account's side: credits of the date's statement that no channel explains
-    (recorded as the channel ``bank``: its BANK_ONLY cases); listed only when there are any."""
-    if current_bill(platform.db, BANK, day) is None:
-        return []
-    prefixes = [spec.settlement_prefix for spec in registry.CHANNELS]
+    """The reserve account's side: credits of the date's statement no channel explains
+    (BANK_ONLY, recorded as the channel ``bank``); listed only when there are any."""
+    outcome = bank_run(platform, day, _user())
+    return [outcome.result] if outcome and outcome.result.differences else []
 
-    def strays() -> ChannelResult:
-        found = bank_only(platform.db, platform.settings.data_dir, day, prefixes)
-        return ChannelResult(BANK, 0, 0, tuple(found), ())
 
-    result = reconcile(platform.db, BANK, day, strays, by=_user()).result
-    return [result] if result.differences else []
+def _say(message: str) -> None:
+    err.print(message)
 
 
 @app.command("bills")
@@ -311,19 +272,11 @@ def _report(imported: ImportedBill, as_json: bool) -> None:
 
 
 def _reader(channel: str) -> Reader:
-    if channel == BANK:
-        return import_statement
     try:
-        spec = registry.spec(channel)
-    except registry.UnknownChannel:
-        known = ", ".join((*registry.NAMES, BANK))
-        err.print(f"[red]unknown channel {channel!r}; known: {known}[/]")
+        return reader_for(channel)
+    except NoReader as exc:
+        err.print(f"[red]{exc}[/]")
         raise typer.Exit(EXIT_BAD) from None
-    reader: Reader | None = spec.bill_reader()
-    if reader is None:
-        err.print(f"[red]{channel} bills cannot be read yet (no bill reader): see docs/recon.md[/]")
-        raise typer.Exit(EXIT_BAD)
-    return reader
 
 
 def _date(text: str) -> date:
@@ -339,3 +292,8 @@ def _user() -> str:
 
 def _jsonable(row: dict[str, Any]) -> dict[str, Any]:
     return {k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in row.items()}
+
+
+from paygrid.cli.recon_sku import sku  # noqa: E402
+
+app.command("sku")(sku)

@@ -43,6 +43,14 @@ DEAD_LETTERS = Gauge(
     "paygrid_bus_dead_letters", "Messages parked on the dead-letter subject", ["consumer"]
 )
 BUS_UP = Gauge("paygrid_bus_available", "1 when this process can reach the bus")
+RECON_DIFFERENCES = Gauge(
+    "paygrid_recon_differences",
+    "Differences found by each channel's last recon run of its latest reconciled date",
+    ["channel", "kind"],
+)
+RECON_OPEN_CASES = Gauge("paygrid_recon_open_cases", "差错 cases still open", ["channel", "kind"])
+RECON_RUNS = Counter("paygrid_recon_runs_total", "Recon runs this process made", ["channel"])
+RECON_FETCHED = Counter("paygrid_recon_bills_fetched_total", "Bills the recon job took in")
 
 
 class JsonFormatter(logging.Formatter):

@@ -155,6 +155,7 @@ def start_platform(
         "PAYGRID_OPS_PORT": str(ops),
         "PAYGRID_BACKGROUND_OPS_PORT": str(background_ops),
         "PAYGRID_SCHEDULER_INTERVAL_S": "0.5",
+        "PAYGRID_RECON_SCHEDULE": "false",  # a test that wants the recon job turns it on
         **(env or {}),
     }
     cmd = [
@@ -222,7 +223,8 @@ def start_prod_platform(
     """`paygrid up --profile prod`: PostgreSQL and NATS started by paygrid itself."""
     data_dir.mkdir(parents=True, exist_ok=True)
     reachable_by_postgres(data_dir)
-    launched = launch_prod(data_dir, {"PAYGRID_SCHEDULER_INTERVAL_S": "0.5", **(env or {})})
+    quiet = {"PAYGRID_SCHEDULER_INTERVAL_S": "0.5", "PAYGRID_RECON_SCHEDULE": "false"}
+    launched = launch_prod(data_dir, {**quiet, **(env or {})})
     proc = launched.proc
     running = RunningPlatform(
         proc,

@@ -173,7 +173,14 @@ def _web_servers(platform: Platform, checks: dict[str, obs.Check]) -> list[uvico
     """The merchant API (which also takes the channels' callbacks), the cashier, and the
     operations port (/healthz, /readyz with the background process, /metrics)."""
     s = platform.settings
-    deps = ApiDeps(platform.db, platform.payments, platform.notify, s.zone, vault=platform.vault)
+    deps = ApiDeps(
+        platform.db,
+        platform.payments,
+        platform.notify,
+        s.zone,
+        vault=platform.vault,
+        data_dir=s.data_dir,
+    )
     api = _server(create_app(deps), s.host, s.api_port)
     cashier_app = create_cashier_app(
         platform.payments, merchant_lookup(platform), s.zone, {"database": platform.db.ping}

@@ -86,7 +86,14 @@ def _app(role: str, platform: Platform, checks: Mapping[str, obs.Check]) -> Fast
     s = platform.settings
     if role == "api":
         return create_app(
-            ApiDeps(platform.db, platform.payments, platform.notify, s.zone, vault=platform.vault)
+            ApiDeps(
+                platform.db,
+                platform.payments,
+                platform.notify,
+                s.zone,
+                vault=platform.vault,
+                data_dir=s.data_dir,
+            )
         )
     if role == "cashier":
         return create_cashier_app(platform.payments, merchant_lookup(platform), s.zone, checks)

@@ -18,6 +18,8 @@ random by the crash drill:
 | ledger    | consumer: capture and refund vouchers                       | ops_base_port+2  |
 | notifier  | consumer: notifications; delivery worker                    | ops_base_port+3  |
 | scheduler | housekeeping: nonce purge, outbox gauges                    | ops_base_port+4  |
+| recon     | reconciliation jobs: fetch bills when out, run each channel | ops_base_port+8  |
+|           | and date (docs/recon.md), recon gauges                      |                  |
 
 Every process serves /healthz, /readyz and /metrics on its operations port: the workers' port
 above, ops_base_port+5, +6, +7 for api, cashier and gateway, whose public ports serve the health
@@ -40,6 +42,8 @@ from paygrid.kernel.clock import utcnow
 from paygrid.notify.service import BATCH as NOTIFY_BATCH
 from paygrid.ops import observability as obs
 from paygrid.platform.bootstrap import Platform
+from paygrid.recon.jobs import gauges as recon_gauges
+from paygrid.recon.jobs import recon_pass
 from paygrid.storage.schema import outbox
 
 log = logging.getLogger("paygrid")
@@ -47,6 +51,7 @@ log = logging.getLogger("paygrid")
 RELAY_BACKLOG = 64  # events in one pass that mean more are waiting
 WAKE_GATHER_S = 0.02  # a woken loop waits this long for more wakes before its beat
 RELAY_INTERVAL_S = 0.2  # between passes without a backlog
+RECON_GRACE = timedelta(seconds=60)  # a success younger than this may be on its way to the ledger
 Tick = Callable[[Platform], int | None]
 """One beat of a worker: does a batch of work, returns how much it did."""
 Interval = Callable[[Settings], float]
@@ -183,6 +188,26 @@ def outbox_gauges(platform: Platform) -> int:
     return 0
 
 
+def reconcile_due(platform: Platform) -> int:
+    """Fetch the bills that are out, run the channels' dates that need it (recon/jobs.py)."""
+    if not platform.settings.recon_schedule:
+        return 0
+    done = recon_pass(platform, RECON_GRACE)
+    obs.RECON_FETCHED.inc(done.fetched)
+    for channel in done.ran:
+        obs.RECON_RUNS.labels(channel).inc()
+    differences, open_cases = recon_gauges(platform.db)
+    for gauge, values in ((obs.RECON_DIFFERENCES, differences), (obs.RECON_OPEN_CASES, open_cases)):
+        gauge.clear()
+        for (channel, kind), n in values.items():
+            gauge.labels(channel, kind).set(n)
+    return 0
+
+
+def recon_interval(settings: Settings) -> float:
+    return settings.recon_interval_s
+
+
 def every(seconds: float) -> Interval:
     return lambda _settings: seconds
 
@@ -212,6 +237,7 @@ WORKERS: tuple[Worker, ...] = (
     ),
     Worker("scheduler", "scheduler", purge_used_nonces, scheduler_interval),
     Worker("outbox-gauges", "scheduler", outbox_gauges, scheduler_interval, embedded=False),
+    Worker("recon", "recon", reconcile_due, recon_interval),
 )
 
 BACKGROUND = "background"
@@ -232,6 +258,7 @@ ROLES: tuple[Role, ...] = (
     Role("ledger", 2, consumers=("ledger",), scales=True),
     Role("notifier", 3, consumers=("notify",), scales=True),
     Role("scheduler", 4),
+    Role("recon", 8),
 )
 ROLE_NAMES: tuple[str, ...] = tuple(r.name for r in ROLES)
 SCALABLE_ROLES: tuple[str, ...] = tuple(r.name for r in ROLES if r.scales)

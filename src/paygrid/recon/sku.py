@@ -23,7 +23,7 @@ Domain-level: standard library only.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fractions import Fraction
 
 from paygrid.recon.allocation import AllocationError, Weight, allocate
@@ -104,6 +104,29 @@ def refund_shares(
         SkuShare(share.sku, q, 0, 0, 0, r, f)
         for share, q, r, f in zip(paid, quantities, refunds, fees, strict=True)
     ]
+
+
+def refund_shares_or_spread(
+    paid: Sequence[SkuShare],
+    refunded: Mapping[str, int] | None,
+    amount: int,
+    fee_returned: int,
+) -> list[SkuShare]:
+    """As :func:`refund_shares`, but a refund that cannot be weighed by the lines it names
+    (they carry no paid value, e.g. an item given away, or the payment has not that many) is
+    split over every line as a refund of no particular items, keeping the quantities it named
+    where they are the payment's. What the channel confirmed is always split in full."""
+    try:
+        return refund_shares(paid, refunded, amount, fee_returned)
+    except AllocationError:
+        if refunded is None:
+            raise
+    spread = refund_shares(paid, None, amount, fee_returned)
+    try:
+        counted = refund_shares(paid, refunded, 0, 0)
+    except AllocationError:
+        return spread
+    return [replace(s, quantity=c.quantity) for s, c in zip(spread, counted, strict=True)]
 
 
 def _refunded_quantities(paid: Sequence[SkuShare], refunded: Mapping[str, int] | None) -> list[int]:

@@ -25,4 +25,6 @@ CAPABILITIES = ChannelCapabilities(
     cashier_methods=("native", "page"),
 )
 FEE_RATE_PPM = 6000  # 服务费: the common contracted rate (当面付, 电脑网站支付), 0.60 %
+# Alipay's bill of D is out after 09:00 on D+1 (the business zone)
+BILL_READY_AFTER_S = 9 * 3600
 SETTLEMENT_PREFIX = "AP"  # its settlement transfers' reference: AP + date + merchant (MODELLED)

@@ -19,4 +19,6 @@ CAPABILITIES = ChannelCapabilities(
     cashier_methods=("native",),
 )
 FEE_RATE_PPM = 2000  # what WeChat Pay charges us by default (0.20 %)
+# WeChat Pay's trade bill of D is out after 10:00 on D+1 (the business zone)
+BILL_READY_AFTER_S = 10 * 3600
 SETTLEMENT_PREFIX = "WX"  # its settlement transfers' reference: WX + date + merchant (MODELLED)
