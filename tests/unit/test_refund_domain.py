@@ -280,6 +280,18 @@ def test_design_example_refund() -> None:
     assert v.parent_ref == "pay_1"
 
 
+def test_the_channel_gives_back_its_fee_too() -> None:
+    """The channel's fee of 0.20 on 100.00 comes back pro rata (0.06 for 30.00): pending
+    clearing then nets to what the channel settles, channel cost to the fee it kept."""
+    back = refund_fee_returned(20, 10_000, 0, 0, 3_000)
+    assert back == 6
+    v = refund_voucher("rfd_1", "pay_1", "m1", "wechatpay", 3_000, "CNY", 18, back)
+    book = {(e.account.code, e.direction): e.amount for e in v.entries}
+    assert book[("pending_clearing:wechatpay:CNY", Direction.CREDIT)] == 3_000
+    assert book[("pending_clearing:wechatpay:CNY", Direction.DEBIT)] == 6
+    assert book[("channel_cost:wechatpay:CNY", Direction.CREDIT)] == 6
+
+
 @given(
     st.integers(1, 10**9),
     st.integers(0, 1_000_000),

@@ -179,10 +179,13 @@ def refund_voucher(
     amount: int,
     currency: str,
     fee_returned: int,
+    channel_fee_returned: int = 0,
 ) -> Voucher:
     """Refund succeeds (DESIGN.md): Dr merchant pending settlement (the amount less the fee
-    returned) and fee income (the fee returned); Cr pending clearing of the channel."""
-    assert amount > 0 and 0 <= fee_returned <= amount
+    returned) and fee income (the fee returned); Cr pending clearing of the channel. The
+    channel gives back its fee pro rata too (``channel_fee_returned``): Dr pending clearing,
+    Cr channel cost, so pending clearing keeps netting to what the channel will settle."""
+    assert amount > 0 and 0 <= fee_returned <= amount and 0 <= channel_fee_returned <= amount
     D, C = Direction.DEBIT, Direction.CREDIT
     entries = []
     net = amount - fee_returned
@@ -191,6 +194,9 @@ def refund_voucher(
     if fee_returned:
         entries.append(Entry(fee_income(currency), D, fee_returned))
     entries.append(Entry(pending_clearing(channel, currency), C, amount))
+    if channel_fee_returned:
+        entries.append(Entry(pending_clearing(channel, currency), D, channel_fee_returned))
+        entries.append(Entry(channel_cost(channel, currency), C, channel_fee_returned))
     return Voucher(
         "refund", refund_id, f"refund {refund_id} of {payment_id}", tuple(entries), payment_id
     )

@@ -21,6 +21,7 @@ from paygrid.ledger.domain import (
     Voucher,
     capture_fees,
     capture_voucher,
+    channel_cost,
     fee_income,
     pending_clearing,
     refund_fee_returned,
@@ -172,6 +173,17 @@ def _refund_voucher(conn: Connection, refund: RefundView) -> Voucher:
     refunded = repository.booked_under(conn, "refund", payment_id, clearing, credit)
     returned = repository.booked_under(conn, "refund", payment_id, fees, debit)
     fee = refund_fee_returned(charged, captured, refunded, returned, refund.amount)
+    cost = channel_cost(refund.channel, currency)  # the channel's fee, given back the same way
+    kept = repository.booked(conn, "capture", payment_id, cost, debit) or 0
+    given = repository.booked_under(conn, "refund", payment_id, cost, credit)
+    channel_fee = refund_fee_returned(kept, captured, refunded, given, refund.amount)
     return refund_voucher(
-        refund.refund_id, payment_id, refund.mchid, refund.channel, refund.amount, currency, fee
+        refund.refund_id,
+        payment_id,
+        refund.mchid,
+        refund.channel,
+        refund.amount,
+        currency,
+        fee,
+        channel_fee,
     )

@@ -5,7 +5,8 @@ without its business record. Both flows are paygrid's own, in its database: one 
 each.
 
 ``grace``: a success younger than this may have its voucher still on the bus (the ledger
-posts from the outbox); it is not yet missing.
+posts from the outbox); it is not yet missing. Younger counts from when paygrid learned it:
+a success repaired from the bill a moment ago (paid yesterday) is given the grace too.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ JOIN channel_orders o ON o.payment_id = p.payment_id AND o.status = 'PAID' AND o
 LEFT JOIN ledger_vouchers v ON v.kind = 'capture' AND v.business_ref = p.payment_id
 WHERE p.status = 'SUCCESS' AND p.paid_at >= :start AND p.paid_at < :end
   AND p.paid_at < :settled AND v.voucher_id IS NULL
+  AND NOT EXISTS (SELECT 1 FROM payment_transitions t WHERE t.payment_id = p.payment_id
+                  AND t.to_status = 'SUCCESS' AND t.at >= :settled)
 UNION ALL
 SELECT 'REFUND', r.payment_id, p.out_trade_no, r.refund_id, r.out_refund_no,
        r.channel_refund_no, r.amount
@@ -34,7 +37,8 @@ FROM refunds r
 JOIN payments p ON p.payment_id = r.payment_id
 LEFT JOIN ledger_vouchers v ON v.kind = 'refund' AND v.business_ref = r.refund_id
 WHERE r.channel = :channel AND r.status = 'SUCCESS' AND r.succeeded_at >= :start
-  AND r.succeeded_at < :end AND r.succeeded_at < :settled AND v.voucher_id IS NULL
+  AND r.succeeded_at < :end AND r.succeeded_at < :settled AND r.updated_at < :settled
+  AND v.voucher_id IS NULL
 """
 # A voucher of the date on the channel's pending clearing: its business record and amount.
 _BOOKED = """
