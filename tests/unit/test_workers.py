@@ -48,6 +48,7 @@ def test_the_production_layout_is_the_documented_one() -> None:
         "ledger",
         "notifier",
         "scheduler",
+        "recon",
     )
     public = {name: role_port(name, SETTINGS) for name in ROLE_NAMES}
     metrics = {name: ops_port(name, SETTINGS) for name in ROLE_NAMES}
@@ -60,6 +61,7 @@ def test_the_production_layout_is_the_documented_one() -> None:
         "ledger": 19102,
         "notifier": 19103,
         "scheduler": 19104,
+        "recon": 19108,
     }
     assert metrics == {**public, "api": 19105, "cashier": 19106, "gateway": 19107}
     assert [r.name for r in ROLES if r.http] == ["api", "cashier", "gateway"]
@@ -89,6 +91,7 @@ def test_workers_intervals_and_roles() -> None:
         "notifier": ("notifier", 0.5, 50, True),
         "scheduler": ("scheduler", 2.5, 0, True),
         "outbox-gauges": ("scheduler", 2.5, 0, False),
+        "recon": ("recon", 300.0, 0, True),
     }
     assert all(w.role in ROLE_NAMES for w in WORKERS)
     assert [w.name for w in workers_of("ledger")] == []

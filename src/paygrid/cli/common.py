@@ -6,13 +6,22 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import date
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 import typer
 from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
 
 from paygrid import config
 from paygrid.merchants.vault import Vault
@@ -21,6 +30,7 @@ from paygrid.storage.database import Database
 
 console = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)  # paths and messages stay whole for scripts
+T = TypeVar("T")
 
 # Options that are settings default to None ("not given"): only a flag actually given
 # overrides the environment and the configuration file (config.resolve).
@@ -104,3 +114,24 @@ def business_day(text: str, option: str = "--date") -> date:
         pass
     err.print(f"[red]{option} {text!r}: a date YYYY-MM-DD[/]")
     raise typer.Exit(2)
+
+
+def progress() -> Progress:
+    """Long work's bar, on stderr (stdout stays the result or the JSON); only on a terminal."""
+    return Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        disable=not err.is_terminal,
+    )
+
+
+def step(bar: Progress, what: str, work: Callable[[], T]) -> T:
+    """One step of long work as a task of ``bar``, done when ``work`` returns."""
+    task = bar.add_task(what, total=1)
+    done = work()
+    bar.update(task, completed=1)
+    return done

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.progress import Progress
 
 from paygrid.channels import registry
 from paygrid.channels.bank import BANK
@@ -23,6 +24,8 @@ from paygrid.cli.common import (
     business_day,
     console,
     err,
+    progress,
+    step,
     tool_database,
     tool_settings,
 )
@@ -62,7 +65,12 @@ def import_(
     again changes nothing, another file for the channel and date replaces the current one."""
     reader, business_date = _reader(channel), _date(day)
     settings = tool_settings(data_dir, database_url, config_file)
-    imported = _import(settings, channel, business_date, file, reader, "import", by)
+    with progress() as bar:
+        imported = step(
+            bar,
+            f"check and take in {file.name}",
+            lambda: _import(settings, channel, business_date, file, reader, "import", by),
+        )
     _report(imported, as_json)
 
 
@@ -82,8 +90,18 @@ def fetch(
     settings = tool_settings(data_dir, database_url, config_file)
     db, _ = tool_database(settings)
     try:
-        content = download(settings, channel, business_date, _adapter(settings, channel))
-        imported = fetch_bill(settings, db, channel, business_date, content, _user())
+        with progress() as bar:
+            adapter = _adapter(settings, channel)
+            content = step(
+                bar,
+                f"download {channel} {day}",
+                lambda: download(settings, channel, business_date, adapter),
+            )
+            imported = step(
+                bar,
+                f"check and take in {len(content):,} bytes",
+                lambda: fetch_bill(settings, db, channel, business_date, content, _user()),
+            )
     except ChannelError as exc:
         if exc.code == BILL_NOT_READY:
             err.print(f"{channel} bill of {day} is not out yet ({exc.code}): fetch again later")
@@ -166,20 +184,32 @@ def _run_channels(
     platform: Any, names: list[str], day: date, grace: timedelta, *, explicit: bool
 ) -> list[ChannelResult]:
     results = []
-    for name in names:
-        try:
-            _current_bill_or_none(platform, name, day)
-            work = functools.partial(run_for, platform, name, day, grace, _say)
-            outcome = reconcile(platform.db, name, day, work, by=_user())
-            if outcome.waited:
-                err.print(f"{name} {day}: another run was under way; this is its result")
-            results.append(outcome.result)
-        except NoBill as exc:
-            if explicit:
-                err.print(f"[red]{exc}[/]")
-                raise typer.Exit(EXIT_BAD) from None
-            err.print(f"{exc}: skipped")
+    with progress() as bar:
+        for name in names:
+            result = _run_channel(platform, bar, name, day, grace, explicit=explicit)
+            if result is not None:
+                results.append(result)
     return results
+
+
+def _run_channel(
+    platform: Any, bar: Progress, name: str, day: date, grace: timedelta, *, explicit: bool
+) -> ChannelResult | None:
+    try:
+        _current_bill_or_none(platform, name, day)
+        work = functools.partial(run_for, platform, name, day, grace, _say)
+        outcome = step(
+            bar, f"{name} {day}", lambda: reconcile(platform.db, name, day, work, by=_user())
+        )
+    except NoBill as exc:
+        if explicit:
+            err.print(f"[red]{exc}[/]")
+            raise typer.Exit(EXIT_BAD) from None
+        err.print(f"{exc}: skipped")
+        return None
+    if outcome.waited:
+        err.print(f"{name} {day}: another run was under way; this is its result")
+    return outcome.result
 
 
 def _current_bill_or_none(platform: Any, name: str, day: date) -> None:
@@ -297,3 +327,7 @@ def _jsonable(row: dict[str, Any]) -> dict[str, Any]:
 from paygrid.cli.recon_sku import sku  # noqa: E402
 
 app.command("sku")(sku)
+
+from paygrid.cli.recon_report import report  # noqa: E402
+
+app.command("report")(report)
