@@ -51,22 +51,26 @@ class ChannelResult:
         }
 
 
+JSON_FIELDS = (
+    "kind",
+    "payment_id",
+    "out_trade_no",
+    "refund_id",
+    "out_refund_no",
+    "channel_trade_no",
+    "paygrid_amount",
+    "channel_amount",
+    "case_id",
+    "booked_amount",
+    "flow",
+    "expected_fee",
+    "channel_fee",
+)
+"""A difference's fields in ``recon run --json``: the contract's, then ours beyond it."""
+
+
 def _fields(d: Difference) -> dict[str, Any]:
-    return {
-        "kind": d.kind,
-        "payment_id": d.payment_id,
-        "out_trade_no": d.out_trade_no,
-        "refund_id": d.refund_id,
-        "out_refund_no": d.out_refund_no,
-        "channel_trade_no": d.channel_trade_no,
-        "paygrid_amount": d.paygrid_amount,
-        "channel_amount": d.channel_amount,
-        "case_id": d.case_id,
-        "booked_amount": d.booked_amount,
-        "flow": d.flow,
-        "expected_fee": d.expected_fee,
-        "channel_fee": d.channel_fee,
-    }
+    return {name: getattr(d, name) for name in JSON_FIELDS}
 
 
 def reference(d: Difference) -> str:

@@ -44,7 +44,7 @@ from paygrid.recon.cases import (
     open_case,
     rule_when_gone,
 )
-from paygrid.recon.results import ChannelResult, Difference, reference
+from paygrid.recon.results import JSON_FIELDS, ChannelResult, Difference, reference
 from paygrid.storage.database import Database, insert_ignoring_duplicates
 from paygrid.storage.schema import recon_locks, recon_runs
 
@@ -200,7 +200,7 @@ def latest_run(
 
 def result_from_json(doc: dict[str, Any]) -> ChannelResult:
     def difference(d: dict[str, Any]) -> Difference:
-        fields: dict[str, Any] = {k: d.get(k) for k in _DIFFERENCE_FIELDS}
+        fields: dict[str, Any] = {k: d.get(k) for k in JSON_FIELDS}
         fields["flow"] = fields["flow"] or "PAYMENT"
         return Difference(**fields)
 
@@ -211,23 +211,6 @@ def result_from_json(doc: dict[str, Any]) -> ChannelResult:
         tuple(difference(d) for d in doc["differences"]),
         tuple(difference(d) for d in doc["held"]),
     )
-
-
-_DIFFERENCE_FIELDS = (
-    "kind",
-    "payment_id",
-    "out_trade_no",
-    "refund_id",
-    "out_refund_no",
-    "channel_trade_no",
-    "paygrid_amount",
-    "channel_amount",
-    "case_id",
-    "booked_amount",
-    "flow",
-    "expected_fee",
-    "channel_fee",
-)
 
 
 def _record_cases(
@@ -280,7 +263,7 @@ def _repaired(case: Case, now: datetime) -> Case:
 
 
 def _as_doc(d: Difference) -> dict[str, Any]:
-    return {k: getattr(d, k) for k in _DIFFERENCE_FIELDS if k != "case_id"}
+    return {k: getattr(d, k) for k in JSON_FIELDS if k != "case_id"}
 
 
 def _store_run(
