@@ -15,6 +15,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
+from paygrid.kernel.clock import utcnow
+from paygrid.ledger.domain import case_voucher, pending_clearing
+from paygrid.ledger.repository import post
+from paygrid.ops.check import check_database
 from paygrid.recon import case_store
 from paygrid.recon.cases import Action, CaseRefused, CaseStatus
 from paygrid.recon.results import ChannelResult, Difference
@@ -131,6 +135,15 @@ def test_cases_open_once_resolve_by_rule_and_by_a_person(db: Database) -> None:
         resolve_case(db, cases["STATUS_REPAIRED"].case_id, Action.ADJUST, "x", "wang", "UTC")
     with pytest.raises(CaseRefused):  # a reason is required; nothing is posted without one
         resolve_case(db, cases["SETTLEMENT_MISSING"].case_id, Action.ADJUST, " ", "wang", "UTC")
+
+    # every case voucher belongs to its case; one that does not is named by `paygrid check`
+    assert not [v for v in check_database(db, timedelta(0)) if v.code.startswith("CASE_")]
+    books = pending_clearing(CHANNEL, "CNY")
+    stray = case_voucher("case_nobody", False, books, 5, "posted by hand")
+    with db.transaction() as conn:
+        post(conn, stray, utcnow(), utcnow(), "UTC")
+    found = [v.code for v in check_database(db, timedelta(0))]
+    assert "CASE_VOUCHER_WITHOUT_CASE" in found
 
     # runs after the resolution keep naming the (closed) case, and open no new one
     later = reconcile(db, CHANNEL, DAY, lambda: _result(LONG, REPAIRED, SHORT_REFUND), by="t")

@@ -172,6 +172,16 @@ CHECKS: tuple[tuple[str, str, str], ...] = (
         "capture voucher {voucher_id} has no successful payment {business_ref}",
     ),
     (
+        # A 差错 case's adjustment or write-off belongs to a case resolved with it.
+        "CASE_VOUCHER_WITHOUT_CASE",
+        """
+        SELECT v.voucher_id, v.business_ref FROM ledger_vouchers v
+        LEFT JOIN recon_case_steps s ON s.case_id = v.business_ref
+             AND s.voucher_id = v.voucher_id
+        WHERE v.kind IN ('recon_adjustment', 'recon_write_off') AND s.case_id IS NULL""",
+        "voucher {voucher_id} resolves no case {business_ref}",
+    ),
+    (
         "CAPTURE_AMOUNT_MISMATCH",
         """
         SELECT p.payment_id, p.amount, e.amount AS booked FROM payments p

@@ -90,13 +90,19 @@ def reconcile(
     holds the lock, wait for it and return its result."""
     me, asked = holder_name(), utcnow()
     deadline = time.monotonic() + wait.total_seconds()
+    waited = False
     while not claim(db, channel, day, me, lease):
+        waited = True
         if time.monotonic() > deadline:
             raise Busy(f"{channel} {day}: another run holds it; try again later")
         time.sleep(POLL_S)
         done = latest_run(db, channel, day, finished_after=asked)
         if done is not None and not _held(db, channel, day):  # the other run finished
             return Outcome(done[1], done[0], waited=True)
+    done = latest_run(db, channel, day, finished_after=asked) if waited else None
+    if done is not None:  # it finished between our last look and our claim
+        release(db, channel, day, me)
+        return Outcome(done[1], done[0], waited=True)
     beat = _Heartbeat(db, channel, day, me, lease)
     beat.start()
     try:
