@@ -131,6 +131,10 @@ def read_qr(page: Page, path: Path) -> str:
     """Screenshot the QR <img> as rendered and decode it: what a phone camera would read."""
     qr = page.locator("#qr")
     expect(qr).to_be_visible()
+    # Its box is laid out (width and height are given) before the PNG arrives: on a busy
+    # machine a screenshot taken then is blank. Wait until the browser has decoded it.
+    decoded = "() => { const i = document.querySelector('#qr'); return i.naturalWidth > 0 }"
+    page.wait_for_function(decoded, timeout=15_000)
     qr.screenshot(path=str(path))
     found = zxingcpp.read_barcodes(Image.open(path))
     assert len(found) == 1, f"expected one barcode in {path}, found {len(found)}"

@@ -8,7 +8,8 @@ paid_at, repaired), ``our_refunds`` (channel_ref, refund_id, out_refund_no, paym
 out_trade_no, amount, status, payment_ref: the payment's reference at the channel, repaired).
 ``repaired``: an earlier run repaired the record's status from the bill; it is reported as
 ``STATUS_REPAIRED`` again, so a run repeated (or restarted after a crash) reports the same.
-What it leaves: ``pay_flow`` and ``refund_flow``, one row per reference with its ``outcome``.
+What it leaves: ``pay_flow`` and ``refund_flow``, one row per reference with its ``outcome``
+(the text columns of a MATCHED row left NULL: only the differences need them).
 """
 
 from __future__ import annotations
@@ -24,8 +25,20 @@ OUR_REFUNDS = """CREATE TEMP TABLE our_refunds (
     out_trade_no VARCHAR, amount BIGINT, status VARCHAR, payment_ref VARCHAR,
     repaired BOOLEAN)"""
 
+# The text columns of a reference are kept only where it differs: a day of 10 million matched
+# lines would otherwise be copied whole into pay_flow (and spill to disk under a memory limit).
+_PAY_DETAIL = ("payment_id", "out_trade_no", "status", "channel_trade_no")
+_REFUND_DETAIL = (
+    "refund_id",
+    "out_refund_no",
+    "payment_id",
+    "out_trade_no",
+    "payment_ref",
+    "status",
+    "channel_trade_no",
+    "channel_status",
+)
 _PAY_FLOW = """
-CREATE OR REPLACE TEMP TABLE pay_flow AS
 SELECT
     coalesce(o.channel_ref, b.payment_ref) AS ref,
     o.payment_id, o.out_trade_no, o.amount AS paygrid_amount, o.status, o.paid_on, o.paid_at,
@@ -45,7 +58,6 @@ FULL OUTER JOIN (SELECT * FROM bill WHERE kind = 'PAYMENT') b ON o.channel_ref =
 WHERE b.payment_ref IS NOT NULL OR (o.status = 'SUCCESS' AND o.paid_on = DATE '{day}')
 """
 _REFUND_FLOW = """
-CREATE OR REPLACE TEMP TABLE refund_flow AS
 SELECT
     coalesce(o.channel_ref, b.refund_ref) AS ref,
     o.refund_id, o.out_refund_no, o.payment_id, o.out_trade_no, o.payment_ref,
@@ -67,5 +79,12 @@ WHERE b.refund_ref IS NOT NULL OR o.status = 'SUCCESS'
 def classify(con: duckdb.DuckDBPyConnection, day: str, fee_rate_ppm: int) -> None:
     """Build ``pay_flow`` and ``refund_flow`` for business date ``day`` (YYYY-MM-DD)."""
     assert 0 <= fee_rate_ppm <= 1_000_000
-    con.execute(_PAY_FLOW.format(day=day, ppm=int(fee_rate_ppm)))
-    con.execute(_REFUND_FLOW)
+    pay_flow = _PAY_FLOW.format(day=day, ppm=int(fee_rate_ppm))
+    con.execute(_only_differences("pay_flow", pay_flow, _PAY_DETAIL))
+    con.execute(_only_differences("refund_flow", _REFUND_FLOW, _REFUND_DETAIL))
+
+
+def _only_differences(table: str, select: str, detail: tuple[str, ...]) -> str:
+    """``table`` from ``select``, the ``detail`` columns NULL on the MATCHED rows."""
+    kept = ", ".join(f"CASE WHEN outcome <> 'MATCHED' THEN {c} END AS {c}" for c in detail)
+    return f"CREATE OR REPLACE TEMP TABLE {table} AS SELECT * REPLACE ({kept}) FROM ({select})"

@@ -29,7 +29,7 @@ from sqlalchemy import Connection, and_, exists, select
 
 from paygrid.kernel.clock import business_date, utcnow
 from paygrid.recon.accounting import accounting_differences
-from paygrid.recon.bill_store import current_bill
+from paygrid.recon.bill_store import DUCKDB_MEMORY_LIMIT, DUCKDB_THREADS, current_bill
 from paygrid.recon.matching import OUR_PAYMENTS, OUR_REFUNDS, classify
 from paygrid.recon.results import ChannelResult, Difference
 from paygrid.recon.settlement import settlement_differences
@@ -41,6 +41,11 @@ REPAIR_CAUSE = "recon_repair"  # the cause of a repair: the bill told us, the ch
 WINDOW_DAYS = 3  # held records wait this long for the neighbouring date's bill
 CUTOFF_MARGIN = timedelta(minutes=30)  # "near the cut-off": may be booked on the other date
 LOOKUP_CHUNK = 500
+INSERT_CHUNK = 100_000
+DUCKDB_CONFIG: dict[str, str | bool | int | float | list[str]] = {
+    "threads": DUCKDB_THREADS,
+    "memory_limit": DUCKDB_MEMORY_LIMIT,
+}
 VOUCHER_GRACE = timedelta(seconds=60)  # a success younger than this may be on its way to the ledger
 # the references the bill names that paygrid's side of the date does not hold
 _NAMED_ONLY = (
@@ -77,9 +82,9 @@ def run_channel(
 ) -> ChannelResult:
     """Reconcile ``channel``'s ``day``: NoBill when its bill is not in."""
     bill_path = _current_bill(db, channel, day)
-    with duckdb.connect() as con:
-        con.execute(
-            f"CREATE TEMP TABLE bill AS SELECT * FROM read_parquet('{_sql(data_dir / bill_path)}')"
+    with duckdb.connect(config=DUCKDB_CONFIG) as con:
+        con.execute(  # a view: the bill is read where the join needs it, never copied whole
+            f"CREATE TEMP VIEW bill AS SELECT * FROM read_parquet('{_sql(data_dir / bill_path)}')"
         )
         _load_ours(con, db, channel, day, zone)
         classify(con, day.isoformat(), fee_rate_ppm)
@@ -211,14 +216,23 @@ def _insert_payments(con: duckdb.DuckDBPyConnection, rows: Sequence[Any], zone: 
         )
         for r in rows
     ]
-    if values:
-        con.executemany("INSERT INTO our_payments VALUES (?, ?, ?, ?, ?, ?, ?, ?)", values)
+    _insert(con, "our_payments", values, 8)
 
 
 def _insert_refunds(con: duckdb.DuckDBPyConnection, rows: Sequence[Any]) -> None:
-    values = [(*tuple(r)[:-1], bool(r.repaired)) for r in rows]
-    if values:
-        con.executemany("INSERT INTO our_refunds VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", values)
+    _insert(con, "our_refunds", [(*tuple(r)[:-1], bool(r.repaired)) for r in rows], 9)
+
+
+def _insert(
+    con: duckdb.DuckDBPyConnection, table: str, values: list[tuple[Any, ...]], width: int
+) -> None:
+    """Rows into a DuckDB table as column lists, one statement per INSERT_CHUNK rows (a row
+    at a time, DuckDB takes about 800 a second; this way some 70,000)."""
+    columns = ", ".join("unnest(?)" for _ in range(width))
+    for start in range(0, len(values), INSERT_CHUNK):
+        chunk = values[start : start + INSERT_CHUNK]
+        lists = [list(column) for column in zip(*chunk, strict=True)]
+        con.execute(f"INSERT INTO {table} SELECT {columns}", lists)
 
 
 def _missing(con: duckdb.DuckDBPyConnection, sql: str) -> list[str]:
