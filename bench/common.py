@@ -17,6 +17,9 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
 ROOT = Path(__file__).resolve().parent.parent
 
 RESULTS_DIR = ROOT / "bench" / "results"  # git-ignored
@@ -128,6 +131,17 @@ def machine_note() -> dict[str, object]:
         "load_average_1_5_15": [round(one, 2), round(five, 2), round(fifteen, 2)],
         "at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
+
+
+def progress(console: Console) -> Progress:
+    """The bar long work shows: what, how far, how many of how many, how long so far."""
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+    )
 
 
 # --- py-spy ------------------------------------------------------------------------------------

@@ -44,13 +44,6 @@ from typing import Any
 import common
 import duckdb
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-)
 from rich.table import Table
 
 from paygrid.channels import registry
@@ -212,16 +205,6 @@ def _expected(
     return {"payments": pay, "refunds": refund}
 
 
-def _progress(console: Console) -> Progress:
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-    )
-
-
 def _append(dst: Any, part: Path) -> None:
     with part.open("rb") as src:
         shutil.copyfileobj(src, dst, 16 * MIB)
@@ -347,7 +330,7 @@ def generate(args: argparse.Namespace, work: Path, console: Console) -> dict[str
     n, k, day = args.lines, args.differences, args.day
     inject = _injected(n, k, args.seed)
     started = time.perf_counter()
-    with duckdb.connect(config={"threads": 2}) as con, _progress(console) as progress:
+    with duckdb.connect(config={"threads": 2}) as con, common.progress(console) as progress:
         con.execute(_macros(n, args.seed, spec.fee_rate_ppm, day, inject))
         task = progress.add_task(f"{args.channel} bill lines", total=n)
 

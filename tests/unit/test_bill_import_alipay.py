@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import zipfile
+from collections.abc import Callable
 from datetime import date, datetime, timedelta
 from pathlib import Path
 
@@ -76,14 +77,17 @@ def test_a_golden_bill_is_normalised_exactly(tmp_path: Path) -> None:
 
 def _rezip(content: bytes, change: tuple[str, str]) -> bytes:
     """The same zip with one text replaced in the detail file (re-encoded as GBK)."""
+    return _rezip_bytes(content, lambda b: b.decode("gb18030").replace(*change).encode("gb18030"))
+
+
+def _rezip_bytes(content: bytes, change: Callable[[bytes], bytes]) -> bytes:
+    """The same zip with the detail file's bytes changed."""
     source = zipfile.ZipFile(io.BytesIO(content), metadata_encoding="gbk")
     out = io.BytesIO()
     with zipfile.ZipFile(out, "w") as target:
         for info in source.infolist():
             data = source.read(info)
-            if "汇总" not in info.filename:
-                data = data.decode("gb18030").replace(*change).encode("gb18030")
-            target.writestr(info, data)
+            target.writestr(info, data if "汇总" in info.filename else change(data))
     return out.getvalue()
 
 
@@ -102,3 +106,32 @@ def test_a_bad_bill_is_refused_naming_line_and_field(tmp_path: Path) -> None:
             assert caught.value.line == line, str(caught.value)
     with pytest.raises(BillRefused, match="not a zip"):
         _import(tmp_path, b"PK not really")
+
+
+@pytest.fixture(params=["iconv", "python"])
+def transcoder(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Both ways out of GBK, the iconv one in pieces a few lines long (many piece edges)."""
+    from paygrid.channels.alipay import bill_import
+
+    if request.param == "python":
+        monkeypatch.setattr(bill_import, "ICONV", None)
+    else:
+        assert bill_import.ICONV is not None, "glibc's iconv is in Debian's libc-bin"
+        monkeypatch.setattr(bill_import, "_CHUNK", 97)
+        monkeypatch.setattr(bill_import, "ICONV_PIECE", 300)
+    return str(request.param)
+
+
+def test_both_transcoders_read_the_same_rows(tmp_path: Path, transcoder: str) -> None:
+    many = [_row(n, 100 + n, n % 3) for n in range(1, 40)]
+    totals, rows = _import(tmp_path, write_bill_zip(PID, DAY, many, NOON))
+    assert totals.lines == 39
+    assert sorted(r[3] for r in rows) == sorted(f"ord_{n}" for n in range(1, 40))
+    assert totals.payment_amount == sum(100 + n for n in range(1, 40))
+
+
+def test_bytes_that_are_not_gbk_are_refused(tmp_path: Path, transcoder: str) -> None:
+    good = write_bill_zip(PID, DAY, [_row(n, 100, 0) for n in range(1, 30)], NOON)
+    bad = _rezip_bytes(good, lambda b: b.replace("苹果".encode("gb18030"), b"\xff\xfe", 1))
+    with pytest.raises(BillRefused, match="is not GBK text"):
+        _import(tmp_path, bad)

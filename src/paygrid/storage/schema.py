@@ -108,6 +108,7 @@ payments = Table(
     Column("confirmed_currency", String(3), nullable=True),
     UniqueConstraint("mchid", "out_trade_no", name="uq_payments_mchid_out_trade_no"),
     Index("ix_payments_status_expire_at", "status", "expire_at"),
+    Index("ix_payments_paid_at", "paid_at"),  # a business date's payments (recon, bills)
 )
 
 # A payment's attempts at the channels (渠道订单), one live at a time; see payments/orders.py.
@@ -183,6 +184,7 @@ refunds = Table(
     UniqueConstraint("mchid", "out_refund_no", name="uq_refunds_mchid_out_refund_no"),
     UniqueConstraint("channel", "channel_ref", name="uq_refunds_channel_ref"),
     Index("ix_refunds_status_updated_at", "status", "updated_at"),
+    Index("ix_refunds_created_at", "created_at"),  # a business date's refunds (recon)
 )
 
 # What each refund callback said and what became of it, deduplicated by (notify id, refund) as
