@@ -38,8 +38,11 @@ lint: $(VENV)/.test-installed
 	$(VENV)/bin/mypy --strict src/paygrid
 	$(VENV)/bin/lint-imports
 
+# Most tests wait on processes they start: two workers (pytest-xdist, a module per worker) keep
+# both cores busy. The load-sensitive ones (marker `serial`) then run alone.
 test: test-deps lint  ## the whole suite: unit, integration (SQLite + PostgreSQL), browser
-	$(VENV)/bin/pytest -q -ra
+	$(VENV)/bin/pytest -q -ra -n 2 --dist loadfile -m "not serial"
+	$(VENV)/bin/pytest -q -ra -m serial
 
 unit: $(VENV)/.test-installed
 	$(VENV)/bin/pytest -q tests/unit

@@ -23,7 +23,7 @@ from paygrid.platform.embedded import DEMO_MERCHANT_NAME
 from tests.conftest import PlatformFactory
 from tests.support import MerchantReceiver, RunningPlatform
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.serial]
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [

@@ -16,7 +16,7 @@ from paygrid.channels import registry
 from tests.conftest import PlatformFactory
 from tests.support import MerchantReceiver, wait_until
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = [pytest.mark.timeout(300), pytest.mark.serial]
 PAYMENTS = 24
 
 

@@ -16,7 +16,7 @@ import pytest
 from paygrid.ops.drill import min_paid
 from tests.support import pg_bin, reachable_by_postgres
 
-pytestmark = [pytest.mark.timeout(600), pytest.mark.postgres]
+pytestmark = [pytest.mark.timeout(600), pytest.mark.postgres, pytest.mark.serial]
 PAYMENTS = 120
 
 

@@ -27,7 +27,7 @@ from tests.conftest import PlatformFactory
 from tests.integration.test_refunds import paid
 from tests.support import MerchantReceiver, RunningPlatform, wait_until
 
-pytestmark = pytest.mark.timeout(420)
+pytestmark = [pytest.mark.timeout(420), pytest.mark.serial]
 PAYMENTS = 6  # of 100.00 each
 FAULTS = {
     "duplicate_rate": 0.3,

@@ -13,7 +13,7 @@ import pytest
 
 from paygrid.channels import registry
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = [pytest.mark.timeout(300), pytest.mark.serial]
 
 BENCH = Path(__file__).resolve().parents[2] / "bench" / "e2e_payments.py"
 PAYMENTS_PER_CHANNEL = 2  # the first refunded in full, the second in two partial refunds

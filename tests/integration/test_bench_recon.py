@@ -19,7 +19,7 @@ from paygrid.channels.alipay.bill import parse_bill_zip
 from paygrid.channels.ports import BillLine
 from paygrid.channels.wechatpay.bill import parse_trade_bill
 
-pytestmark = pytest.mark.timeout(180)
+pytestmark = [pytest.mark.timeout(180), pytest.mark.serial]
 
 BENCH = Path(__file__).resolve().parents[2] / "bench" / "recon.py"
 LINES, EACH = 20_000, 20  # one line in 20 is a refund; 20 differences of each kind

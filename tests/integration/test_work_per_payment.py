@@ -17,7 +17,7 @@ from paygrid.config import Settings
 from tests.conftest import PlatformFactory
 from tests.support import MerchantReceiver, RunningPlatform, wait_until
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = [pytest.mark.timeout(300), pytest.mark.serial]  # a budget: alone
 
 PAYMENTS = 60
 IN_FLIGHT = 6  # merchants' clients at once: the bus and the ledger see batches

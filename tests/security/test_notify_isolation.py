@@ -21,7 +21,7 @@ from tests.conftest import PlatformFactory
 from tests.integration.test_payment_flow import order, pay, wait_status
 from tests.support import MerchantReceiver, RunningPlatform, wait_until
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = [pytest.mark.timeout(300), pytest.mark.serial]  # timing: alone
 HANGING_ENDPOINTS = 12
 DRIP_INTERVAL_S = 2.0
 LATENCY_MARGIN_S = 3.0  # generous: the machine runs other suites at the same time

@@ -111,14 +111,14 @@ def test_a_bad_bill_is_refused_naming_line_and_field(tmp_path: Path) -> None:
 @pytest.fixture(params=["iconv", "python"])
 def transcoder(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """Both ways out of GBK, the iconv one in pieces a few lines long (many piece edges)."""
-    from paygrid.channels.alipay import bill_import
+    from paygrid.channels.alipay import gbk
 
     if request.param == "python":
-        monkeypatch.setattr(bill_import, "ICONV", None)
+        monkeypatch.setattr(gbk, "ICONV", None)
     else:
-        assert bill_import.ICONV is not None, "glibc's iconv is in Debian's libc-bin"
-        monkeypatch.setattr(bill_import, "_CHUNK", 97)
-        monkeypatch.setattr(bill_import, "ICONV_PIECE", 300)
+        assert gbk.ICONV is not None, "glibc's iconv is in Debian's libc-bin"
+        monkeypatch.setattr(gbk, "CHUNK_BYTES", 97)
+        monkeypatch.setattr(gbk, "PIECE_BYTES", 300)
     return str(request.param)
 
 

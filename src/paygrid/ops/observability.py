@@ -51,6 +51,9 @@ RECON_DIFFERENCES = Gauge(
 RECON_OPEN_CASES = Gauge("paygrid_recon_open_cases", "差错 cases still open", ["channel", "kind"])
 RECON_RUNS = Counter("paygrid_recon_runs_total", "Recon runs this process made", ["channel"])
 RECON_FETCHED = Counter("paygrid_recon_bills_fetched_total", "Bills the recon job took in")
+RECON_FAILED = Counter(
+    "paygrid_recon_run_failures_total", "Recon runs that raised (logged, run again)", ["channel"]
+)
 
 
 class JsonFormatter(logging.Formatter):

@@ -128,6 +128,7 @@ class BackgroundProcess:
         self._proc: subprocess.Popen[bytes] | None = None
         self._stopping = threading.Event()
         self._watcher: threading.Thread | None = None
+        self._ready_fd: int | None = None
         self.restarts = 0
 
     @property
@@ -138,13 +139,32 @@ class BackgroundProcess:
     def pid(self) -> int | None:
         return self._proc.pid if self._proc is not None else None
 
-    def start(self, wait_ready: bool = True) -> None:
-        """Start the child (waiting until its workers run), then watch it."""
-        self._spawn(wait_ready)
+    def start(self) -> None:
+        """Start the child, wait until its workers run, then watch it."""
+        self.spawn()
+        self.watch_when_ready()
+
+    def spawn(self) -> None:
+        """Start the child without waiting (the caller does other work meanwhile)."""
+        self._ready_fd = self._spawn()
+
+    def watch_when_ready(self) -> None:
+        """Wait until the child spawned by :meth:`spawn` runs its workers, then watch it."""
+        assert self._proc is not None and self._ready_fd is not None, "spawn() first"
+        try:
+            if not _read_ready(self._ready_fd, self._proc):
+                raise RuntimeError(
+                    f"the background process did not start within {READY_TIMEOUT_S:.0f}s "
+                    f"(exit {self._proc.poll()}); see the log above"
+                )
+        finally:
+            os.close(self._ready_fd)
+            self._ready_fd = None
         self._watcher = threading.Thread(target=self._watch, name="background-watch", daemon=True)
         self._watcher.start()
 
-    def _spawn(self, wait_ready: bool) -> None:
+    def _spawn(self) -> int:
+        """Start the child; returns the pipe it tells readiness on."""
         read_fd, write_fd = os.pipe()
         try:
             self._proc = subprocess.Popen(
@@ -154,16 +174,12 @@ class BackgroundProcess:
                 start_new_session=True,  # Ctrl-C reaches paygrid up, which stops us in order
                 preexec_fn=_die_with_parent,
             )
+        except BaseException:
+            os.close(read_fd)
+            raise
         finally:
             os.close(write_fd)
-        try:
-            if wait_ready and not _read_ready(read_fd, self._proc):
-                raise RuntimeError(
-                    f"the background process did not start within {READY_TIMEOUT_S:.0f}s "
-                    f"(exit {self._proc.poll()}); see the log above"
-                )
-        finally:
-            os.close(read_fd)
+        return read_fd
 
     def _watch(self) -> None:
         backoff = BACKOFF_START_S
@@ -187,7 +203,7 @@ class BackgroundProcess:
             backoff = min(backoff * 2, BACKOFF_MAX_S)
             self.restarts += 1
             try:
-                self._spawn(wait_ready=False)
+                os.close(self._spawn())  # not waited for: the loop above watches it
             except OSError:  # could not even fork: try again after the next backoff
                 log.exception("could not restart the background process")
 

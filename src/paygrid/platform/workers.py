@@ -196,6 +196,8 @@ def reconcile_due(platform: Platform) -> int:
     obs.RECON_FETCHED.inc(done.fetched)
     for channel in done.ran:
         obs.RECON_RUNS.labels(channel).inc()
+    for channel in done.failed:
+        obs.RECON_FAILED.labels(channel).inc()
     differences, open_cases = recon_gauges(platform.db)
     for gauge, values in ((obs.RECON_DIFFERENCES, differences), (obs.RECON_OPEN_CASES, open_cases)):
         gauge.clear()

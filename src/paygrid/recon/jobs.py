@@ -151,6 +151,7 @@ def bank_run(platform: Wiring, day: date, by: str) -> Outcome | None:
 class PassDone:
     fetched: int
     ran: tuple[str, ...]  # the channel of each run it made
+    failed: tuple[str, ...] = ()  # the channel of each run that raised (logged; next pass again)
 
 
 def recon_pass(platform: Wiring, grace: timedelta) -> PassDone:
@@ -158,17 +159,34 @@ def recon_pass(platform: Wiring, grace: timedelta) -> PassDone:
     s, now = platform.settings, utcnow()
     today = business_date(now, s.zone)
     days = [today - timedelta(days=k) for k in range(s.recon_lookback_days, -1, -1)]
-    fetched = sum(_fetch_due(platform, ch, d, now) for d in days for ch in _parties())
+    fetched = 0
+    for party in _parties():
+        for d in days:
+            got = _fetch_due(platform, party, d, now)
+            if got is None:  # unreachable: its other dates wait for the next pass
+                break
+            fetched += got
     ran: list[str] = []
+    failed: list[str] = []
     for d in days:
-        for name in registry.NAMES:
-            if _needs_run(platform.db, name, d, today, now):
-                job = functools.partial(run_for, platform, name, d, grace, log.warning)
-                reconcile(platform.db, name, d, job, by=JOB_BY)
-                ran.append(name)
-        if _needs_run(platform.db, BANK, d, today, now) and bank_run(platform, d, JOB_BY):
-            ran.append(BANK)
-    return PassDone(fetched, tuple(ran))
+        for name in _parties():
+            if not _needs_run(platform.db, name, d, today, now):
+                continue
+            try:  # one date's fault (a bad statement, a bug) must not stop the others
+                if _run_one(platform, name, d, grace):
+                    ran.append(name)
+            except Exception:
+                log.exception("recon: the %s run of %s failed; tried again next pass", name, d)
+                failed.append(name)
+    return PassDone(fetched, tuple(ran), tuple(failed))
+
+
+def _run_one(platform: Wiring, channel: str, day: date, grace: timedelta) -> bool:
+    if channel == BANK:
+        return bank_run(platform, day, JOB_BY) is not None
+    job = functools.partial(run_for, platform, channel, day, grace, log.warning)
+    reconcile(platform.db, channel, day, job, by=JOB_BY)
+    return True
 
 
 def _parties() -> tuple[str, ...]:
@@ -188,7 +206,9 @@ def ready_at(settings: Settings, channel: str, day: date) -> datetime:
     return end + timedelta(seconds=after)
 
 
-def _fetch_due(platform: Wiring, channel: str, day: date, now: datetime) -> int:
+def _fetch_due(platform: Wiring, channel: str, day: date, now: datetime) -> int | None:
+    """1 when the date's bill was taken in, 0 when not (not due, not out, refused), None when
+    the party could not be reached."""
     s = platform.settings
     if now < ready_at(s, channel, day) or current_bill(platform.db, channel, day) is not None:
         return 0
@@ -196,9 +216,10 @@ def _fetch_due(platform: Wiring, channel: str, day: date, now: datetime) -> int:
         content = download(s, channel, day, platform.channels.get(channel))
         fetch(s, platform.db, channel, day, content, JOB_BY)
     except ChannelError as exc:
-        if exc.code != BILL_NOT_READY:
-            log.warning("recon: %s bill of %s could not be fetched: %s", channel, day, exc)
-        return 0
+        if exc.code == BILL_NOT_READY:
+            return 0
+        log.warning("recon: %s bill of %s could not be fetched: %s", channel, day, exc)
+        return None if exc.retryable else 0
     except Exception:  # a refused bill (BillRefused) or a fault: logged, tried next pass
         log.exception("recon: %s bill of %s could not be taken in", channel, day)
         return 0

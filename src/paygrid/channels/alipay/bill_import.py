@@ -1,27 +1,22 @@
 """Read an Alipay trade bill (业务明细, the zip of two GBK CSV files) into recon's normalised
 table. DuckDB reads no GBK: the detail file is transcoded to UTF-8 on its way out of the zip
-(streamed, bounded), then read in one pass like WeChat Pay's: every column as text, the TAB
-after long ids stripped, yuan parsed exactly into fen, each row's first bad field named. The
-``#`` lines after the rows (the end marker, 交易合计, 退款合计, 导出时间) are the only lines
-DuckDB's reader sets aside; the rows must add up to them and to the summary file's 合计.
+(:mod:`paygrid.channels.alipay.gbk`: streamed, bounded), then read in one pass like WeChat
+Pay's: every column as text, the TAB after long ids stripped, yuan parsed exactly into fen,
+each row's first bad field named. The ``#`` lines after the rows (the end marker, 交易合计,
+退款合计, 导出时间) are the only lines DuckDB's reader sets aside; the rows must add up to
+them and to the summary file's 合计.
 """
 
 from __future__ import annotations
 
-import codecs
-import shutil
-import subprocess
 import tempfile
 import zipfile
-from collections import deque
-from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import date
 from pathlib import Path
-from typing import IO
 
 import duckdb
 
+from paygrid.channels.alipay import gbk
 from paygrid.channels.alipay.bill import (
     _PAYMENT_TOTAL,
     _REFUND_TOTAL,
@@ -39,12 +34,6 @@ from paygrid.recon.bill_format import BillRefused, BillTotals
 
 MAX_DETAIL_BYTES = 8 * 1024**3  # a 10-million-line day is about 2 GB of GBK
 MAX_HEAD_LINES = 16
-_CHUNK = 4 * 1024 * 1024
-ICONV = shutil.which("iconv")  # glibc's, in Debian's essential libc-bin
-ICONV_PIECE = 32 * 1024 * 1024  # glibc 2.36's iconv reads all its input before it writes
-ICONV_PROCESSES = 2  # at once, beside the inflate
-ICONV_TIMEOUT_S = 120  # for one piece: about a second of work
-_ICONV_ERROR_BYTES = 4096
 _MACROS = r"""
 CREATE OR REPLACE TEMP MACRO ali_t(s) AS trim(s, chr(9) || ' ');
 CREATE OR REPLACE TEMP MACRO ali_fen(s) AS
@@ -123,10 +112,10 @@ def _read_detail(
         ).fetchone() or (0, "")
         raise BillRefused(name, skip + 2 + int(line), str(field), "missing or not a valid value")
     totals = _check(con, f"{table}_raw", footer, total, name, footer_line)
+    # a view, not a second copy of every line: the Parquet file is written from it
     con.execute(
-        f"CREATE TEMP TABLE {table} AS SELECT * EXCLUDE (bad_field, received) FROM {table}_raw"
+        f"CREATE TEMP VIEW {table} AS SELECT * EXCLUDE (bad_field, received) FROM {table}_raw"
     )
-    con.execute(f"DROP TABLE {table}_raw")
     return totals
 
 
@@ -158,90 +147,14 @@ def _unpack(path: Path, scratch: Path) -> tuple[Path, list[str], str]:
 
 
 def _transcode(archive: zipfile.ZipFile, info: zipfile.ZipInfo, out: Path, name: str) -> str:
-    """GB18030 (a superset of GBK) to UTF-8, streamed; returns the first line. The inflate runs
-    here (zlib lets go of the GIL) while glibc's ``iconv`` transcodes whole lines in processes
-    of its own: both cores, about a quarter of the CPU of Python's decoder. Python's decoder
-    when there is no iconv."""
+    """The entry as UTF-8 at ``out`` (:mod:`paygrid.channels.alipay.gbk`); its first line."""
     try:
         with archive.open(info) as src:
-            if ICONV is None:
-                _decode_in_python(src, out, info.filename, name)
-            else:
-                _decode_in_iconv(src, out, info.filename, name)
+            gbk.transcode(src, out, info.filename, name, MAX_DETAIL_BYTES)
     except (zipfile.BadZipFile, OSError) as exc:
         raise BillRefused(name, 0, "", f"{info.filename} does not unzip ({exc})") from None
     with out.open(encoding="utf-8") as f:
         return f.readline()
-
-
-def _chunks(src: IO[bytes], entry: str, name: str) -> Iterator[bytes]:
-    read = 0
-    while chunk := src.read(_CHUNK):
-        read += len(chunk)
-        if read > MAX_DETAIL_BYTES:
-            raise BillRefused(name, 0, "", f"{entry} is too large")
-        yield chunk
-
-
-def _whole_lines(src: IO[bytes], entry: str, name: str) -> Iterator[bytes]:
-    """Pieces of about ICONV_PIECE bytes that end after a newline. A newline byte is never
-    inside a GB18030 character (their later bytes are 0x30 and up), so each piece is text."""
-    held = bytearray()
-    for chunk in _chunks(src, entry, name):
-        held += chunk
-        if len(held) < ICONV_PIECE:
-            continue
-        cut = held.rfind(b"\n") + 1
-        if cut == 0:
-            if len(held) > 2 * ICONV_PIECE:
-                raise BillRefused(name, 0, "", f"{entry} has a line over {ICONV_PIECE} bytes")
-            continue
-        yield bytes(held[:cut])
-        del held[:cut]
-    if held:
-        yield bytes(held)
-
-
-def _decode_in_iconv(src: IO[bytes], out: Path, entry: str, name: str) -> None:
-    """Pieces go to ICONV_PROCESSES iconv runs at once; their output is written in order."""
-    with out.open("wb") as dst, ThreadPoolExecutor(ICONV_PROCESSES) as pool:
-        running: deque[Future[bytes]] = deque()
-        try:
-            for piece in _whole_lines(src, entry, name):
-                running.append(pool.submit(_iconv, piece, entry, name))
-                if len(running) > ICONV_PROCESSES:
-                    dst.write(running.popleft().result())
-            while running:
-                dst.write(running.popleft().result())
-        finally:
-            for left in running:
-                left.cancel()
-
-
-def _iconv(piece: bytes, entry: str, name: str) -> bytes:
-    assert ICONV is not None
-    done = subprocess.run(
-        [ICONV, "-f", "GB18030", "-t", "UTF-8"],
-        input=piece,
-        capture_output=True,
-        timeout=ICONV_TIMEOUT_S,
-        check=False,
-    )
-    if done.returncode != 0:
-        detail = done.stderr[:_ICONV_ERROR_BYTES].decode("utf-8", "replace").strip()
-        raise BillRefused(name, 0, "", f"{entry} is not GBK text ({detail})")
-    return done.stdout
-
-
-def _decode_in_python(src: IO[bytes], out: Path, entry: str, name: str) -> None:
-    decoder = codecs.getincrementaldecoder("gb18030")()
-    try:
-        with out.open("w", encoding="utf-8", newline="") as dst:
-            for chunk in _chunks(src, entry, name):
-                dst.write(decoder.decode(chunk))
-            dst.write(decoder.decode(b"", final=True))
-    except UnicodeDecodeError:
-        raise BillRefused(name, 0, "", f"{entry} is not GBK text") from None
 
 
 def _head(detail: Path) -> list[str]:

@@ -91,8 +91,8 @@ def import_bill(con: duckdb.DuckDBPyConnection, path: Path, day: date, table: st
     if bad and bad[0]:
         raise _first_bad(con, path, day)
     _check_summary(summary, totals, path.name, header_line + 1)
-    con.execute(f"CREATE TEMP TABLE {table} AS SELECT * EXCLUDE (bad_field) FROM {table}_raw")
-    con.execute(f"DROP TABLE {table}_raw")
+    # a view, not a second copy of every line: the Parquet file is written from it
+    con.execute(f"CREATE TEMP VIEW {table} AS SELECT * EXCLUDE (bad_field) FROM {table}_raw")
     return totals
 
 

@@ -81,8 +81,10 @@ def _refused(trade: Trade, sub_code: str, sub_msg: str) -> p.GatewayError:
 
 
 def _fee_share(trade: Trade, refunded: int) -> int:
-    """The service fee given back once ``refunded`` fen are refunded: all of it at the end."""
-    return trade.fee * refunded // trade.total
+    """The service fee given back once ``refunded`` fen are refunded, pro rata and rounded half
+    up (as paygrid's ledger books it; flooring left a fen in pending clearing on refund
+    days): all of it at the end."""
+    return (2 * trade.fee * refunded + trade.total) // (2 * trade.total)
 
 
 def _node(trade: Trade, made: Refund, *, fund_change: str) -> dict[str, Any]:
