@@ -15,7 +15,7 @@ from paygrid.channels.ports import ChannelError
 from tests.integration.alipay_helpers import notify_receiver, sdk_client, start_sandbox
 from tests.integration.wechatpay_helpers import SandboxProcess
 
-pytestmark = pytest.mark.timeout(90)
+pytestmark = [pytest.mark.timeout(90), pytest.mark.serial]  # delay/reorder timing: alone
 
 
 @pytest.fixture(scope="module")

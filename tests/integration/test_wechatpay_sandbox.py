@@ -36,7 +36,7 @@ from tests.integration.wechatpay_helpers import (
     start_sandbox,
 )
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = [pytest.mark.timeout(60), pytest.mark.serial]  # delay/reorder timing: alone
 
 
 @pytest.fixture(scope="module")
