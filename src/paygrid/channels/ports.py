@@ -36,12 +36,14 @@ class PayerField(enum.StrEnum):
 
     CLIENT_IP = "client_ip"  # the payer's IP address (H5 payments)
     OPENID = "openid"  # the payer's id at the channel's app (JSAPI payments)
+    BANK = "bank"  # the payer's bank (kernel/banks.py code): account-based payments
 
 
 @dataclass(frozen=True, slots=True)
 class Payer:
     client_ip: str | None = None
     openid: str | None = None
+    bank: str | None = None  # kernel/banks.py code of the payer's bank (付款银行), if known
 
     def has(self, needed: PayerField) -> bool:
         return getattr(self, needed.value) is not None
@@ -61,6 +63,7 @@ class OrderRequest:
     payer_ip: str | None = None
     payer_openid: str | None = None
     return_url: str | None = None  # where a redirect method sends the payer back
+    payer_bank: str | None = None  # kernel/banks.py code; the channel maps it to its own
 
 
 class PayerActionKind(enum.StrEnum):

@@ -65,6 +65,7 @@ def place(core: Core, payment: Payment, order: ChannelOrder, payer: Payer) -> Pa
         notify_url=core.urls.callback_url(channel),
         payer_ip=payer.client_ip,
         payer_openid=payer.openid,
+        payer_bank=payer.bank,
         return_url=payment.return_url,
     )
     try:
