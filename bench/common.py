@@ -103,6 +103,15 @@ def spread(seconds: list[float]) -> dict[str, float]:
     }
 
 
+def spread_us(seconds: list[float]) -> dict[str, float]:
+    """p50 / p99 in microseconds, for figures far below a millisecond."""
+    return {
+        "p50_us": round(percentile(seconds, 50) * 1e6, 2),
+        "p99_us": round(percentile(seconds, 99) * 1e6, 2),
+        "n": len(seconds),
+    }
+
+
 def ratio(a: float | None, b: float | None, digits: int) -> float | None:
     """a / b rounded; None when either is missing, NaN or b is 0."""
     if a is None or b is None or not b or a != a or b != b:  # x != x: NaN
