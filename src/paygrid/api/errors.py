@@ -26,6 +26,8 @@ PAYMENT_CODE_STATUS: Mapping[str, int] = {
     "CHANNEL_UNAVAILABLE": 503,
     "CHANNEL_ERROR": 502,
     "CHANNEL_NOT_SUPPORTED": 400,
+    "NO_ROUTE": 400,  # no routing rule covers the payment (the merchant may name a channel)
+    "NO_CHANNEL_AVAILABLE": 503,  # every eligible channel is out now (breaker): retry later
     # refunds (退款)
     "REFUND_NOT_FOUND": 404,
     "DUPLICATE_OUT_REFUND_NO": 409,

@@ -348,8 +348,9 @@ ERRORS: Mapping[int, str] = {
     "INVALID_METHOD, INVALID_PAYER, METHOD_NOT_SUPPORTED, PAYER_REQUIRED, INVALID_DESCRIPTION, "
     "INVALID_OUT_TRADE_NO, INVALID_BILL_DATE, INVALID_REPORT_DATE, INVALID_PAYMENT_ID, "
     "INVALID_OUT_REFUND_NO, INVALID_REASON, INVALID_IDEMPOTENCY_KEY), UNSUPPORTED_CURRENCY, "
-    "ITEMS_TOTAL_MISMATCH, INVALID_DISCOUNTS, INVALID_ITEMS, CHANNEL_NOT_SUPPORTED; `field` "
-    "names the member at fault.",
+    "ITEMS_TOTAL_MISMATCH, INVALID_DISCOUNTS, INVALID_ITEMS, CHANNEL_NOT_SUPPORTED, NO_ROUTE "
+    "(no channel named and no routing rule covers the payment); `field` names the member at "
+    "fault.",
     401: f"The {SCHEME} signature is missing or wrong: UNAUTHORIZED, SIGNATURE_INVALID, "
     "TIMESTAMP_EXPIRED, TIMESTAMP_INVALID, NONCE_REUSED, NONCE_INVALID, KEY_EXPIRED (a key "
     "rotated away whose grace period is over).",
@@ -362,8 +363,8 @@ ERRORS: Mapping[int, str] = {
     "REFUND_WINDOW_CLOSED, PARTIAL_REFUND_NOT_SUPPORTED, TOO_MANY_REFUNDS.",
     413: "BODY_TOO_LARGE: the body exceeds 64 KiB.",
     502: "CHANNEL_ERROR: the payment channel refused the call; retry may not help.",
-    503: "DATABASE_UNAVAILABLE, or CHANNEL_UNAVAILABLE: retry later, with the same "
-    "Idempotency-Key.",
+    503: "DATABASE_UNAVAILABLE, CHANNEL_UNAVAILABLE, or NO_CHANNEL_AVAILABLE (routing found "
+    "every eligible channel out): retry later, with the same Idempotency-Key.",
 }
 COMMON_ERRORS = (400, 401, 413, 503)
 

@@ -14,6 +14,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from paygrid.channels import registry
 from paygrid.channels.ports import METHODS as METHODS_OF_CHANNELS
+from paygrid.kernel.banks import BANKS
 from paygrid.kernel.money import MAX_MINOR_UNITS, is_known_currency
 
 MAX_ITEMS = 100
@@ -126,6 +127,12 @@ def _method(value: str) -> str:
     return value
 
 
+def _bank(value: str) -> str:
+    if value not in BANKS:
+        raise ValueError(f"must be one of {', '.join(sorted(BANKS))}")
+    return value
+
+
 def _ip(value: str) -> str:
     try:
         ip_address(value)
@@ -152,6 +159,11 @@ class PayerIn(_Strict):
     client_ip: Annotated[str, Field(max_length=45), AfterValidator(_ip)] | None = None
     openid: (
         Annotated[str, Field(min_length=1, max_length=128), AfterValidator(_printable)] | None
+    ) = None
+    # The payer's bank (付款银行), a code of kernel/banks.py: routing may choose by it.
+    bank: (
+        Annotated[str, AfterValidator(_bank), Field(json_schema_extra={"enum": sorted(BANKS)})]
+        | None
     ) = None
 
 

@@ -5,7 +5,17 @@ from __future__ import annotations
 import typer
 
 from paygrid import datadir
-from paygrid.cli import database, drill, merchant, notifications, recon, running, sandbox
+from paygrid.cli import (
+    database,
+    drill,
+    merchant,
+    notifications,
+    payments,
+    recon,
+    routing,
+    running,
+    sandbox,
+)
 
 __all__ = ["app"]
 
@@ -17,6 +27,8 @@ app.add_typer(sandbox.app, name="sandbox")
 app.add_typer(notifications.app, name="notifications")
 app.add_typer(drill.app, name="drill")
 app.add_typer(recon.app, name="recon")
+app.add_typer(routing.app, name="routing")
+app.add_typer(payments.app, name="payments")
 app.command()(running.up)
 app.command(hidden=True)(running.run)
 app.command()(running.status)

@@ -51,6 +51,34 @@ RECON_DIFFERENCES = Gauge(
 RECON_OPEN_CASES = Gauge("paygrid_recon_open_cases", "差错 cases still open", ["channel", "kind"])
 RECON_RUNS = Counter("paygrid_recon_runs_total", "Recon runs this process made", ["channel"])
 RECON_FETCHED = Counter("paygrid_recon_bills_fetched_total", "Bills the recon job took in")
+ROUTING_DECISIONS = Counter(
+    "paygrid_routing_decisions_total",
+    "Routing decisions by chosen channel (none: no channel could take it) and payer bank "
+    "(*: none given): a channel's traffic share",
+    ["channel", "bank"],
+)
+ROUTING_FAILOVERS = Counter(
+    "paygrid_routing_failovers_total",
+    "Payments moved to the next channel after their order was never accepted",
+    ["from_channel", "to_channel"],
+)
+ROUTING_VERSION = Gauge("paygrid_routing_config_version", "Routing configuration in force here")
+CHANNEL_CALLS = Counter(
+    "paygrid_channel_calls_total",
+    "Channel order calls by outcome (ok, error): a channel's success rate per bank",
+    ["channel", "bank", "outcome"],
+)
+CHANNEL_CALL_LATENCY = Histogram(
+    "paygrid_channel_call_seconds",
+    "Latency of channel order calls, per channel and payer bank",
+    ["channel", "bank"],
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+)
+CHANNEL_BREAKER = Gauge(
+    "paygrid_channel_breaker_state",
+    "Circuit breaker per channel and bank: 0 closed, 1 half open, 2 open",
+    ["channel", "bank"],
+)
 RECON_FAILED = Counter(
     "paygrid_recon_run_failures_total", "Recon runs that raised (logged, run again)", ["channel"]
 )

@@ -4,6 +4,7 @@ channel (关单). One live order per payment: choosing another channel closes th
 from __future__ import annotations
 
 import logging
+import time
 
 from paygrid.channels.ports import ChannelError, CloseOutcome, OrderRequest, Payer
 from paygrid.kernel.clock import utcnow
@@ -35,8 +36,16 @@ def check_method(core: Core, channel: str, method: str, payer: Payer) -> None:
         )
 
 
-def start(core: Core, payment: Payment, channel: str, method: str, payer: Payer) -> Payment:
-    """Place (or reuse) the channel order so the payer can pay; CREATED -> PAYING."""
+def start(
+    core: Core,
+    payment: Payment,
+    channel: str,
+    method: str,
+    payer: Payer,
+    route: str | None = None,
+) -> Payment:
+    """Place (or reuse) the channel order so the payer can pay; CREATED -> PAYING. ``route``
+    is routing's decision (JSON) when routing chose ``channel``."""
     shown = payment.order
     live_here = shown is not None and shown.channel == channel and shown.live
     if payment.status == S.PAYING and live_here and payment.payer_action is not None:
@@ -47,7 +56,7 @@ def start(core: Core, payment: Payment, channel: str, method: str, payer: Payer)
     for order in payment.orders:
         if order.live and order.channel != channel:
             close_order(core, payment, order)  # one live channel order at a time
-    order, payment = record_intent(core, payment.payment_id, channel, method)
+    order, payment = record_intent(core, payment.payment_id, channel, method, route)
     return place(core, payment, order, payer)
 
 
@@ -68,11 +77,14 @@ def place(core: Core, payment: Payment, order: ChannelOrder, payer: Payer) -> Pa
         payer_bank=payer.bank,
         return_url=payment.return_url,
     )
+    began = time.monotonic()
     try:
         action = adapter.create_order(request)
     except ChannelError as exc:
+        core.health(channel, payer.bank, False, time.monotonic() - began, exc.code)
         log.warning("channel %s refused order for %s: %s", channel, payment.payment_id, exc)
         raise channel_refusal(channel, exc) from exc
+    core.health(channel, payer.bank, True, time.monotonic() - began, None)
 
     def placed(tx: Tx, current: Payment) -> Payment:
         after = current.order_placed(order.order_id, action, utcnow())
@@ -88,7 +100,7 @@ def place(core: Core, payment: Payment, order: ChannelOrder, payer: Payer) -> Pa
 
 
 def record_intent(
-    core: Core, payment_id: str, channel: str, method: str
+    core: Core, payment_id: str, channel: str, method: str, route: str | None = None
 ) -> tuple[ChannelOrder, Payment]:
     """Write the attempt down before calling the channel: if we crash after the channel took
     it, expiry and 补单 still know where to close or query it. Reused while it is live."""
@@ -98,7 +110,7 @@ def record_intent(
         if existing is not None and existing.live:
             return existing, current  # placed again: the channel order is idempotent on its ref
         ensure_payable(current)
-        order = new_order(core, current, channel, method)
+        order = new_order(core, current, channel, method, route)
         now = order.created_at
         saved = tx.save(current, current.request_order(order, now), f"order_requested:{channel}")
         return order, saved
@@ -106,7 +118,9 @@ def record_intent(
     return core.uow.change(payment_id, change)
 
 
-def new_order(core: Core, payment: Payment, channel: str, method: str) -> ChannelOrder:
+def new_order(
+    core: Core, payment: Payment, channel: str, method: str, route: str | None = None
+) -> ChannelOrder:
     """A new attempt (渠道订单) of ``payment`` at ``channel``, not yet sent: REQUESTED."""
     now = utcnow()
     order_id = new_id("cho", core.cell)
@@ -124,6 +138,7 @@ def new_order(core: Core, payment: Payment, channel: str, method: str) -> Channe
         channel_trade_no=None,
         created_at=now,
         updated_at=now,
+        route=route,
     )
 
 

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from paygrid.channels.ports import ChannelAdapter, ChannelCapabilities, ChannelError
 from paygrid.payments.errors import PaymentRejected
 from paygrid.payments.uow import UnitOfWork
+
+if TYPE_CHECKING:
+    from paygrid.routing.service import RoutingService
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +65,14 @@ class Core:
     channels: Channels
     urls: Urls
     cell: int = 0
+    routing: RoutingService | None = None  # None: every payment names its channel
+
+    def health(
+        self, channel: str, bank: str | None, ok: bool, seconds: float, code: str | None
+    ) -> None:
+        """A channel order call's outcome, for routing's health board and /metrics."""
+        if self.routing is not None:
+            self.routing.record_call(channel, bank, ok, seconds, code)
 
 
 def channel_refusal(channel: str, exc: ChannelError, doing: str = "") -> PaymentRejected:

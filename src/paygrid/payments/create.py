@@ -9,17 +9,17 @@ from datetime import datetime
 
 from sqlalchemy.exc import IntegrityError
 
-from paygrid.channels.ports import Payer
+from paygrid.channels.ports import METHODS, Payer
 from paygrid.kernel.clock import utcnow
 from paygrid.kernel.ids import new_id
-from paygrid.payments import checkout, repository
+from paygrid.payments import checkout, repository, routed
 from paygrid.payments.core import Core
 from paygrid.payments.domain import Discount, Item, Payment, PaymentStatus
 from paygrid.payments.errors import PaymentRejected
 from paygrid.payments.events import PaymentCreated
 
 S = PaymentStatus
-CHANNEL_METHODS = frozenset({"native", "h5", "page", "jsapi", "app"})  # all but "cashier"
+CHANNEL_METHODS = frozenset(METHODS)  # all but "cashier"
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,10 +39,16 @@ class CreatePayment:
     discounts: tuple[Discount, ...]
     fingerprint: str
     payer: Payer = field(default_factory=Payer)
+    allowed_channels: frozenset[str] = frozenset()  # the merchant's enabled channels (routing)
 
     @property
     def wants_order(self) -> bool:
         return self.channel is not None and self.method in CHANNEL_METHODS
+
+    @property
+    def wants_route(self) -> bool:
+        """A channel method without a channel: routing chooses it."""
+        return self.channel is None and self.method in CHANNEL_METHODS
 
 
 def create(core: Core, cmd: CreatePayment) -> tuple[Payment, bool]:
@@ -67,6 +73,8 @@ def create(core: Core, cmd: CreatePayment) -> tuple[Payment, bool]:
         if existing is None:
             raise
         return _continue(core, existing, cmd), False
+    if cmd.wants_route:
+        return routed.start(core, payment, cmd.method, cmd.payer, cmd.allowed_channels), True
     if order is None:
         return payment, True
     return checkout.place(core, payment, order, cmd.payer), True
@@ -103,6 +111,8 @@ def _new_payment(core: Core, cmd: CreatePayment) -> Payment:
 def _continue(core: Core, payment: Payment, cmd: CreatePayment) -> Payment:
     """Place the channel order the request asked for; a repeat after a channel failure picks
     up where the first attempt stopped."""
+    if cmd.wants_route and payment.status == S.CREATED:
+        return routed.start(core, payment, cmd.method, cmd.payer, cmd.allowed_channels)
     if not cmd.wants_order or payment.status != S.CREATED:
         return payment
     assert cmd.channel is not None

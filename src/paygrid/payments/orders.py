@@ -57,6 +57,7 @@ class ChannelOrder:
     channel_trade_no: str | None
     created_at: datetime
     updated_at: datetime
+    route: str | None = None  # why routing chose this channel (JSON; operators only)
 
     @property
     def live(self) -> bool:

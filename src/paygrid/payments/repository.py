@@ -49,6 +49,7 @@ def _order(row: Row[Any], prefix: str = "") -> ChannelOrder:
         channel_trade_no=m[prefix + "channel_trade_no"],
         created_at=m[prefix + "created_at"],
         updated_at=m[prefix + "updated_at"],
+        route=m[prefix + "route"],
     )
 
 
@@ -190,6 +191,7 @@ def _save_orders(
                     "method": order.method,
                     "channel_ref": order.channel_ref,
                     "created_at": order.created_at,
+                    "route": order.route,
                     **_order_values(order),
                 },
             )

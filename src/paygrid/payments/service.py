@@ -16,7 +16,7 @@ from paygrid.channels.ports import (
     RefundTrade,
     Trade,
 )
-from paygrid.payments import checkout, lifecycle, refund_cases, repository, truth
+from paygrid.payments import checkout, lifecycle, refund_cases, repository, routed, truth
 from paygrid.payments.core import Channels, Core, Urls
 from paygrid.payments.create import CreatePayment, create
 from paygrid.payments.domain import ChannelOutcome, Payment
@@ -26,6 +26,7 @@ from paygrid.payments.refund_cases import RequestRefund
 from paygrid.payments.refunds import RefundOutcome
 from paygrid.payments.uow import UnitOfWork
 from paygrid.payments.views import payment_view
+from paygrid.routing.service import RoutingService
 from paygrid.storage.database import Database
 
 __all__ = ["CreatePayment", "PaymentService", "RequestRefund", "Urls"]
@@ -33,11 +34,20 @@ __all__ = ["CreatePayment", "PaymentService", "RequestRefund", "Urls"]
 
 class PaymentService:
     def __init__(
-        self, db: Database, channels: Mapping[str, ChannelAdapter], urls: Urls, cell: int = 0
+        self,
+        db: Database,
+        channels: Mapping[str, ChannelAdapter],
+        urls: Urls,
+        cell: int = 0,
+        routing: RoutingService | None = None,
     ) -> None:
         self.urls = urls
         self.channels = Channels(channels)
-        self.core = Core(UnitOfWork(db, self.view), self.channels, urls, cell)
+        self.core = Core(UnitOfWork(db, self.view), self.channels, urls, cell, routing)
+
+    def routes(self) -> bool:
+        """True when routing rules are in force: a payment may leave its channel to routing."""
+        return routed.routable(self.core)
 
     # --- reads ----------------------------------------------------------------------------
     def get(self, payment_id: str, mchid: str | None = None) -> Payment:

@@ -28,6 +28,7 @@ from paygrid.notify import service as notify_service
 from paygrid.notify.service import NotifyService, SecretLookup
 from paygrid.notify.url_policy import parse_networks
 from paygrid.payments.service import PaymentService, Urls
+from paygrid.routing.service import RoutingService
 from paygrid.storage.database import Database
 from paygrid.storage.leader import LeaderLock
 
@@ -198,11 +199,13 @@ def bootstrap(
     check_vault(db, vault)
     channels = channels if channels is not None else build_channels(settings)
     bus = bus or InProcessBus()
+    contracted = {name: ch.fee_rate_ppm for name, ch in settings.channels.items()}
     payments = PaymentService(
         db,
         channels,
         Urls(settings.cashier_base_url, settings.callback_base_url),
         settings.cell,
+        RoutingService(db, default_rates=contracted),
     )
     notify = NotifyService(
         db,

@@ -146,6 +146,7 @@ class HealthBoard:
         self._windows: dict[tuple[str, str], _Window] = {}
         self._breakers: dict[tuple[str, str], _Breaker] = {}
         self._not_closed: set[tuple[str, str]] = set()  # the fast path: empty when all is well
+        self._moves: list[BreakerChange] = []  # moves made while deciding (OPEN -> HALF_OPEN)
 
     def set_policy(self, policy: HealthPolicy) -> None:
         self.policy = policy
@@ -216,12 +217,18 @@ class HealthBoard:
             where = channel if key[1] == ALL_BANKS else f"{channel}/{key[1]}"
             if breaker.state == _B.OPEN and now - breaker.since >= self.policy.open_s:
                 breaker.move(_B.HALF_OPEN, now, "cool-down over: probing")
+                self._moves.append(BreakerChange(*key, _B.OPEN, _B.HALF_OPEN, breaker.reason))
             if breaker.state == _B.OPEN:
                 return f"breaker open for {where}: {breaker.reason}"
             if now - breaker.last_probe < self.policy.probe_interval_s:
                 return f"breaker half open for {where}: waiting for the probe's result"
             breaker.last_probe = now  # this payment is the probe
         return None
+
+    def drain_moves(self) -> list[BreakerChange]:
+        """The breaker moves deciding made since the last call (for the log and /metrics)."""
+        moves, self._moves = self._moves, []
+        return moves
 
     def state(self, channel: str, bank: str = ALL_BANKS) -> BreakerState:
         breaker = self._breakers.get((channel, bank))

@@ -3,13 +3,13 @@
     [health]                 # optional: the breaker's limits (health.HealthPolicy)
     min_calls = 20
     [rates]                  # contracted rate per channel, percent as a string
-    unionpay = "0.25"
+    CHANNEL_A = "0.25"
     [[rule]]                 # first match wins, in file order
     name = "icbc-cards"
-    channels = ["unionpay", "netsunion"]
+    channels = ["CHANNEL_A", "CHANNEL_B"]   # names of the channel registry
     banks = ["ICBC"]         # also: merchants, methods, currencies, min_amount, max_amount (fen)
     [weights.ICBC]           # optional: replaces the weights in force (else they stay)
-    netsunion = "1"          # percent of ICBC's traffic
+    CHANNEL_B = "1"          # percent of ICBC's traffic (docs/routing.md has a real file)
 
 Domain code: no framework, no database."""
 
@@ -90,8 +90,10 @@ def parse(text: str, vocab: Vocabulary, base: RoutingConfig) -> RulesFile:
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        line = getattr(exc, "lineno", None)
-        raise ConfigError(f"not valid TOML: {getattr(exc, 'msg', exc)}", line) from None
+        # Python 3.11's error names the line only in its text: "... (at line 3, column 7)".
+        found = re.search(r"\(at line (\d+), column \d+\)", str(exc))
+        message = re.sub(r"\s*\(at line \d+, column \d+\)", "", str(exc))
+        raise ConfigError(f"not valid TOML: {message}", int(found[1]) if found else None) from None
     at = _Lines(text)
     unknown = sorted(set(data) - _TOP_KEYS)
     if unknown:

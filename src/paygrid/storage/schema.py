@@ -125,6 +125,8 @@ channel_orders = Table(
     Column("channel_trade_no", String(64), nullable=True),
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
+    # Why routing chose this channel (JSON, routing/decide.RouteDecision): operators only.
+    Column("route", Text, nullable=True),
     UniqueConstraint("channel", "channel_ref", name="uq_channel_orders_channel_ref"),
 )
 
@@ -421,4 +423,19 @@ recon_case_steps = Table(
     Column("actor", String(64), nullable=False),
     Column("reason", Text, nullable=False),
     Column("voucher_id", String(40), nullable=True),
+)
+
+
+# --- routing (路由) ---------------------------------------------------------------------------
+# Every routing configuration ever in force, append-only: a change is a new version, a
+# rollback a new version with an older content. The newest is in force in every process.
+routing_versions = Table(
+    "routing_versions",
+    metadata,
+    Column("version", Integer, primary_key=True, autoincrement=False),
+    Column("config", Text, nullable=False),  # canonical JSON (routing/config.RoutingConfig)
+    Column("action", String(32), nullable=False),  # rules-apply | set-weight | rollback
+    Column("actor", String(64), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
 )

@@ -149,9 +149,9 @@ def _create_command(principal: Principal, body: bytes, payments: PaymentService)
             f"{req.amount.currency} is not taken by {' or '.join(channels) or 'any channel'}",
             "amount.currency",
         )
-    if req.method != "cashier" and req.channel is None:
+    if req.method != "cashier" and req.channel is None and not payments.routes():
         raise ApiError(400, "INVALID_CHANNEL", f"method {req.method} needs a channel", "channel")
-    payer = Payer(req.payer.client_ip, req.payer.openid) if req.payer else Payer()
+    payer = Payer(req.payer.client_ip, req.payer.openid, req.payer.bank) if req.payer else Payer()
     if req.channel is not None and req.method != "cashier":
         _check_method(payments.capabilities(req.channel), req.channel, req.method, payer)
     items = tuple(Item(i.sku, i.name, i.quantity, i.unit_amount) for i in req.items or ())
@@ -186,6 +186,7 @@ def _create_command(principal: Principal, body: bytes, payments: PaymentService)
         discounts=discounts,
         fingerprint=request_fingerprint(meaning),
         payer=payer,
+        allowed_channels=frozenset(merchant.methods),
     )
 
 
