@@ -16,12 +16,12 @@ import secrets
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from paygrid.channels.netsunion import crypto
+from paygrid.channels.netsunion import crypto, wire
 
 CREDENTIALS_FILE = "netsunion-credentials.json"
 DEFAULT_PORT = 8104
 GATEWAY_PATH = "/epcc/gateway"  # MODELLED: the platform's front-end address for members
-PLATFORM_ID = "G4000311000018"  # OBSERVED platform id in public samples
+PLATFORM_ID = wire.PLATFORM_SENDER  # OBSERVED platform id in public samples
 
 MERCHANT_KEYS = (
     "member_id",

@@ -102,10 +102,10 @@ def agreement_from(message: wire.Message, agreement_ref: str, confirming: bool) 
     if echoed != agreement_ref:
         raise ValueError("the answer is about another agreement")
     agreement_no = message.text("SgnInf/SgnNo")
-    if status == wire.BIZ_SUCCESS and not confirming:
+    if status == wire.BIZ_SUCCESS and agreement_no and wire.is_id(agreement_no):
+        state = AgreementState.SIGNED  # confirmed now, or asked again once signed
+    elif status == wire.BIZ_SUCCESS and not confirming:
         state = AgreementState.PENDING_CODE
-    elif status == wire.BIZ_SUCCESS and agreement_no and wire.is_id(agreement_no):
-        state = AgreementState.SIGNED
     elif status == wire.BIZ_FAILED:
         state = AgreementState.PENDING_CODE if code == WRONG_CODE else AgreementState.FAILED
     else:

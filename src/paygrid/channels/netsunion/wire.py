@@ -60,6 +60,7 @@ ANSWERS: Mapping[str, str] = {
 # Direction (Drctn), OBSERVED values per the public IDC notice code [N4]
 FROM_MEMBER = "20"
 FROM_PLATFORM = "02"
+PLATFORM_SENDER = "G4000311000018"  # OBSERVED platform id: OriIssrId of its notifications
 # Return codes (MODELLED): SysRtnCd for the message, BizStsCd for the business outcome
 SYS_OK = "00000000"
 SYS_BUSY = "PS500001"  # not processed; the same message may be sent again
