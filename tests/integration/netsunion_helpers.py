@@ -24,7 +24,9 @@ READY_PREFIX = "netsunion sandbox listening on "
 
 
 def start_sandbox(data_dir: Path, env_extra: dict[str, str] | None = None) -> SandboxProcess:
-    return start_module("paygrid.channels.netsunion.sandbox", READY_PREFIX, data_dir, 30.0, env_extra)
+    return start_module(
+        "paygrid.channels.netsunion.sandbox", READY_PREFIX, data_dir, 30.0, env_extra
+    )
 
 
 def adapter_for(sandbox: SandboxProcess) -> NetsUnionAdapter:
