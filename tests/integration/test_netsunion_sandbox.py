@@ -9,12 +9,15 @@ import zipfile
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import date
+from pathlib import Path
 
+import duckdb
 import httpx
 import pytest
 
 from paygrid.channels.netsunion import wire
 from paygrid.channels.netsunion.adapter import NetsUnionAdapter
+from paygrid.channels.netsunion.bill_import import import_bill
 from paygrid.channels.ports import (
     AgreementState,
     Callback,
@@ -298,7 +301,7 @@ def test_duplicated_notifications_keep_their_id(
 
 
 def test_clearing_files_per_batch_add_up(
-    adapter: NetsUnionAdapter, http: httpx.Client, member: Receiver
+    adapter: NetsUnionAdapter, http: httpx.Client, member: Receiver, tmp_path: Path
 ) -> None:
     agreement_no = sign_agreement(adapter, http)
     refs = [debit(adapter, member.url, agreement_no, 1000 + i) for i in range(3)]
@@ -317,6 +320,10 @@ def test_clearing_files_per_batch_add_up(
     mine = {line.payment_ref: line for line in lines if line.payment_ref in refs}
     assert {r: mine[r].amount.minor for r in refs} == {r: 1000 + i for i, r in enumerate(refs)}
     assert all(mine[r].kind == "PAYMENT" and mine[r].fee.minor >= 0 for r in refs)
+    saved = tmp_path / "clearing.zip"  # and recon reads the same download
+    saved.write_bytes(content)
+    totals = import_bill(duckdb.connect(), saved, day, "bill")
+    assert totals.lines == len(lines) and totals.payments >= 3
 
 
 def test_clearing_files_are_not_out_before_the_day_ends(adapter: NetsUnionAdapter) -> None:
