@@ -25,10 +25,12 @@ class TradeState(enum.Enum):
     NOT_FOUND = "NOT_FOUND"  # the channel has no such order
 
 
-METHODS = ("native", "h5", "page", "jsapi", "app")
+METHODS = ("native", "h5", "page", "jsapi", "app", "agreement")
 """Payment methods (支付方式) a channel may declare: ``native`` a QR code the payer scans, ``h5``
 a mobile-browser redirect, ``page`` a desktop-browser redirect or form, ``jsapi`` inside the
-channel's own app or browser (mini program, official account), ``app`` the merchant's app."""
+channel's own app or browser (mini program, official account), ``app`` the merchant's app,
+``agreement`` a debit of the payer's bank account under an agreement signed before (协议支付:
+see :class:`AgreementChannel`)."""
 
 
 class PayerField(enum.StrEnum):
@@ -37,6 +39,7 @@ class PayerField(enum.StrEnum):
     CLIENT_IP = "client_ip"  # the payer's IP address (H5 payments)
     OPENID = "openid"  # the payer's id at the channel's app (JSAPI payments)
     BANK = "bank"  # the payer's bank (kernel/banks.py code): account-based payments
+    AGREEMENT = "agreement_no"  # the payer's signed agreement (协议号): agreement payments
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +47,7 @@ class Payer:
     client_ip: str | None = None
     openid: str | None = None
     bank: str | None = None  # kernel/banks.py code of the payer's bank (付款银行), if known
+    agreement_no: str | None = None  # the channel's agreement number (协议号), if signed
 
     def has(self, needed: PayerField) -> bool:
         return getattr(self, needed.value) is not None
@@ -64,6 +68,7 @@ class OrderRequest:
     payer_openid: str | None = None
     return_url: str | None = None  # where a redirect method sends the payer back
     payer_bank: str | None = None  # kernel/banks.py code; the channel maps it to its own
+    agreement_no: str | None = None  # method "agreement": the debit's agreement (协议号)
 
 
 class PayerActionKind(enum.StrEnum):
@@ -73,6 +78,7 @@ class PayerActionKind(enum.StrEnum):
     REDIRECT = "redirect"  # send the payer's browser to ``url``
     FORM = "form"  # auto-submit an HTML form of ``fields`` to ``url`` (POST)
     APP_PARAMS = "app_params"  # hand ``fields`` to the channel's app or JSAPI SDK
+    WAIT = "wait"  # nothing to do: the channel is debiting the payer's account; wait for it
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +97,7 @@ class PayerAction:
             PayerActionKind.REDIRECT: self.url,
             PayerActionKind.FORM: self.url,
             PayerActionKind.APP_PARAMS: self.fields or None,
+            PayerActionKind.WAIT: "nothing",  # a debit needs no target
         }[self.kind]
         assert needs, f"a {self.kind} payer action needs its target"
 
@@ -280,6 +287,59 @@ class CallbackRejected(Exception):
     ) -> None:
         super().__init__(message)
         self.refusal = refusal
+
+
+class AgreementState(enum.Enum):
+    """An agreement (协议) between the payer's bank account and us, as the channel holds it."""
+
+    PENDING_CODE = "PENDING_CODE"  # asked; the bank sent the payer an SMS code to confirm
+    SIGNED = "SIGNED"  # confirmed: ``agreement_no`` debits the account from now on
+    FAILED = "FAILED"  # refused (wrong details, too many wrong codes, code expired)
+
+
+@dataclass(frozen=True, slots=True)
+class AgreementRequest:
+    """Sign an agreement (协议签约) for a payer's bank account. ``agreement_ref`` is our id for
+    it toward the channel: the channel takes it once, whatever the repeats. The account's
+    details are sensitive: a channel sends them encrypted and keeps none of them in logs."""
+
+    agreement_ref: str
+    bank: str  # kernel/banks.py code of the account's bank
+    account_no: str  # the bank card or account number (卡号)
+    holder_name: str  # the account holder's name (户名)
+    id_type: str  # the holder's identity document type: "01" resident identity card (身份证)
+    id_no: str  # the document's number
+    mobile: str  # the mobile number the bank has for the account (预留手机号)
+
+
+@dataclass(frozen=True, slots=True)
+class AgreementResult:
+    """An agreement as the channel reports it: a fact. ``message`` is the channel's own words
+    (what the payer is shown on a refusal: "验证码错误" ...)."""
+
+    agreement_ref: str
+    state: AgreementState
+    agreement_no: str | None = None  # set once SIGNED: what OrderRequest.agreement_no carries
+    masked_account: str | None = None  # e.g. ``6222********1234``
+    bank: str | None = None  # kernel/banks.py code
+    message: str = ""
+    code: str = ""  # the channel's refusal code, when FAILED or a code was refused
+
+
+class AgreementChannel(Protocol):
+    """A channel whose payments debit a bank account under an agreement (协议支付): sign the
+    agreement once (request, then confirm with the SMS code the bank sent the payer), then each
+    payment is ``create_order`` with method ``agreement`` and the agreement number."""
+
+    def request_agreement(self, request: AgreementRequest) -> AgreementResult:
+        """Ask the bank to send the payer an SMS code (idempotent on ``agreement_ref``):
+        PENDING_CODE, or FAILED when the bank refuses the account's details."""
+        ...
+
+    def confirm_agreement(self, agreement_ref: str, sms_code: str) -> AgreementResult:
+        """Confirm with the payer's SMS code: SIGNED with the agreement number; PENDING_CODE
+        when the code was wrong and the payer may try again; FAILED when no more tries."""
+        ...
 
 
 class ChannelAdapter(Protocol):

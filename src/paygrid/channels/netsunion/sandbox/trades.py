@@ -1,0 +1,170 @@
+"""Debits (协议支付, epcc.201), refunds (epcc.301) and queries (epcc.411) at the platform, and
+the banks deciding them.
+
+A debit is answered "processing" (02): the payer's bank decides it ``debit_delay_ms`` later
+(declining at the ``decline_rate`` fault for its bank), or, with ``debits_wait``, only when
+``POST /sandbox/pay`` gives the outcome. A refund is credited ``refund_delay_ms`` later. Each
+decision is notified (epcc.711). Idempotent on the member's TrxId: the same TrxId with the
+same content answers the trade as it stands; with other content it is refused (NU4009).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from paygrid.channels.netsunion import wire
+from paygrid.channels.netsunion.sandbox import agreements
+from paygrid.channels.netsunion.sandbox import protocol as p
+from paygrid.channels.netsunion.sandbox.clearing import batch_of
+from paygrid.channels.netsunion.sandbox.store import Trade
+from paygrid.kernel.money import rate_fee
+
+if TYPE_CHECKING:
+    from paygrid.channels.netsunion.sandbox.service import NetsUnionSandbox
+
+
+def handle(sandbox: NetsUnionSandbox, message: wire.Message, now: float) -> wire.Node:
+    if message.msg_tp == wire.DEBIT:
+        return debit(sandbox, message, now)
+    if message.msg_tp == wire.REFUND:
+        return refund(sandbox, message, now)
+    return query(sandbox, message)
+
+
+def _digest(*values: object) -> str:
+    return hashlib.sha256(json.dumps(values).encode()).hexdigest()
+
+
+def _answer(sandbox: NetsUnionSandbox, trade: Trade) -> wire.Node:
+    status = wire.BIZ_FAILED if trade.status == wire.BIZ_FAILED else wire.BIZ_SUCCESS
+    if trade.status == wire.BIZ_PROCESSING:
+        status = wire.BIZ_PROCESSING
+    biz: dict[str, str] = {"BizStsCd": status}
+    if trade.failure:
+        biz.update(BizRtnCd=trade.failure, BizRtnDesc="付款行拒绝：余额不足")
+    return {"BizInf": biz, "TrxInf": p.trade_block(sandbox, trade)}
+
+
+def _repeat(sandbox: NetsUnionSandbox, found: Trade, kind: str, digest: str) -> wire.Node:
+    if found.kind != kind or found.request_digest != digest:
+        echo = {"TrxInf": {"TrxId": found.trx_id}}
+        raise p.BusinessRefusal(p.CONFLICT, "TrxId 重复且信息不一致", echo)
+    return _answer(sandbox, found)
+
+
+def debit(sandbox: NetsUnionSandbox, message: wire.Message, now: float) -> wire.Node:
+    ref = p.trx_id(message, "TrxInf/TrxId")
+    bank_id = p.required(message, "PyerInf/PyerAcctIssrId", 14)
+    sgn_no = p.trx_id(message, "PyerInf/SgnNo")
+    amount = p.amount(message, "TrxInf/TrxAmt")
+    if message.text("TrxInf/TrxCtgy") != wire.DEBIT_CATEGORY:
+        raise p.bad("TrxCtgy 须为 0101")
+    notify_url = p.url(message, "TrxInf/NtfyUrl")
+    description = (message.text("OrdrInf/OrdrDesc") or "")[: p.MAX_DESCRIPTION_CHARS]
+    digest = _digest(sgn_no, bank_id, amount)
+    echo = {"TrxInf": {"TrxId": ref}}
+    with sandbox.store.transaction():
+        found = sandbox.store.get_trade(sandbox.member_id, ref)
+        if found is not None:
+            return _repeat(sandbox, found, p.DEBIT_KIND, digest)
+        agreement = sandbox.store.agreement_by_sgn_no(sandbox.member_id, sgn_no)
+        if agreement is None or agreement.state != agreements.SIGNED:
+            raise p.BusinessRefusal(p.NO_AGREEMENT, "协议不存在或未生效", echo)
+        if agreement.bank_id != bank_id:
+            raise p.BusinessRefusal(p.AGREEMENT_BANK, "付款行与协议不符", echo)
+        settings = sandbox.settings
+        due = None if settings.debits_wait else now + settings.debit_delay_ms / 1000
+        trade = Trade(
+            sandbox.member_id, ref, p.DEBIT_KIND, "", sgn_no, bank_id, amount, 0, 0,
+            wire.BIZ_PROCESSING, "", p.new_number("NU", now), notify_url, description, digest,
+            now, due, None, "",
+        )  # fmt: skip
+        sandbox.store.insert_trade(trade)
+    return _answer(sandbox, trade)
+
+
+def refund(sandbox: NetsUnionSandbox, message: wire.Message, now: float) -> wire.Node:
+    ref = p.trx_id(message, "TrxInf/TrxId")
+    ori = p.trx_id(message, "OriTrxInf/OriTrxId")
+    amount = p.amount(message, "TrxInf/TrxAmt")
+    if message.text("TrxInf/TrxCtgy") != wire.REFUND_CATEGORY:
+        raise p.bad("TrxCtgy 须为 0301")
+    notify_url = p.url(message, "TrxInf/NtfyUrl")
+    digest = _digest(ori, amount)
+    echo = {"TrxInf": {"TrxId": ref}}
+    with sandbox.store.transaction():
+        found = sandbox.store.get_trade(sandbox.member_id, ref)
+        if found is not None:
+            return _repeat(sandbox, found, p.REFUND_KIND, digest)
+        paid = sandbox.store.get_trade(sandbox.member_id, ori)
+        if paid is None or paid.kind != p.DEBIT_KIND:
+            raise p.BusinessRefusal(p.NOT_FOUND, "原交易不存在", echo)
+        if paid.status != wire.BIZ_SUCCESS or paid.finished_at is None:
+            raise p.BusinessRefusal(p.NOT_REFUNDABLE, "原交易未成功", echo)
+        if now > paid.finished_at + sandbox.settings.refund_window_seconds:
+            raise p.BusinessRefusal(p.REFUND_TOO_LATE, "已超过退款期限", echo)
+        if amount > paid.amount - paid.refunded:
+            raise p.BusinessRefusal(p.REFUND_TOO_MUCH, "退款金额超过可退金额", echo)
+        after = paid.refunded + amount
+        fee_back = paid.fee * after // paid.amount - paid.fee * paid.refunded // paid.amount
+        sandbox.store.update_trade(paid.with_changes(refunded=after))
+        trade = Trade(
+            sandbox.member_id, ref, p.REFUND_KIND, ori, paid.sgn_no, paid.bank_id, amount, 0,
+            fee_back, wire.BIZ_PROCESSING, "", p.new_number("NR", now), notify_url,
+            (message.text("TrxInf/Rsn") or "")[: p.MAX_DESCRIPTION_CHARS], digest, now,
+            now + sandbox.settings.refund_delay_ms / 1000, None, "",
+        )  # fmt: skip
+        sandbox.store.insert_trade(trade)
+    return _answer(sandbox, trade)
+
+
+def query(sandbox: NetsUnionSandbox, message: wire.Message) -> wire.Node:
+    ref = p.trx_id(message, "OriTrxInf/OriTrxId")
+    found = sandbox.store.get_trade(sandbox.member_id, ref)
+    if found is None:
+        raise p.BusinessRefusal(p.NOT_FOUND, "原交易不存在", {"OriTrxInf": {"TrxId": ref}})
+    return {"BizInf": {"BizStsCd": wire.BIZ_SUCCESS}, "OriTrxInf": p.trade_block(sandbox, found)}
+
+
+def decide(sandbox: NetsUnionSandbox, trade: Trade, outcome: str | None, now: float) -> Trade:
+    """The bank's decision on a processing trade (``outcome`` SUCCESS | FAIL, None: by the
+    decline fault), notified. Inside a transaction."""
+    if trade.status != wire.BIZ_PROCESSING:
+        return trade
+    declined = outcome == "FAIL"
+    if outcome is None and trade.kind == p.DEBIT_KIND:
+        declined = sandbox.faults.roll(sandbox.faults.config.decline_rate, trade.bank_id)
+    if declined and trade.kind == p.DEBIT_KIND:
+        moved = trade.with_changes(
+            status=wire.BIZ_FAILED, failure=p.DECLINED, finished_at=now, due_at=None
+        )
+    else:
+        fee = rate_fee(trade.amount, sandbox.settings.fee_rate_ppm)
+        _, batch = batch_of(now, sandbox.settings.batches_per_day)
+        moved = trade.with_changes(
+            status=wire.BIZ_SUCCESS, finished_at=now, due_at=None, batch_id=batch,
+            fee=fee if trade.kind == p.DEBIT_KIND else trade.fee,
+        )  # fmt: skip
+    sandbox.store.update_trade(moved)
+    sandbox.queue_notify(moved, now)
+    return moved
+
+
+def pay(sandbox: NetsUnionSandbox, payload: Mapping[str, Any], now: float) -> Trade:
+    """``POST /sandbox/pay``: the payer's bank decides a processing debit now."""
+    outcome = payload.get("outcome", "SUCCESS")
+    if outcome not in ("SUCCESS", "FAIL"):
+        raise p.SandboxError(400, "PARAM_ERROR", "outcome 只能是 SUCCESS 或 FAIL")
+    ref = payload.get("out_trade_no") or payload.get("trx_id")
+    if not isinstance(ref, str) or not ref:
+        raise p.SandboxError(400, "PARAM_ERROR", "需要 out_trade_no（扣款的 TrxId）")
+    with sandbox.store.transaction():
+        trade = sandbox.store.get_trade(sandbox.member_id, ref)
+        if trade is None or trade.kind != p.DEBIT_KIND:
+            raise p.SandboxError(404, "TRADE_NOT_EXIST", "扣款不存在")
+        decided = decide(sandbox, trade, outcome, now)
+    sandbox.sender.wake()
+    return decided
