@@ -89,6 +89,7 @@ def test_routed_payments_follow_rules_weights_and_rollback(
         assert operator_only not in merchant_view
 
     shown = show(running, payment_id)
+    assert shown["payer_bank"] == "ICBC"
     route = shown["orders"][0]["route"]
     assert route["rule"] == "qr" and route["bank"] == "ICBC" and route["channel"] == "alipay"
     assert route["weights"] == {"alipay": "100%"} and "alipay's 100% share" in route["reason"]

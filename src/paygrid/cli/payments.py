@@ -77,6 +77,7 @@ def _json(payment: Payment, steps: list[tuple[str, str, str, str]]) -> dict[str,
         "amount": payment.amount,
         "currency": payment.currency,
         "method": payment.method,
+        "payer_bank": payment.payer_bank,
         "created_at": payment.created_at.isoformat(),
         "transitions": [{"from": f, "to": t, "cause": c, "at": a} for f, t, c, a in steps],
         "orders": [

@@ -105,6 +105,7 @@ def _new_payment(core: Core, cmd: CreatePayment) -> Payment:
         created_at=now,
         updated_at=now,
         version=1,
+        payer_bank=cmd.payer.bank,
     )
 
 

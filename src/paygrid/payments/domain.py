@@ -146,6 +146,7 @@ class Payment:
     orders: tuple[ChannelOrder, ...] = ()  # its channel orders (attempts), oldest first
     refunding_amount: int = 0  # reserved by its refunds PROCESSING (退款中)
     refunds: tuple[Refund, ...] = ()  # its refunds (退款), oldest first
+    payer_bank: str | None = None  # the payer's bank (付款银行, kernel/banks.py), if given
 
     def is_expired(self, now: datetime) -> bool:
         return now >= self.expire_at

@@ -99,6 +99,7 @@ def _payment(
         orders=orders,
         refunding_amount=row.refunding_amount,
         refunds=refunds,
+        payer_bank=row.payer_bank,
     )
 
 
@@ -167,6 +168,7 @@ def add(conn: Connection, p: Payment) -> None:
             created_at=p.created_at,
             updated_at=p.updated_at,
             version=p.version,
+            payer_bank=p.payer_bank,
             **_confirmed(p),
         ),
     )

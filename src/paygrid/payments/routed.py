@@ -65,8 +65,9 @@ def _decide(
     exclude: dict[str, str],
 ) -> RouteDecision:
     assert core.routing is not None
+    bank = payer.bank or payment.payer_bank
     req = RouteRequest(
-        payment.payment_id, payment.mchid, method, payment.amount, payment.currency, payer.bank
+        payment.payment_id, payment.mchid, method, payment.amount, payment.currency, bank
     )
 
     def ineligible(channel: str) -> str | None:

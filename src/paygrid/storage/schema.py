@@ -99,6 +99,7 @@ payments = Table(
     Column("paid_at", UTCDateTime, nullable=True),
     Column("closed_at", UTCDateTime, nullable=True),
     Column("cashier_token", String(64), nullable=False),
+    Column("payer_bank", String(8), nullable=True),  # 付款银行 (kernel/banks.py): routing by bank
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
     Column("version", Integer, nullable=False),

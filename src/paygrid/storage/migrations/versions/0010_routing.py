@@ -1,5 +1,5 @@
-"""Routing: every configuration version (append-only, audited), and the routing decision on
-each channel order.
+"""Routing: every configuration version (append-only, audited), the routing decision on each
+channel order, and the payer's bank on the payment (what a cut-over is by).
 
 Revision ID: 0010
 Revises: 0009
@@ -32,9 +32,13 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("channel_orders") as batch:
         batch.add_column(sa.Column("route", sa.Text(), nullable=True))
+    with op.batch_alter_table("payments") as batch:
+        batch.add_column(sa.Column("payer_bank", sa.String(length=8), nullable=True))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("payments") as batch:
+        batch.drop_column("payer_bank")
     with op.batch_alter_table("channel_orders") as batch:
         batch.drop_column("route")
     op.drop_table("routing_versions")
