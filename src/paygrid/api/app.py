@@ -20,7 +20,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from paygrid.api import openapi as doc
 from paygrid.api.deps import ApiDeps
 from paygrid.api.errors import ApiError
-from paygrid.api.routes import bills, notifications, payments, refunds, reports
+from paygrid.api.routes import agreements, bills, notifications, payments, refunds, reports
 from paygrid.gateway.app import callback_router
 from paygrid.ops.http_limits import BodyLimit
 from paygrid.ops.observability import add_health_routes, observe_request, request_id_var
@@ -35,6 +35,7 @@ MAX_BODY_BYTES = 64 * 1024
 ROUTERS: tuple[Callable[[ApiDeps], APIRouter], ...] = (
     payments.router,
     refunds.router,
+    agreements.router,
     bills.router,
     reports.router,
     notifications.router,

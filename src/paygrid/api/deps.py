@@ -15,6 +15,7 @@ from fastapi import Request
 from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
 
+from paygrid.agreements.service import AgreementService
 from paygrid.api.auth import MerchantKeys, Principal, authenticate
 from paygrid.api.errors import PAYMENT_CODE_STATUS, ApiError
 from paygrid.kernel.clock import DEFAULT_BUSINESS_ZONE
@@ -40,9 +41,12 @@ class ApiDeps:
     vault: Vault  # opens the merchants' sealed secrets
     data_dir: Path | None = None  # where the bills taken in are kept (per-SKU reports)
     keys: MerchantKeys = field(init=False)  # the merchants' keys, kept a short while
+    agreements: AgreementService = field(init=False)  # 签约: over the same channels
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "keys", MerchantKeys(self.db, self.vault))
+        service = AgreementService(self.db, self.payments.channels, self.payments.core.cell)
+        object.__setattr__(self, "agreements", service)
 
     async def signed(self, request: Request) -> tuple[Principal, bytes]:
         """The merchant whose signature covers this request, and the body it signed."""

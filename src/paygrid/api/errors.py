@@ -28,6 +28,10 @@ PAYMENT_CODE_STATUS: Mapping[str, int] = {
     "CHANNEL_NOT_SUPPORTED": 400,
     "NO_ROUTE": 400,  # no routing rule covers the payment (the merchant may name a channel)
     "NO_CHANNEL_AVAILABLE": 503,  # every eligible channel is out now (breaker): retry later
+    # agreements (协议)
+    "AGREEMENT_NOT_FOUND": 404,
+    "DUPLICATE_OUT_AGREEMENT_NO": 409,
+    "AGREEMENT_NOT_PENDING": 409,
     # refunds (退款)
     "REFUND_NOT_FOUND": 404,
     "DUPLICATE_OUT_REFUND_NO": 409,

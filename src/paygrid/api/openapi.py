@@ -20,6 +20,7 @@ from pydantic.json_schema import SkipJsonSchema, models_json_schema
 from paygrid.api.auth import MAX_NONCE_LEN, SCHEME, TIMESTAMP_WINDOW_S
 from paygrid.api.idempotency import MAX_KEY_LEN
 from paygrid.api.schemas import (
+    AGREEMENT_ID_PATTERN,
     CHANNELS,
     ID_BODY,
     MAX_REASON_LEN,
@@ -124,6 +125,20 @@ class Payment(_Out):
         max_length=MAX_REFUNDS_PER_PAYMENT,
         description="present when SUCCESS: its refunds, oldest first",
     )
+
+
+class Agreement(_Out):
+    """An agreement (协议) as the merchant sees it; never the channel's agreement number."""
+
+    agreement_id: str = Field(pattern=AGREEMENT_ID_PATTERN)
+    out_agreement_no: str = Field(pattern=OUT_TRADE_NO_PATTERN, max_length=64)
+    channel: str = Field(json_schema_extra={"enum": list(CHANNELS)})
+    bank: str
+    masked_account: str = Field(description="e.g. 6222********0123")
+    status: Literal["REQUESTED", "PENDING_CODE", "SIGNED", "FAILED"]
+    message: str = Field(description="the channel's words to the payer, e.g. a wrong code")
+    created_at: str = Field(json_schema_extra=DATE_TIME)
+    updated_at: str = Field(json_schema_extra=DATE_TIME)
 
 
 class PayerAction(_Out):
@@ -256,6 +271,11 @@ REFUND_ID = path_param(
     "The refund's id; an id that names no refund of yours is 404 REFUND_NOT_FOUND.",
     {"pattern": REFUND_ID_PATTERN},
 )
+AGREEMENT_ID = path_param(
+    "agreement_id",
+    "The agreement's id; an id that names no agreement of yours is 404 AGREEMENT_NOT_FOUND.",
+    {"pattern": AGREEMENT_ID_PATTERN},
+)
 OUT_REFUND_NO = query_param(
     "out_refund_no",
     "The merchant's refund number given at creation; missing is 400 INVALID_OUT_REFUND_NO, "
@@ -311,6 +331,15 @@ CREATE_EXAMPLE = {
 }
 
 
+CREATE_AGREEMENT_EXAMPLE = {
+    "out_agreement_no": "card-20260101-0001",
+    "bank": "ICBC",
+    "account_no": "6222021234567890123",
+    "holder_name": "张三",
+    "id_type": "01",
+    "id_no": "11010519491231002X",
+    "mobile": "13800138000",
+}
 CREATE_REFUND_EXAMPLE = {
     "payment_id": "pay_01KB3Z7Q0W00000000000000A0",
     "out_refund_no": "refund-20260101-0001",
@@ -349,18 +378,20 @@ ERRORS: Mapping[int, str] = {
     "INVALID_OUT_TRADE_NO, INVALID_BILL_DATE, INVALID_REPORT_DATE, INVALID_PAYMENT_ID, "
     "INVALID_OUT_REFUND_NO, INVALID_REASON, INVALID_IDEMPOTENCY_KEY), UNSUPPORTED_CURRENCY, "
     "ITEMS_TOTAL_MISMATCH, INVALID_DISCOUNTS, INVALID_ITEMS, CHANNEL_NOT_SUPPORTED, NO_ROUTE "
-    "(no channel named and no routing rule covers the payment); `field` names the member at "
-    "fault.",
+    "(no channel named and no routing rule covers the payment), AGREEMENT_NOT_SUPPORTED, "
+    "INVALID_PAYER (an agreement that is not yours or not signed); `field` names the member "
+    "at fault.",
     401: f"The {SCHEME} signature is missing or wrong: UNAUTHORIZED, SIGNATURE_INVALID, "
     "TIMESTAMP_EXPIRED, TIMESTAMP_INVALID, NONCE_REUSED, NONCE_INVALID, KEY_EXPIRED (a key "
     "rotated away whose grace period is over).",
-    404: "PAYMENT_NOT_FOUND, REFUND_NOT_FOUND or NOTIFICATION_NOT_FOUND: nothing of yours has "
-    "this id.",
+    404: "PAYMENT_NOT_FOUND, REFUND_NOT_FOUND, AGREEMENT_NOT_FOUND or NOTIFICATION_NOT_FOUND: "
+    "nothing of yours has this id.",
     409: "The request conflicts with the payment's state or an earlier request: "
     "DUPLICATE_OUT_TRADE_NO, IDEMPOTENCY_KEY_REUSED, IDEMPOTENCY_REQUEST_IN_PROGRESS, "
     "PAYMENT_ALREADY_PAID, PAYMENT_CLOSED, PAYMENT_FAILED, PAYMENT_EXPIRED, CONCURRENT_UPDATE; "
     "for refunds DUPLICATE_OUT_REFUND_NO, PAYMENT_NOT_REFUNDABLE, REFUND_EXCEEDS_REMAINING, "
-    "REFUND_WINDOW_CLOSED, PARTIAL_REFUND_NOT_SUPPORTED, TOO_MANY_REFUNDS.",
+    "REFUND_WINDOW_CLOSED, PARTIAL_REFUND_NOT_SUPPORTED, TOO_MANY_REFUNDS; for agreements "
+    "DUPLICATE_OUT_AGREEMENT_NO, AGREEMENT_NOT_PENDING.",
     413: "BODY_TOO_LARGE: the body exceeds 64 KiB.",
     502: "CHANNEL_ERROR: the payment channel refused the call; retry may not help.",
     503: "DATABASE_UNAVAILABLE, CHANNEL_UNAVAILABLE, or NO_CHANNEL_AVAILABLE (routing found "

@@ -26,6 +26,7 @@ OUT_TRADE_NO_PATTERN = r"^[A-Za-z0-9_\-|*.:]+$"
 ID_BODY = "[0-9A-HJKMNP-TV-Z]{26}"  # Crockford base32, kernel.ids
 PAYMENT_ID_PATTERN = f"^pay_{ID_BODY}$"
 REFUND_ID_PATTERN = f"^rfd_{ID_BODY}$"
+AGREEMENT_ID_PATTERN = f"^agr_{ID_BODY}$"
 # What the registry's channels take, and the channels themselves: documented in the OpenAPI.
 CURRENCIES = tuple(sorted({c for ch in registry.CHANNELS for c in ch.capabilities.currencies}))
 CHANNELS = registry.NAMES
@@ -149,6 +150,7 @@ MethodName = Annotated[
 ]
 
 
+BankCode = Annotated[str, AfterValidator(_bank), Field(json_schema_extra={"enum": sorted(BANKS)})]
 OpenId = Annotated[str, Field(min_length=1, max_length=128), AfterValidator(_printable)]
 
 
@@ -161,10 +163,9 @@ class PayerIn(_Strict):
         Annotated[str, Field(min_length=1, max_length=128), AfterValidator(_printable)] | None
     ) = None
     # The payer's bank (付款银行), a code of kernel/banks.py: routing may choose by it.
-    bank: (
-        Annotated[str, AfterValidator(_bank), Field(json_schema_extra={"enum": sorted(BANKS)})]
-        | None
-    ) = None
+    bank: BankCode | None = None
+    # A signed agreement of yours (method "agreement", 协议支付): the payment debits its account.
+    agreement_id: Annotated[str, Field(pattern=AGREEMENT_ID_PATTERN)] | None = None
 
 
 class CreatePaymentIn(_Strict):
@@ -210,3 +211,22 @@ class CreateRefundIn(_Strict):
     ) = None
     notify_url: Url | None = None
     items: Annotated[list[RefundItemIn], Field(max_length=MAX_REFUND_ITEMS)] | None = None
+
+
+class CreateAgreementIn(_Strict):
+    """Sign an agreement (协议签约) for the payer's bank account with a channel that debits
+    accounts: the bank texts the payer a code, confirmed with ``/confirm``. The account's
+    details go to the channel and are not stored (the agreement keeps the masked account)."""
+
+    out_agreement_no: MerchantNumber
+    channel: ChannelName | None = None
+    bank: BankCode
+    account_no: Annotated[str, Field(min_length=12, max_length=19, pattern=r"^[0-9]+$")]
+    holder_name: Text
+    id_type: Annotated[str, Field(pattern=r"^01$")] = "01"  # 01: resident identity card (身份证)
+    id_no: Annotated[str, Field(pattern=r"^[0-9]{17}[0-9X]$")]
+    mobile: Annotated[str, Field(pattern=r"^1[0-9]{10}$")]
+
+
+class ConfirmAgreementIn(_Strict):
+    sms_code: Annotated[str, Field(pattern=r"^[0-9]{4,8}$")]

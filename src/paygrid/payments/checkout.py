@@ -75,6 +75,7 @@ def place(core: Core, payment: Payment, order: ChannelOrder, payer: Payer) -> Pa
         payer_ip=payer.client_ip,
         payer_openid=payer.openid,
         payer_bank=payer.bank,
+        agreement_no=payer.agreement_no,
         return_url=payment.return_url,
     )
     began = time.monotonic()

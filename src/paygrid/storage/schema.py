@@ -427,6 +427,28 @@ recon_case_steps = Table(
 )
 
 
+# --- agreements (协议 / 签约) ------------------------------------------------------------------
+# A payer's bank account signed with an account-based channel; its details are never stored
+# (agreements/domain.py): the bank, the masked account and the channel's agreement number.
+agreements = Table(
+    "agreements",
+    metadata,
+    Column("agreement_id", String(40), primary_key=True),
+    Column("mchid", String(32), ForeignKey("merchants.mchid"), nullable=False),
+    Column("out_agreement_no", String(64), nullable=False),
+    Column("channel", String(32), nullable=False),
+    Column("bank", String(8), nullable=False),
+    Column("masked_account", String(32), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("agreement_no", String(64), nullable=True),
+    Column("message", String(256), nullable=False),
+    Column("request_hash", String(64), nullable=False),  # repeat detection, not the details
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Column("version", Integer, nullable=False),
+    UniqueConstraint("mchid", "out_agreement_no", name="uq_agreements_out_agreement_no"),
+)
+
 # --- routing (路由) ---------------------------------------------------------------------------
 # Every routing configuration ever in force, append-only: a change is a new version, a
 # rollback a new version with an older content. The newest is in force in every process.

@@ -8,6 +8,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request, Response
 
+from paygrid.agreements.service import AgreementService
 from paygrid.api import idempotency
 from paygrid.api import openapi as doc
 from paygrid.api.auth import Principal
@@ -59,7 +60,8 @@ def router(deps: ApiDeps) -> APIRouter:
         principal, body = await deps.signed(request)
 
         async def create() -> Outcome:
-            cmd = _create_command(principal, body, deps.payments)
+            # In a worker thread: a payer's agreement is read from the database.
+            cmd = await call(_create_command, principal, body, deps.payments, deps.agreements)
             check_notify_url(deps.notify, cmd.notify_url)
             payment, created = await call(deps.payments.create, cmd)
             return (201 if created else 200), deps.payments.resource(payment)
@@ -131,29 +133,19 @@ def router(deps: ApiDeps) -> APIRouter:
     return routes
 
 
-def _create_command(principal: Principal, body: bytes, payments: PaymentService) -> CreatePayment:
+def _create_command(
+    principal: Principal, body: bytes, payments: PaymentService, agreements: AgreementService
+) -> CreatePayment:
     req = parse_body(CreatePaymentIn, body)
     merchant = principal.merchant
-    if req.channel is not None and req.channel not in merchant.methods:
-        raise ApiError(
-            400,
-            "INVALID_CHANNEL",
-            f"channel {req.channel} is not enabled for this merchant",
-            "channel",
-        )
-    channels = merchant.methods if req.channel is None else (req.channel,)
-    if req.amount.currency not in payments.currencies(channels):
-        raise ApiError(
-            400,
-            "UNSUPPORTED_CURRENCY",
-            f"{req.amount.currency} is not taken by {' or '.join(channels) or 'any channel'}",
-            "amount.currency",
-        )
-    if req.method != "cashier" and req.channel is None and not payments.routes():
-        raise ApiError(400, "INVALID_CHANNEL", f"method {req.method} needs a channel", "channel")
-    payer = Payer(req.payer.client_ip, req.payer.openid, req.payer.bank) if req.payer else Payer()
-    if req.channel is not None and req.method != "cashier":
-        _check_method(payments.capabilities(req.channel), req.channel, req.method, payer)
+    payer, agreement_channel = _payer(req, merchant.mchid, agreements)
+    if agreement_channel is not None:
+        if req.channel not in (None, agreement_channel):
+            raise ApiError(
+                400, "INVALID_PAYER", f"the agreement is with {agreement_channel}", "payer"
+            )
+        req = req.model_copy(update={"channel": agreement_channel})
+    _check_channel(req, merchant.methods, payments, payer)
     items = tuple(Item(i.sku, i.name, i.quantity, i.unit_amount) for i in req.items or ())
     discounts = tuple(Discount(d.name, d.amount) for d in req.discounts or ())
     try:
@@ -188,6 +180,49 @@ def _create_command(principal: Principal, body: bytes, payments: PaymentService)
         payer=payer,
         allowed_channels=frozenset(merchant.methods),
     )
+
+
+def _check_channel(
+    req: CreatePaymentIn, enabled: tuple[str, ...], payments: PaymentService, payer: Payer
+) -> None:
+    """The named channel is the merchant's, takes the currency and the method (with what the
+    method needs of the payer); no channel is fine for the cashier, or when routing chooses."""
+    if req.channel is not None and req.channel not in enabled:
+        raise ApiError(
+            400,
+            "INVALID_CHANNEL",
+            f"channel {req.channel} is not enabled for this merchant",
+            "channel",
+        )
+    channels = enabled if req.channel is None else (req.channel,)
+    if req.amount.currency not in payments.currencies(channels):
+        raise ApiError(
+            400,
+            "UNSUPPORTED_CURRENCY",
+            f"{req.amount.currency} is not taken by {' or '.join(channels) or 'any channel'}",
+            "amount.currency",
+        )
+    if req.method != "cashier" and req.channel is None and not payments.routes():
+        raise ApiError(400, "INVALID_CHANNEL", f"method {req.method} needs a channel", "channel")
+    if req.channel is not None and req.method != "cashier":
+        _check_method(payments.capabilities(req.channel), req.channel, req.method, payer)
+
+
+def _payer(
+    req: CreatePaymentIn, mchid: str, agreements: AgreementService
+) -> tuple[Payer, str | None]:
+    """What the request says of the payer; with an agreement, its bank and number (协议号),
+    and the channel it is with."""
+    given = req.payer
+    if given is None:
+        return Payer(), None
+    if given.agreement_id is None:
+        return Payer(given.client_ip, given.openid, given.bank), None
+    agreement = agreements.signed(mchid, given.agreement_id)  # INVALID_PAYER unless SIGNED
+    if given.bank not in (None, agreement.bank):
+        raise ApiError(400, "INVALID_PAYER", f"the agreement is with {agreement.bank}", "payer")
+    payer = Payer(given.client_ip, given.openid, agreement.bank, agreement.agreement_no)
+    return payer, agreement.channel
 
 
 def _check_method(caps: ChannelCapabilities, channel: str, method: str, payer: Payer) -> None:
