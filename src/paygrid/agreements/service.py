@@ -28,6 +28,7 @@ from paygrid.kernel.clock import utcnow
 from paygrid.kernel.ids import new_id
 from paygrid.payments.core import Channels, channel_refusal
 from paygrid.payments.errors import PaymentRejected
+from paygrid.payments.service import PaymentService
 from paygrid.storage.database import Database
 
 log = logging.getLogger(__name__)
@@ -73,6 +74,11 @@ class AgreementService:
         self._db = db
         self._channels = channels
         self._cell = cell
+
+    @classmethod
+    def over(cls, db: Database, payments: PaymentService) -> AgreementService:
+        """Agreements over the channels the payment core reaches in this process."""
+        return cls(db, payments.channels, payments.core.cell)
 
     def signing_channels(self, allowed: Collection[str]) -> list[str]:
         """The channels of ``allowed`` that sign agreements, in registry order."""

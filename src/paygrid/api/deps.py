@@ -45,8 +45,7 @@ class ApiDeps:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "keys", MerchantKeys(self.db, self.vault))
-        service = AgreementService(self.db, self.payments.channels, self.payments.core.cell)
-        object.__setattr__(self, "agreements", service)
+        object.__setattr__(self, "agreements", AgreementService.over(self.db, self.payments))
 
     async def signed(self, request: Request) -> tuple[Principal, bytes]:
         """The merchant whose signature covers this request, and the body it signed."""

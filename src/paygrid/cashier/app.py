@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 from zoneinfo import ZoneInfo
 
 import qrcode
@@ -24,6 +24,8 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from paygrid.agreements.service import AgreementService
+from paygrid.cashier import accounts
 from paygrid.channels import registry
 from paygrid.channels.ports import PayerActionKind
 from paygrid.kernel.clock import DEFAULT_BUSINESS_ZONE, utcnow
@@ -37,7 +39,12 @@ from paygrid.payments.service import PaymentService
 
 HERE = Path(__file__).parent
 log = logging.getLogger(__name__)
-METHOD_LABELS = {"native": "扫码 QR code", "page": "网页支付 Web", "h5": "手机网页 Mobile web"}
+METHOD_LABELS = {
+    "native": "扫码 QR code",
+    "page": "网页支付 Web",
+    "h5": "手机网页 Mobile web",
+    "agreement": "银行卡快捷支付 Bank account",
+}
 POLL_INTERVAL_MS = 1500
 QR_CSS_PX = 264  # the <img>'s size on the page; the PNG is twice that for HiDPI screens
 QR_QUIET_ZONE = 4  # modules of white around the code, as ISO/IEC 18004 asks
@@ -67,6 +74,8 @@ ERROR_MESSAGES = {
     "CHANNEL_UNAVAILABLE": "支付通道暂不可用，请稍后再试 The channel is unavailable; try again",
     "CHANNEL_ERROR": "支付通道拒绝了此订单 The channel refused this payment",
     "CONCURRENT_UPDATE": "系统繁忙，请重试 Busy; please try again",
+    "DUPLICATE_OUT_AGREEMENT_NO": "签约信息有变，请重新填写 The details changed; fill in again",
+    "AGREEMENT_NOT_PENDING": "签约已结束，请重新签约 The signing is over; sign again",
 }
 
 
@@ -155,6 +164,7 @@ def create_cashier_app(
     merchant_of: MerchantLookup,
     zone: str = DEFAULT_BUSINESS_ZONE,
     checks: Mapping[str, Check] | None = None,
+    agreements: AgreementService | None = None,
 ) -> FastAPI:
     app = FastAPI(title="paygrid cashier", docs_url=None, redoc_url=None, openapi_url=None)
     app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
@@ -254,6 +264,11 @@ def create_cashier_app(
         if method not in {c.value for c in offered}:
             return RedirectResponse(target + "&error=UNKNOWN_METHOD", status_code=303)
         channel, channel_method = method.split(":", 1)
+        first = accounts.needs(payments, channel, channel_method)
+        if first is not None:  # the payer's bank, or an agreement, before the order
+            return RedirectResponse(
+                f"/pay/{payment_id}/{first}?t={t}&m={quote(method)}", status_code=303
+            )
         try:
             started = await run_in_threadpool(
                 payments.start_channel_payment, payment_id, channel, channel_method
@@ -266,6 +281,9 @@ def create_cashier_app(
             # another origin would break the page's form-action policy.
             return RedirectResponse(target + "&go=1", status_code=303)
         return RedirectResponse(target, status_code=303)
+
+    if agreements is not None:
+        accounts.add_account_routes(app, payments, agreements, load, templates, not_found)
 
     @app.get("/pay/{payment_id}/go", response_class=HTMLResponse)
     async def go(request: Request, payment_id: str, t: str = "") -> Response:

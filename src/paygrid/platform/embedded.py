@@ -23,6 +23,7 @@ import uvloop
 from fastapi import FastAPI
 
 from paygrid import datadir
+from paygrid.agreements.service import AgreementService
 from paygrid.api.app import ApiDeps, create_app
 from paygrid.cashier.app import MerchantView, create_cashier_app
 from paygrid.channels import registry
@@ -199,7 +200,11 @@ def _web_servers(platform: Platform, checks: dict[str, obs.Check]) -> list[uvico
     )
     api = _server(create_app(deps), s.host, s.api_port)
     cashier_app = create_cashier_app(
-        platform.payments, merchant_lookup(platform), s.zone, {"database": platform.db.ping}
+        platform.payments,
+        merchant_lookup(platform),
+        s.zone,
+        {"database": platform.db.ping},
+        AgreementService.over(platform.db, platform.payments),
     )
     cashier = _server(cashier_app, s.host, s.cashier_port)
     ops = _server(obs.ops_app(checks), OPS_HOST, s.ops_port)

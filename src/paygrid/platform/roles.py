@@ -13,6 +13,7 @@ from collections.abc import Mapping
 import uvloop
 from fastapi import FastAPI
 
+from paygrid.agreements.service import AgreementService
 from paygrid.api.app import ApiDeps, create_app
 from paygrid.bus.jetstream import JetStreamBus
 from paygrid.bus.ports import BusUnavailable
@@ -96,7 +97,9 @@ def _app(role: str, platform: Platform, checks: Mapping[str, obs.Check]) -> Fast
             )
         )
     if role == "cashier":
-        return create_cashier_app(platform.payments, merchant_lookup(platform), s.zone, checks)
+        agreements = AgreementService.over(platform.db, platform.payments)
+        lookup = merchant_lookup(platform)
+        return create_cashier_app(platform.payments, lookup, s.zone, checks, agreements)
     if role == "gateway":
         return create_gateway_app(platform.payments, checks)
     return obs.ops_app(checks)
