@@ -1,7 +1,7 @@
 """Payer banks (付款银行 / 发卡行): the channel-neutral codes the core, routing and the cashier use.
 
-A payment's payer bank is what a cut-over is by ("1% of ICBC's payments through NetsUnion").
-Each channel maps these codes to its own (a NetsUnion member id, a UnionPay issuer code) in its
+A payment's payer bank is what a cut-over is by ("1% of ICBC's payments through a new channel").
+Each channel maps these codes to its own (a clearing member id, an issuer code) in its
 own folder; nothing outside a channel folder knows a channel's bank numbering."""
 
 from __future__ import annotations
