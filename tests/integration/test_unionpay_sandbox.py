@@ -387,3 +387,37 @@ def test_form_fields_parse_back(http: httpx.Client, adapter: UnionPayAdapter) ->
         [body] = back.wait_for(1)
     form = dict(parse_qsl(body.decode("ascii"), keep_blank_values=True))
     assert form["signMethod"] == "01" and form["signPubKeyCert"].startswith("-----BEGIN")
+
+
+def test_close_day_settles_the_net_into_the_reserve_account(tmp_path: Path) -> None:
+    from paygrid.channels.bank.settle import BANK_URL_ENV
+    from paygrid.channels.bank.statement import parse_mt940
+    from tests.integration.wechatpay_helpers import start_module
+
+    bank = start_module(
+        "paygrid.channels.bank.sandbox", "bank sandbox listening on ", tmp_path / "b"
+    )
+    union = start_sandbox(tmp_path / "u", env_extra={BANK_URL_ENV: bank.base_url})
+    try:
+        http, banking = union.http(), bank.http()
+        creds = http.get("/sandbox/credentials").json()
+        adapter = build_adapter(creds, union.base_url)
+        with receiver() as back:
+            payment_ref = paid_qr(http, adapter, back, total=10_000)
+            adapter.refund(RefundRequest(ref("rfd"), payment_ref, Money(2_000, CNY),
+                                         Money(10_000, CNY), back.url))  # fmt: skip
+        day = datetime.now(zm.BEIJING).date()
+        net = 10_000 - 50 - (2_000 - 10)  # consume − fee − (refund − the fee given back)
+        settlement = http.post("/sandbox/close-day", json={"date": day.isoformat()}).json()
+        assert (settlement["settlement"]["status"], settlement["settlement"]["net"]) == (
+            "SETTLED", net)  # fmt: skip
+        account = banking.get("/sandbox/credentials").json()
+        auth = {"Authorization": f"Bearer {account['api_key']}"}
+        due = (day + timedelta(days=1)).isoformat()
+        url = f"/v1/accounts/{account['account']}/statements/{due}"
+        [entry] = parse_mt940(banking.get(url, headers=auth).content, "s").entries
+        assert entry.amount == net and entry.reference.startswith(f"UP{day:%Y%m%d}")
+        assert "中国银联股份有限公司" in entry.details
+    finally:
+        union.stop()
+        bank.stop()
