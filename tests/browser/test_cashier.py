@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, urlsplit, urlunsplit
 
 import pytest
 import zxingcpp
@@ -65,9 +65,16 @@ class MerchantShop:
 
     def __init__(self) -> None:
         self.visits: list[str] = []
+        self.posts: list[dict[str, str]] = []  # forms posted back (UnionPay's frontUrl)
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length", "0"))
+                form = dict(parse_qsl(self.rfile.read(length).decode("ascii")))
+                outer.posts.append(form)
+                self.do_GET()
+
             def do_GET(self) -> None:
                 outer.visits.append(self.path)
                 body = (
@@ -220,6 +227,40 @@ def test_pay_through_the_cashier(
     paid = running.client().get_payment(payment["payment_id"]).json()
     assert paid["status"] == "SUCCESS"
     assert paid["amount"]["total"] == 1200
+    context.close()
+
+
+@pytest.mark.timeout(120)
+def test_pay_by_form_post_through_the_channels_pay_page_and_back(
+    platform_factory: PlatformFactory,
+    merchant: MerchantReceiver,
+    shop: MerchantShop,
+    browser: Browser,
+) -> None:
+    """UnionPay's front consume: the cashier posts the signed form from the payer's browser to
+    the channel's gateway, the channel's pay page takes the payment, and the browser is posted
+    back to the merchant's return_url (frontUrl) with the signed result."""
+    running = platform_factory()
+    return_url = f"{shop.base_url}/thanks?order=43"
+    payment = create(running, cashier_order(merchant, return_url=return_url))
+    context = browser.new_context(locale="zh-CN", viewport={"width": 1024, "height": 900})
+    page = context.new_page()
+    page.goto(payment["cashier_url"])
+    page.locator("#method-unionpay").click()
+    page.wait_for_url(f"{running.sandbox_urls['unionpay']}/sandbox/cashier/**")
+    expect(page.locator("#amount")).to_have_text("¥12.00")
+    page.locator("#pay").click()
+    expect(page.locator("#message")).to_have_text(SUCCESS_TEXT)
+    page.wait_for_url(return_url, timeout=10_000)  # the pay page posts back on its own
+    expect(page.locator("#thanks")).to_contain_text("merchant thank-you")
+    [posted] = shop.posts
+    assert (posted["respCode"], posted["txnAmt"], posted["signMethod"]) == ("00", "1200", "01")
+    paid = running.client().get_payment(payment["payment_id"])
+    deadline = time.monotonic() + FOLLOW_TIMEOUT_MS / 1000
+    while paid.json()["status"] != "SUCCESS" and time.monotonic() < deadline:
+        time.sleep(0.2)
+        paid = running.client().get_payment(payment["payment_id"])
+    assert paid.json()["status"] == "SUCCESS" and paid.json()["channel"] == "unionpay"
     context.close()
 
 

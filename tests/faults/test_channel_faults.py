@@ -39,6 +39,11 @@ EXPECTED = {
         Counter({"TRADE_SUCCESS": 15, "WAIT_BUYER_PAY": 3, "UNSCANNED": 6}),
         {"TRADE_SUCCESS": "SUCCESS", "WAIT_BUYER_PAY": "PAYING", "UNSCANNED": "PAYING"},
     ),
+    # UnionPay (QR consume): a declined card fails the consume for good; no notification for it.
+    "unionpay": Expected(
+        Counter({"PAID": 15, "FAILED": 3, "UNPAID": 6}),
+        {"PAID": "SUCCESS", "FAILED": "FAILED", "UNPAID": "PAYING"},
+    ),
 }
 
 

@@ -44,10 +44,12 @@ FAULTS = {
 CHANNEL_FAULTS: dict[str, dict[str, float]] = {
     "wechatpay": {"refund_closed_rate": 0.3, "refund_abnormal_rate": 0.1},
     "alipay": {},
+    "unionpay": {"pending_rate": 0.2},  # refunds done but answered 03/04/05: the query tells
 }
 PAYGRID_OF = {
     "wechatpay": {"SUCCESS": "SUCCESS", "CLOSED": "FAILED", "ABNORMAL": "PROCESSING"},
     "alipay": {"REFUND_SUCCESS": "SUCCESS"},
+    "unionpay": {"SUCCESS": "SUCCESS"},
 }
 RETRIED = frozenset({"IDEMPOTENCY_REQUEST_IN_PROGRESS"})
 HEARD = frozenset({"APPLY_SUCCESS", "APPLY_FAILED", "NOTED", "NO_CHANGE", "STALE"})
@@ -165,7 +167,7 @@ def test_refund_faults_converge_and_count_once(
     _check_lists_only_abnormal(running, mine)
     states = Counter(theirs.values())
     assert states[next(iter(PAYGRID_OF[channel]))] >= PAYMENTS, states  # most succeed
-    if CHANNEL_FAULTS[channel]:
+    if "CLOSED" in PAYGRID_OF[channel]:
         assert states["CLOSED"] >= 1, states  # the channel's own failures were exercised
 
 

@@ -17,6 +17,7 @@ from typing import Any
 
 from paygrid.channels.alipay import capabilities as alipay
 from paygrid.channels.ports import ChannelAdapter, ChannelCapabilities
+from paygrid.channels.unionpay import capabilities as unionpay
 from paygrid.channels.wechatpay import capabilities as wechatpay
 
 
@@ -106,6 +107,20 @@ CHANNELS: tuple[ChannelSpec, ...] = (
         sandbox_paid_states=frozenset({"TRADE_SUCCESS", "TRADE_FINISHED", "REFUNDED"}),
         sandbox_unpaid_states=frozenset({"UNSCANNED", "WAIT_BUYER_PAY"}),
         sandbox_refunded_states=frozenset({"REFUND_SUCCESS"}),  # as its refund query says
+    ),
+    ChannelSpec(
+        name="unionpay",
+        title="银联 UnionPay",
+        default_port=8103,
+        fee_rate_ppm=unionpay.FEE_RATE_PPM,
+        settlement_prefix=unionpay.SETTLEMENT_PREFIX,
+        bill_ready_after_s=unionpay.BILL_READY_AFTER_S,
+        capabilities=unionpay.CAPABILITIES,
+        sandbox_qr_field="qrCode",  # a QR consume (native); page/h5 are front-end forms
+        # UNPAID: issued or posted, not paid (EXPIRED past payTimeout); FAILED: declined
+        sandbox_paid_states=frozenset({"PAID"}),
+        sandbox_unpaid_states=frozenset({"UNPAID"}),
+        sandbox_refunded_states=frozenset({"SUCCESS"}),  # refunds and revokes, done when answered
     ),
 )
 BY_NAME: Mapping[str, ChannelSpec] = {c.name: c for c in CHANNELS}
