@@ -26,7 +26,6 @@ REQUEST_TIMEOUT_S = 10.0
 START_TIMEOUT_S = 60.0
 MAX_ERRORS_KEPT = 5
 PAYMENT_TOTAL = 10_000  # fen: two apples at 55.00 less a 10.00 coupon
-PAYMENT_METHOD = "native"  # a QR code the payer scans, on every channel of the registry
 
 
 class Sample(NamedTuple):
@@ -84,8 +83,7 @@ def payment_body(out_trade_no: str, notify_url: str, channel: str) -> dict[str, 
         "amount": {"total": PAYMENT_TOTAL, "currency": "CNY"},
         "description": "两斤苹果 apples",
         "notify_url": notify_url,
-        "channel": channel,
-        "method": PAYMENT_METHOD,
+        **registry.spec(channel).test_order(),  # a method the sandbox payer can pay
         "items": [{"sku": "APL", "name": "苹果", "quantity": 2, "unit_amount": 5500}],
         "discounts": [{"name": "满减 coupon", "amount": 1000}],
     }
@@ -164,7 +162,7 @@ def _one_payment(
             out.error(f"{channel} create {created.status_code}: {created.text}")
             return
         payment = created.json()
-        pay = registry.spec(channel).sandbox_pay_body(payment["code_url"], "SUCCESS")
+        pay = registry.spec(channel).sandbox_pay(payment, "SUCCESS")
         paid = sandbox.post(job.sandbox_urls[channel] + "/sandbox/pay", json=pay)
         t2 = time.monotonic()
     except httpx.HTTPError as exc:

@@ -74,13 +74,12 @@ def test_all_channel_faults_converge(
             "amount": {"total": 100 + i, "currency": "CNY"},
             "description": "faults",
             "notify_url": merchant.url,
-            "channel": channel,
-            "method": "native",
+            **spec.test_order(),
         }
         payment = None
         for _ in range(20):  # the merchant retries: same body, same Idempotency-Key
             r = client.create_payment(body, idempotency_key=body["out_trade_no"])
-            if r.status_code in (200, 201) and "code_url" in r.json():
+            if r.status_code in (200, 201) and spec.placed(r.json()):
                 payment = r.json()
                 break
             assert r.status_code in (409, 502, 503), r.text
@@ -92,7 +91,7 @@ def test_all_channel_faults_converge(
             paid = httpx.post(
                 f"{running.sandbox_urls[channel]}/sandbox/pay",
                 timeout=10,
-                json=spec.sandbox_pay_body(payment["code_url"], outcome),
+                json=spec.sandbox_pay(payment, outcome),
             )
             assert paid.status_code == 200, paid.text  # the payer really paid (or failed to)
 

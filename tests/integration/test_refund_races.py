@@ -65,10 +65,10 @@ def paid(
             amount={"total": TOTAL, "currency": "CNY"},
             items=None,
             discounts=None,
-            channel=channel,
+            **registry.spec(channel).test_order(),
         )
     ).json()
-    body = registry.spec(channel).sandbox_pay_body(payment["code_url"], "SUCCESS")
+    body = registry.spec(channel).sandbox_pay(payment, "SUCCESS")
     assert running.channel_sandbox(channel, "POST", "/sandbox/pay", body).status_code == 200
     return wait_status(client, payment["payment_id"], "SUCCESS", timeout=60)
 

@@ -33,8 +33,9 @@ def paid(
     """A payment of 100.00 (two apples, a 10.00 coupon) on ``channel``, paid by scanning its
     QR code at the channel's sandbox, its notification received."""
     client = running.client()
-    payment = client.create_payment(order(merchant, channel=channel)).json()
-    body = registry.spec(channel).sandbox_pay_body(payment["code_url"], "SUCCESS")
+    spec = registry.spec(channel)
+    payment = client.create_payment(order(merchant, **spec.test_order())).json()
+    body = spec.sandbox_pay(payment, "SUCCESS")
     answer = running.channel_sandbox(channel, "POST", "/sandbox/pay", body)
     assert answer.status_code == 200, answer.text
     done = wait_status(client, payment["payment_id"], "SUCCESS")

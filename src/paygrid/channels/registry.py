@@ -36,6 +36,10 @@ class ChannelSpec:
     sandbox_unpaid_states: frozenset[str]
     # Its sandbox's /sandbox/refunds states that mean the money went back to the payer.
     sandbox_refunded_states: frozenset[str]
+    # How the payers of tests, drills and benchmarks pay on it: the method and payer of the
+    # merchant's request (a QR code by default; a bank's gateway page needs the bank).
+    test_method: str = "native"
+    test_payer: Mapping[str, str] | None = None
 
     @property
     def package(self) -> str:
@@ -73,6 +77,26 @@ class ChannelSpec:
     def sandbox_pay_body(self, qr_content: str, outcome: str) -> dict[str, str]:
         """The sandbox payer scanning a QR code and paying (SUCCESS) or failing (FAIL)."""
         return {self.sandbox_qr_field: qr_content, "outcome": outcome}
+
+    def test_order(self) -> dict[str, object]:
+        """The channel, method and payer of a payment a sandbox payer can pay."""
+        body: dict[str, object] = {"channel": self.name, "method": self.test_method}
+        if self.test_payer:
+            body["payer"] = dict(self.test_payer)
+        return body
+
+    def placed(self, payment: Mapping[str, object]) -> bool:
+        """The payment (as the API returns it) has its channel order: the payer can pay."""
+        return "code_url" in payment if self.test_method == "native" else bool(
+            payment.get("payer_action")
+        )
+
+    def sandbox_pay(self, payment: Mapping[str, object], outcome: str) -> dict[str, str]:
+        """The /sandbox/pay body of a payer paying ``payment`` (its first channel order):
+        by its QR code, or by our order number at the channel (the payment id)."""
+        if self.test_method == "native":
+            return self.sandbox_pay_body(str(payment["code_url"]), outcome)
+        return {self.sandbox_qr_field: str(payment["payment_id"]), "outcome": outcome}
 
     def run_sandbox(self, sandbox_dir: Path, host: str, port: int) -> None:
         module: Any = importlib.import_module(self.sandbox_module)

@@ -175,14 +175,13 @@ class Drill:
             "amount": {"total": total, "currency": "CNY"},
             "description": f"drill {i}",
             "notify_url": self.receiver.url,
-            "channel": channel,
-            "method": "native",
+            **registry.spec(channel).test_order(),
         }
         key = f"drill-create-{i}-{body['out_trade_no']}"
         created = self._retry(
             lambda: self.client.create_payment(body, idempotency_key=key), (200, 201)
         )
-        if created is None or "code_url" not in created.json():
+        if created is None or not registry.spec(channel).placed(created.json()):
             self.report.problems.append(
                 f"payment {i} could not be created within {REQUEST_RETRY_S}s"
             )
@@ -199,7 +198,7 @@ class Drill:
             lambda: httpx.post(
                 f"{self.sandboxes[channel]}/sandbox/pay",
                 timeout=5,
-                json=registry.spec(channel).sandbox_pay_body(payment["code_url"], "SUCCESS"),
+                json=registry.spec(channel).sandbox_pay(payment, "SUCCESS"),
             ),
             (200,),
         )
