@@ -26,7 +26,7 @@ from paygrid.channels.ports import ChannelError, CloseOutcome, OrderRequest
 
 METHOD = "page"
 MAX_DESCRIPTION_CHARS = 64
-MAX_URL_CHARS = 256
+MAX_URL_CHARS = 512  # as the merchant API takes return_url
 # The form the payer's browser posts to the bank's page, in the order they are signed.
 PAGE_FIELDS: tuple[str, ...] = (
     "IssrId",  # the platform, who signed the fields

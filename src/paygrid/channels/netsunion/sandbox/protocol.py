@@ -22,7 +22,7 @@ REFUND_KIND = "REFUND"
 PAYMENT_KINDS = (DEBIT_KIND, PAGE_KIND)
 MAX_AMOUNT_FEN = 5_000_000_00  # 5,000,000.00 yuan per debit (MODELLED limit)
 MAX_DESCRIPTION_CHARS = 64
-MAX_URL_CHARS = 256
+MAX_URL_CHARS = 512  # NtfyUrl, RtrnUrl (the merchant API takes 512)
 # business codes (MODELLED)
 NOT_FOUND = "NU4004"
 CONFLICT = "NU4009"  # the same TrxId with other content
