@@ -8,9 +8,13 @@
   SgnNo, idempotent on ``payment_ref`` (TrxId). The answer is "processing" (BizStsCd 02): the
   payer has nothing to do (PayerActionKind.WAIT); the result comes as a notification (epcc.711)
   or from a query (epcc.411).
+- ``create_order`` (method ``page``, 网关支付, MODELLED: ``page.py``) sends epcc.211: the order
+  registered at the platform, idempotent on ``payment_ref``; the answer's signed page fields go
+  to the payer as a FORM posted to the payer bank's pay page. The result comes as for debits.
 - ``close``: a debit, once sent, cannot be revoked (no such message is known); close answers
   CLOSED only when the platform has no debit of that ref (nothing was sent) or the bank refused
   it, ALREADY_PAID when it succeeded, and a retryable ChannelError while the bank is deciding.
+  An unpaid gateway order is closed with epcc.213 (the bank page refuses it from then on).
 - Refunds (epcc.301) are asynchronous too: PROCESSING, then a notification or a query.
 - A business answer is acted on only when the platform signed it; an unsigned or unreadable
   answer is a retryable ChannelError.
@@ -28,7 +32,7 @@ from datetime import UTC, date, datetime
 
 import httpx
 
-from paygrid.channels.netsunion import crypto, wire
+from paygrid.channels.netsunion import crypto, page, wire
 from paygrid.channels.netsunion.banks import bank_id
 from paygrid.channels.netsunion.bill import file_name, parse_bill_zip
 from paygrid.channels.netsunion.capabilities import CAPABILITIES
@@ -144,10 +148,12 @@ class NetsUnionAdapter:
     # --- debits (协议支付/查询/关闭) -----------------------------------------------------------
 
     def create_order(self, request: OrderRequest) -> PayerAction:
-        if request.method != METHOD:
+        if request.method not in (METHOD, page.METHOD):
             raise ChannelError("INVALID_PARAMETER", f"unsupported method {request.method!r}")
         if request.amount.currency != CURRENCY:
             raise ChannelError("INVALID_PARAMETER", "NetsUnion debits CNY only")
+        if request.method == page.METHOD:
+            return self._page_order(request)
         bank = bank_id(request.payer_bank or "")
         if bank is None or not request.agreement_no:
             raise ChannelError("INVALID_PARAMETER", "a debit needs the payer's bank and agreement")
@@ -181,6 +187,36 @@ class NetsUnionAdapter:
         # processing, done, or declined by the bank: the payment learns which by notify/query
         return PayerAction(PayerActionKind.WAIT, content=answer.text("TrxInf/SysTrxId"))
 
+    def _page_order(self, request: OrderRequest) -> PayerAction:
+        """A gateway payment (网关支付): registered at the platform, paid at the bank's page."""
+        bank = bank_id(request.payer_bank or "")
+        if bank is None:
+            raise ChannelError("INVALID_PARAMETER", "a gateway payment needs the payer's bank")
+        now = datetime.now(UTC)
+        page.checked_request(request, now)
+        member, reserve = self.account.merchant_id, self._config.reserve_account
+        answer = self._call(wire.GATEWAY, page.order_body(request, bank, member, reserve, now))
+        status, code, description = business(answer)
+        if answer.text("TrxInf/TrxId") != request.payment_ref:
+            raise ChannelError(
+                "INVALID_RESPONSE", "the answer is about another order", retryable=True
+            )
+        state = answer.text("TrxInf/TrxStatus")
+        if status == wire.BIZ_FAILED and state is None:
+            raise ChannelError(code or "ORDER_REFUSED", description)  # refused, not registered
+        if state == wire.TRX_CLOSED:
+            raise ChannelError("ORDER_CLOSED", "the gateway order was closed")
+        fields = page.page_fields(answer, request, bank, member)
+        url = answer.text("PageInf/PageUrl") or ""
+        if not url.startswith(("http://", "https://")) or len(url) > page.MAX_URL_CHARS:
+            raise ChannelError("INVALID_RESPONSE", "no bank page in the answer", retryable=True)
+        if not page.verify_fields(self._client.platform_key, fields):
+            raise ChannelError(
+                "INVALID_RESPONSE_SIGNATURE", "the page fields are not the platform's",
+                retryable=True,
+            )  # fmt: skip
+        return PayerAction(PayerActionKind.FORM, url=url, fields=fields)
+
     def query(self, payment_ref: str) -> Trade:
         answer = self._query(payment_ref)
         if answer is None:
@@ -188,15 +224,37 @@ class NetsUnionAdapter:
         return trade_from(answer, "OriTrxInf", self.account.merchant_id)
 
     def close(self, payment_ref: str) -> CloseOutcome:
-        """No message revokes a debit: see the module's docstring."""
-        trade = self.query(payment_ref)
-        if trade.state in (TradeState.NOT_FOUND, TradeState.FAILED):
+        """No message revokes a debit (see the module's docstring); an unpaid gateway order
+        is closed with epcc.213."""
+        answer = self._query(payment_ref)
+        if answer is None:
+            return CloseOutcome.CLOSED
+        trade = trade_from(answer, "OriTrxInf", self.account.merchant_id)
+        if trade.state in (TradeState.FAILED, TradeState.CLOSED):
             return CloseOutcome.CLOSED
         if trade.state is TradeState.SUCCESS:
             return CloseOutcome.ALREADY_PAID
+        if answer.text("OriTrxInf/OriMsgTp") == wire.GATEWAY:
+            return self._close_page(payment_ref)
         raise ChannelError(
             "DEBIT_IN_PROGRESS", "the bank is deciding the debit; close after", retryable=True
         )
+
+    def _close_page(self, payment_ref: str) -> CloseOutcome:
+        body = {
+            "OriTrxInf": {"OriTrxId": payment_ref},
+            "InstgInf": {"InstgId": self.account.merchant_id},
+        }
+        answer = self._call(wire.GATEWAY_CLOSE, body)
+        status, code, description = business(answer)
+        outcome = page.close_outcome(answer.text("OriTrxInf/TrxStatus"))
+        if status != wire.BIZ_SUCCESS or answer.text("OriTrxInf/TrxId") != payment_ref:
+            raise ChannelError(
+                code or "INVALID_RESPONSE", description or "bad close answer", retryable=True
+            )
+        if outcome is None:
+            raise ChannelError("INVALID_RESPONSE", "the order is still open", retryable=True)
+        return outcome
 
     def _query(self, trx_id: str) -> wire.Message | None:
         body = {
@@ -265,7 +323,7 @@ class NetsUnionAdapter:
         merchant = message.text("InstgInf/InstgId")
         if kind == wire.REFUND:
             return RefundCallback(notify_id, refund_from(message, "OriTrxInf", merchant))
-        if kind == wire.DEBIT:
+        if kind in (wire.DEBIT, wire.GATEWAY):
             return Callback(notify_id, trade_from(message, "OriTrxInf", merchant))
         raise CallbackRejected("a notification of no debit or refund", CallbackRefusal.MALFORMED)
 

@@ -2,7 +2,8 @@
 
 The layout is MODELLED (no public layout exists; formats/bills.md "NetsUnion (MODELLED)"):
 UTF-8, a ``#`` title line naming the member, batch and settlement date and saying the file is
-synthetic, the column header, one line per cleared debit (TrxCtgy 0101) and refund (0301), and a
+synthetic, the column header, one line per cleared payment (TrxCtgy 0101: an agreement debit,
+MsgTp epcc.201, or a gateway payment, epcc.211) and refund (0301), and a
 ``#TRAILER`` line with the counts and sums the lines must add up to. Amounts are ``CNY100.00``
 as in the messages; ``Fee`` is the platform's fee charged on a debit, or given back on a refund.
 The file of a batch exists even when the batch cleared nothing. The download is a zip of the
@@ -64,6 +65,7 @@ class ClearingRow:
     amount: int  # fen
     fee: int  # fen, charged (debit) or returned (refund), never negative
     finished_at: datetime
+    msg_tp: str = ""  # the payment's message type (agreement debit or gateway payment)
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,7 +93,7 @@ def write_file(member_id: str, batch_id: str, day: date, rows: Sequence[Clearing
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(COLUMNS)
     for r in rows:
-        msg_tp = wire.DEBIT if r.category == wire.DEBIT_CATEGORY else wire.REFUND
+        msg_tp = r.msg_tp or (wire.DEBIT if r.category == wire.DEBIT_CATEGORY else wire.REFUND)
         writer.writerow(
             [r.trx_id, r.ori_trx_id, r.sys_trx_id, msg_tp, r.category, member_id, r.bank_id,
              wire.amount_text(r.amount), wire.amount_text(r.fee), wire.beijing_text(r.finished_at),

@@ -1,9 +1,11 @@
 """What NetsUnion (网联) can do, as the channel registry declares it.
 
-One method: ``agreement`` (协议支付), a debit of the payer's bank account under an agreement
+Two methods: ``agreement`` (协议支付), a debit of the payer's bank account under an agreement
 (协议) signed before with an SMS code (see ports.AgreementChannel). The payer has nothing to do
 at payment time (PayerActionKind.WAIT); the result comes asynchronously. A debit needs the
-payer's bank and the agreement number at creation.
+payer's bank and the agreement number at creation. ``page`` (网关支付, MODELLED): the payer's
+browser posts a signed form to the payer bank's pay page (PayerActionKind.FORM) and pays there;
+it needs the payer's bank. The cashier offers ``agreement`` only for now.
 """
 
 from __future__ import annotations
@@ -17,12 +19,15 @@ from paygrid.channels.ports import ChannelCapabilities, PayerField
 REFUND_WINDOW = timedelta(days=180)
 
 CAPABILITIES = ChannelCapabilities(
-    methods=frozenset({"agreement"}),
+    methods=frozenset({"agreement", "page"}),
     currencies=frozenset({"CNY"}),
     partial_refunds=True,  # several refunds per debit, each its own TrxId (MODELLED)
     refund_window=REFUND_WINDOW,
     bill_types=frozenset({"clearing"}),  # 清算文件, one per clearing batch (MODELLED)
-    payer_fields={"agreement": frozenset({PayerField.BANK, PayerField.AGREEMENT})},
+    payer_fields={
+        "agreement": frozenset({PayerField.BANK, PayerField.AGREEMENT}),
+        "page": frozenset({PayerField.BANK}),
+    },
     cashier_methods=("agreement",),
 )
 FEE_RATE_PPM = 300  # MODELLED: the platform's processing fee on a debit, 0.03 %

@@ -24,7 +24,8 @@ CURRENCY = "CNY"
 TRADE_STATES = {
     wire.BIZ_SUCCESS: TradeState.SUCCESS,
     wire.BIZ_FAILED: TradeState.FAILED,  # the bank refused the debit: final
-    wire.BIZ_PROCESSING: TradeState.PENDING,  # at the bank
+    wire.BIZ_PROCESSING: TradeState.PENDING,  # at the bank, or a gateway order not paid yet
+    wire.TRX_CLOSED: TradeState.CLOSED,  # a gateway order closed or expired unpaid
 }
 REFUND_STATES = {
     wire.BIZ_SUCCESS: RefundState.SUCCESS,
@@ -56,11 +57,11 @@ def is_not_found(message: wire.Message) -> bool:
 
 
 def trade_from(message: wire.Message, block: str, merchant_id: str | None) -> Trade:
-    """The debit in ``block`` (``TrxInf`` of a debit answer, ``OriTrxInf`` of a query or a
-    notification) as a fact. A block that is a refund's is no debit: its state is None."""
+    """The debit or gateway payment in ``block`` (``TrxInf`` of an answer, ``OriTrxInf`` of a
+    query or a notification) as a fact. A refund's block is no payment: its state is None."""
     kind = message.text(f"{block}/OriMsgTp")
     raw = message.text(f"{block}/TrxStatus") or ""
-    state = TRADE_STATES.get(raw) if kind in (None, wire.DEBIT) else None
+    state = TRADE_STATES.get(raw) if kind in (None, wire.DEBIT, wire.GATEWAY) else None
     return Trade(
         payment_ref=message.text(f"{block}/TrxId"),
         state=state,

@@ -40,6 +40,10 @@ AGREEMENT = "epcc.101.001.01"  # 身份认证及签约 (TrxCtgy 0201 ask, 0202 c
 AGREEMENT_ANSWER = "epcc.102.001.01"
 DEBIT = "epcc.201.001.01"  # 协议支付
 DEBIT_ANSWER = "epcc.202.001.01"
+GATEWAY = "epcc.211.001.01"  # 网关支付: the payer pays at the bank's page (MODELLED number)
+GATEWAY_ANSWER = "epcc.212.001.01"
+GATEWAY_CLOSE = "epcc.213.001.01"  # 网关支付关闭: an unpaid gateway order closed (MODELLED)
+GATEWAY_CLOSE_ANSWER = "epcc.214.001.01"
 REFUND = "epcc.301.001.01"  # 退款 (MODELLED)
 REFUND_ANSWER = "epcc.302.001.01"
 QUERY = "epcc.411.001.01"  # 交易结果查询 (MODELLED)
@@ -52,6 +56,8 @@ ERROR_ANSWER = "epcc.902.001.01"  # the answer to a request that cannot be read 
 ANSWERS: Mapping[str, str] = {
     AGREEMENT: AGREEMENT_ANSWER,
     DEBIT: DEBIT_ANSWER,
+    GATEWAY: GATEWAY_ANSWER,
+    GATEWAY_CLOSE: GATEWAY_CLOSE_ANSWER,
     REFUND: REFUND_ANSWER,
     QUERY: QUERY_ANSWER,
     FILES: FILES_ANSWER,
@@ -70,9 +76,10 @@ SYS_MEMBER = "PS400003"
 BIZ_SUCCESS = "00"
 BIZ_FAILED = "01"
 BIZ_PROCESSING = "02"
+TRX_CLOSED = "03"  # TrxStatus only: a gateway order closed or expired unpaid (MODELLED)
 AGREEMENT_ASK = "0201"
 AGREEMENT_CONFIRM = "0202"
-DEBIT_CATEGORY = "0101"  # MODELLED TrxCtgy of an agreement debit
+DEBIT_CATEGORY = "0101"  # MODELLED TrxCtgy of a payment: an agreement debit or a gateway one
 REFUND_CATEGORY = "0301"  # MODELLED
 _AMOUNT = re.compile(r"CNY(0|[1-9][0-9]{0,12})\.[0-9]{2}")
 _ID = re.compile(r"[A-Za-z0-9_-]{1,40}")

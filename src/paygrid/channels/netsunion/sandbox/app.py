@@ -1,5 +1,6 @@
 """NetsUnion sandbox app: the platform's member gateway at ``/epcc/gateway`` (MODELLED path),
-the clearing-file downloads, and the bank, SMS, knob and fault sides under ``/sandbox``.
+the clearing-file downloads, the banks' pay pages under ``/bank`` (``bankpage.py``), and the
+bank, SMS, knob and fault sides under ``/sandbox``.
 
 Every gateway answer is HTTP 200 with a signed message, errors included (SysRtnCd); only a
 body over the limit gets 413.
@@ -26,7 +27,7 @@ from starlette.types import Scope
 from paygrid.channels.netsunion import wire
 from paygrid.channels.netsunion.banks import BANK_IDS
 from paygrid.channels.netsunion.credentials import DEFAULT_PORT, GATEWAY_PATH
-from paygrid.channels.netsunion.sandbox import clearing, trades
+from paygrid.channels.netsunion.sandbox import bankpage, clearing, pages
 from paygrid.channels.netsunion.sandbox import protocol as p
 from paygrid.channels.netsunion.sandbox.faults import FaultConfig
 from paygrid.channels.netsunion.sandbox.service import NetsUnionSandbox
@@ -38,7 +39,13 @@ MAX_BODY_BYTES = wire.MAX_MESSAGE_BYTES
 JSON_TYPE = "application/json;charset=utf-8"
 MAX_LIST = 1000
 # /sandbox/orders' trade_state and /sandbox/refunds' status: the TrxStatus words spelled out
-STATES = {wire.BIZ_PROCESSING: "PROCESSING", wire.BIZ_SUCCESS: "SUCCESS", wire.BIZ_FAILED: "FAILED"}
+STATES = {
+    wire.BIZ_PROCESSING: "PROCESSING",
+    wire.BIZ_SUCCESS: "SUCCESS",
+    wire.BIZ_FAILED: "FAILED",
+    wire.TRX_CLOSED: "CLOSED",  # a gateway order closed or expired unpaid
+}
+METHODS = {p.DEBIT_KIND: "agreement", p.PAGE_KIND: "page"}
 
 
 def _json_bytes(payload: object) -> bytes:
@@ -71,6 +78,7 @@ def create_app(data_dir: Path, public_base_url: str) -> FastAPI:
     _add_gateway_routes(app, sandbox)
     _add_sandbox_routes(app, sandbox)
     _add_knob_routes(app, sandbox)
+    bankpage.add_routes(app, sandbox)
     return app
 
 
@@ -160,8 +168,10 @@ def _add_sandbox_routes(app: FastAPI, sandbox: NetsUnionSandbox) -> None:
     @app.post("/sandbox/pay")
     async def pay(request: Request) -> Response:
         payload = _object_of(await request.body())
-        trade = await asyncio.to_thread(trades.pay, sandbox, payload, time.time())
-        return json_response(200, {"order": _order_view(trade)})
+        trade = await asyncio.to_thread(pages.pay, sandbox, payload, time.time())
+        return json_response(
+            200, {"order": _order_view(trade), "return_url": pages.return_url(trade)}
+        )
 
     @app.get("/sandbox/sms")
     async def sms(mobile: str | None = None, limit: int = 20) -> Response:
@@ -175,12 +185,13 @@ def _add_sandbox_routes(app: FastAPI, sandbox: NetsUnionSandbox) -> None:
 
     @app.get("/sandbox/orders")
     async def orders(limit: int = 100) -> Response:
-        listed = sandbox.store.list_trades(p.DEBIT_KIND, _limit(limit))
-        return json_response(200, {"orders": [_order_view(t) for t in listed]})
+        listed = sandbox.store.list_trades(p.PAYMENT_KINDS, _limit(limit))
+        views = [{**_order_view(t), **_page_view(sandbox, t)} for t in listed]
+        return json_response(200, {"orders": views})
 
     @app.get("/sandbox/refunds")
     async def refunds(limit: int = 100) -> Response:
-        listed = sandbox.store.list_trades(p.REFUND_KIND, _limit(limit))
+        listed = sandbox.store.list_trades((p.REFUND_KIND,), _limit(limit))
         views = [
             {"out_refund_no": r.trx_id, "out_trade_no": r.ori_trx_id, "amount": r.amount,
              "status": STATES[r.status], "sys_trx_id": r.sys_trx_id, "batch_id": r.batch_id}
@@ -209,17 +220,29 @@ def _add_sandbox_routes(app: FastAPI, sandbox: NetsUnionSandbox) -> None:
 def _order_view(trade: Trade) -> dict[str, Any]:
     return {
         "out_trade_no": trade.trx_id,
+        "method": METHODS[trade.kind],
         "trade_state": STATES[trade.status],
         "total": trade.amount,
         "refunded": trade.refunded,
         "bank_id": trade.bank_id,
-        "agreement_no": trade.sgn_no,
+        "agreement_no": trade.sgn_no or None,
         "sys_trx_id": trade.sys_trx_id,
         "failure": trade.failure or None,
         "notify_url": trade.notify_url,
         "batch_id": trade.batch_id or None,
         "created_at": p.beijing(trade.created_at),
         "finished_at": p.beijing(trade.finished_at),
+    }
+
+
+def _page_view(sandbox: NetsUnionSandbox, trade: Trade) -> dict[str, Any]:
+    """A gateway order's page: where a person opens it (GET with the token) and until when."""
+    if trade.kind != p.PAGE_KIND:
+        return {}
+    return {
+        "page_url": f"{pages.page_url(sandbox, trade.bank_id)}?Tkn={trade.token}",
+        "expires_at": p.beijing(trade.expires_at),
+        "return_url": trade.return_url or None,
     }
 
 

@@ -109,7 +109,7 @@ def _rows(sandbox: NetsUnionSandbox, day: date) -> list[tuple[ClearingRow, str]]
 
 def _row(trade: Trade) -> ClearingRow:
     assert trade.finished_at is not None
-    debit = trade.kind == p.DEBIT_KIND
+    debit = trade.kind in p.PAYMENT_KINDS
     return ClearingRow(
         trx_id=trade.trx_id,
         ori_trx_id="" if debit else trade.ori_trx_id,
@@ -119,6 +119,7 @@ def _row(trade: Trade) -> ClearingRow:
         amount=trade.amount,
         fee=trade.fee,
         finished_at=datetime.fromtimestamp(trade.finished_at, wire.BEIJING),
+        msg_tp=p.MSG_TPS[trade.kind],
     )
 
 

@@ -17,10 +17,12 @@ if TYPE_CHECKING:
     from paygrid.channels.netsunion.sandbox.service import NetsUnionSandbox
 
 DEBIT_KIND = "DEBIT"
+PAGE_KIND = "PAGE"  # a gateway order (网关支付), paid at the bank's page
 REFUND_KIND = "REFUND"
+PAYMENT_KINDS = (DEBIT_KIND, PAGE_KIND)
 MAX_AMOUNT_FEN = 5_000_000_00  # 5,000,000.00 yuan per debit (MODELLED limit)
 MAX_DESCRIPTION_CHARS = 64
-MAX_URL_CHARS = 256
+MAX_URL_CHARS = 512  # NtfyUrl, RtrnUrl (the merchant API takes 512)
 # business codes (MODELLED)
 NOT_FOUND = "NU4004"
 CONFLICT = "NU4009"  # the same TrxId with other content
@@ -35,7 +37,8 @@ REFUND_TOO_LATE = "NU4052"
 NOT_REFUNDABLE = "NU4053"
 BANK_UNKNOWN = "NU4101"
 ACCOUNT_MISMATCH = "NU4102"  # the bank's records do not match the details
-DECLINED = "NU5101"  # the bank refused the debit (insufficient funds)
+NOT_CLOSABLE = "NU4062"  # only an unpaid gateway order can be closed (a debit cannot)
+DECLINED = "NU5101"  # the bank refused the debit or the payment at its page
 _DIGITS = re.compile(r"[0-9]+")
 
 
@@ -89,6 +92,17 @@ def digits(value: str | None, low: int, high: int, name: str) -> str:
     return value
 
 
+def when(message: wire.Message, path: str) -> float | None:
+    """An optional Beijing ``yyyy-MM-ddTHH:mm:ss`` field as epoch seconds."""
+    text = message.text(path)
+    if text is None:
+        return None
+    at = wire.parse_time(text)
+    if at is None:
+        raise bad(f"{path} 须为 yyyy-MM-ddTHH:mm:ss")
+    return at.timestamp()
+
+
 def url(message: wire.Message, path: str) -> str:
     value = message.text(path) or ""
     if not value:
@@ -115,12 +129,15 @@ def beijing(epoch: float | None) -> str | None:
     return datetime.fromtimestamp(epoch, wire.BEIJING).strftime(wire.TIME_FORMAT)
 
 
+MSG_TPS = {DEBIT_KIND: wire.DEBIT, PAGE_KIND: wire.GATEWAY, REFUND_KIND: wire.REFUND}
+
+
 def trade_block(sandbox: NetsUnionSandbox, trade: Trade) -> wire.Node:
     """``OriTrxInf`` of a query answer or a notification (``TrxInf`` of a debit/refund answer)."""
-    debit = trade.kind == DEBIT_KIND
+    debit = trade.kind in PAYMENT_KINDS
     day = sandbox.settlement_date(trade)
     return {
-        "OriMsgTp": wire.DEBIT if debit else wire.REFUND,
+        "OriMsgTp": MSG_TPS[trade.kind],
         "TrxId": trade.trx_id,
         "OriTrxId": None if debit else trade.ori_trx_id,
         "TrxCtgy": wire.DEBIT_CATEGORY if debit else wire.REFUND_CATEGORY,
@@ -130,6 +147,7 @@ def trade_block(sandbox: NetsUnionSandbox, trade: Trade) -> wire.Node:
         "PyerAcctIssrId": trade.bank_id,
         "TrxDtTm": beijing(trade.created_at),
         "TrxFinishDtTm": beijing(trade.finished_at),
+        "TrxExpDtTm": beijing(trade.expires_at),
         "BatchId": trade.batch_id or None,
         "SttlmDt": day.isoformat() if day else None,
         "RfdAmt": wire.amount_text(trade.refunded) if debit else None,

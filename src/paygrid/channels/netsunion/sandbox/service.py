@@ -2,8 +2,9 @@
 
 It reads and verifies member messages (signature, certificate serial, member id, send time),
 dispatches them (agreements in ``agreements.py``, debits, refunds and queries in ``trades.py``,
-clearing files in ``clearing.py``) and signs every answer, errors included. The banks decide
-debits and refunds on the sender thread's clock (``sweep``); results are notified (epcc.711).
+gateway orders in ``pages.py``, clearing files in ``clearing.py``) and signs every answer,
+errors included. The banks decide debits and refunds on the sender thread's clock (``sweep``);
+unpaid gateway orders expire on it; results are notified (epcc.711).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from paygrid.channels.netsunion.credentials import (
     SandboxCredentials,
     load_or_create_sandbox_credentials,
 )
-from paygrid.channels.netsunion.sandbox import agreements, clearing, trades
+from paygrid.channels.netsunion.sandbox import agreements, clearing, pages, trades
 from paygrid.channels.netsunion.sandbox import protocol as p
 from paygrid.channels.netsunion.sandbox.callbacks import MAX_ACTIVE, NotifySender
 from paygrid.channels.netsunion.sandbox.faults import FaultConfig, Faults
@@ -122,7 +123,7 @@ class NetsUnionSandbox:
                 found = self.store.get_agreement(self.member_id, message.text("TrxInf/TrxId") or "")
                 return found.bank_id if found else None
             return named
-        if message.msg_tp == wire.DEBIT:
+        if message.msg_tp in (wire.DEBIT, wire.GATEWAY):
             return message.text("PyerInf/PyerAcctIssrId")
         ref = message.text("OriTrxInf/OriTrxId")
         trade = self.store.get_trade(self.member_id, ref) if ref else None
@@ -137,6 +138,8 @@ class NetsUnionSandbox:
                 body = agreements.handle(self, message, now)
             elif message.msg_tp == wire.FILES:
                 body = clearing.files(self, message, now)
+            elif message.msg_tp in (wire.GATEWAY, wire.GATEWAY_CLOSE):
+                body = pages.handle(self, message, now)
             else:
                 body = trades.handle(self, message, now)
         except p.BusinessRefusal as refusal:
@@ -182,7 +185,7 @@ class NetsUnionSandbox:
     # --- the clock and the notifications ----------------------------------------------------
 
     def sweep(self, now: float) -> None:
-        """The banks decide the debits and refunds that are due."""
+        """The banks decide the debits and refunds that are due; unpaid gateway orders expire."""
         with self.store.transaction():
             for trade in self.store.due_trades(now, SWEEP_BATCH):
                 trades.decide(self, trade, None, now)

@@ -69,6 +69,7 @@ class SandboxSettings:
     refund_delay_ms: int = 300  # the bank credits a refund this long after it arrives
     sms_code_ttl_seconds: int = 300  # an SMS code is good for five minutes
     sms_max_attempts: int = 5  # wrong codes before the agreement fails
+    page_ttl_seconds: int = 1800  # a gateway order without TrxExpDtTm expires this much later
 
     def updated(self, changes: Mapping[str, object]) -> SandboxSettings:
         return updated(
@@ -85,5 +86,6 @@ class SandboxSettings:
                 "refund_delay_ms": (0, 3_600_000),
                 "sms_code_ttl_seconds": (1, 86_400),
                 "sms_max_attempts": (1, 20),
+                "page_ttl_seconds": (1, 7 * 86_400),
             },
         )

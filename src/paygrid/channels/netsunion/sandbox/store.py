@@ -1,6 +1,6 @@
 """Sandbox state in SQLite under the data directory: agreements (协议), the SMS codes the banks
-"sent", trades (debits and refunds, one table: a TrxId names one of either), notifications to
-send, clearing files, closed days and knobs.
+"sent", trades (debits, gateway orders and refunds, one table: a TrxId names one of them),
+notifications to send, clearing files, closed days and knobs.
 
 One connection guarded by a re-entrant lock, so the web server and the sender thread share it;
 ``transaction()`` makes a read-modify-write atomic.
@@ -17,86 +17,9 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
-DB_FILE = "netsunion-sandbox.sqlite3"
+from paygrid.channels.netsunion.sandbox.schema import ADDED_TRADE_COLUMNS, SCHEMA
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS agreements (
-    instg_id TEXT NOT NULL,
-    trx_id TEXT NOT NULL,
-    bank_id TEXT NOT NULL,
-    account_no TEXT NOT NULL,
-    holder_name TEXT NOT NULL,
-    id_type TEXT NOT NULL,
-    id_no TEXT NOT NULL,
-    mobile TEXT NOT NULL,
-    request_digest TEXT NOT NULL,
-    state TEXT NOT NULL,
-    code TEXT NOT NULL,
-    code_expires_at REAL NOT NULL,
-    attempts INTEGER NOT NULL,
-    sgn_no TEXT UNIQUE,
-    failure TEXT NOT NULL,
-    created_at REAL NOT NULL,
-    updated_at REAL NOT NULL,
-    PRIMARY KEY (instg_id, trx_id)
-);
-CREATE TABLE IF NOT EXISTS sms (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    mobile TEXT NOT NULL,
-    trx_id TEXT NOT NULL,
-    code TEXT NOT NULL,
-    text TEXT NOT NULL,
-    sent_at REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS trades (
-    instg_id TEXT NOT NULL,
-    trx_id TEXT NOT NULL,
-    kind TEXT NOT NULL,
-    ori_trx_id TEXT NOT NULL,
-    sgn_no TEXT NOT NULL,
-    bank_id TEXT NOT NULL,
-    amount INTEGER NOT NULL,
-    refunded INTEGER NOT NULL,
-    fee INTEGER NOT NULL,
-    status TEXT NOT NULL,
-    failure TEXT NOT NULL,
-    sys_trx_id TEXT NOT NULL UNIQUE,
-    notify_url TEXT NOT NULL,
-    description TEXT NOT NULL,
-    request_digest TEXT NOT NULL,
-    created_at REAL NOT NULL,
-    due_at REAL,
-    finished_at REAL,
-    batch_id TEXT NOT NULL,
-    PRIMARY KEY (instg_id, trx_id)
-);
-CREATE INDEX IF NOT EXISTS trades_due ON trades (status, due_at);
-CREATE INDEX IF NOT EXISTS trades_finished ON trades (instg_id, finished_at);
-CREATE TABLE IF NOT EXISTS notifications (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    notify_id TEXT NOT NULL,
-    trx_id TEXT NOT NULL,
-    bank_id TEXT NOT NULL,
-    url TEXT NOT NULL,
-    body BLOB NOT NULL,
-    state TEXT NOT NULL,
-    attempts INTEGER NOT NULL,
-    next_at REAL NOT NULL,
-    created_at REAL NOT NULL,
-    last_status INTEGER,
-    last_answer TEXT,
-    last_error TEXT
-);
-CREATE INDEX IF NOT EXISTS notifications_due ON notifications (state, next_at);
-CREATE TABLE IF NOT EXISTS files (
-    token TEXT PRIMARY KEY,
-    name TEXT NOT NULL,
-    content BLOB NOT NULL,
-    expires_at REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS closed_days (day TEXT PRIMARY KEY, closed_at REAL NOT NULL);
-CREATE TABLE IF NOT EXISTS settings (name TEXT PRIMARY KEY, value TEXT NOT NULL);
-"""
+DB_FILE = "netsunion-sandbox.sqlite3"
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,8 +50,8 @@ class Agreement:
 
 @dataclass(frozen=True, slots=True)
 class Trade:
-    """A debit (kind DEBIT) or a refund (REFUND). ``status`` 02 processing, 00 success,
-    01 failed (the BizStsCd words)."""
+    """A debit (kind DEBIT), a gateway order (PAGE) or a refund (REFUND). ``status`` 02
+    processing, 00 success, 01 failed (the BizStsCd words), 03 closed (a PAGE only)."""
 
     instg_id: str
     trx_id: str
@@ -149,6 +72,9 @@ class Trade:
     due_at: float | None  # when the bank decides; None: waits for /sandbox/pay
     finished_at: float | None
     batch_id: str  # the clearing batch it was cleared in ("" until finished)
+    token: str = ""  # a gateway order's page token
+    return_url: str = ""  # where its bank page sends the payer back
+    expires_at: float | None = None  # when its page stops taking payment
 
     def with_changes(self, **changes: Any) -> Trade:
         return replace(self, **changes)
@@ -191,7 +117,12 @@ class Store:
         )
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(_SCHEMA)
+        self._db.executescript(SCHEMA)
+        have = {row[1] for row in self._db.execute("PRAGMA table_info(trades)")}
+        for column, kind in ADDED_TRADE_COLUMNS.items():  # a data dir of an earlier version
+            if column not in have:
+                self._db.execute(f"ALTER TABLE trades ADD COLUMN {column} {kind}")
+        self._db.execute("CREATE INDEX IF NOT EXISTS trades_token ON trades (token)")
 
     def close(self) -> None:
         with self._lock:
@@ -309,8 +240,8 @@ class Store:
         found = self._trades("instg_id = ? AND trx_id = ?", (instg_id, trx_id))
         return found[0] if found else None
 
-    def find_trade(self, trx_id: str) -> Trade | None:
-        found = self._trades("trx_id = ? LIMIT 1", (trx_id,))
+    def trade_by_token(self, token: str) -> Trade | None:
+        found = self._trades("token = ? AND token <> '' LIMIT 1", (token,))
         return found[0] if found else None
 
     def insert_trade(self, trade: Trade) -> None:
@@ -332,8 +263,9 @@ class Store:
             (instg_id, start, end),
         )
 
-    def list_trades(self, kind: str, limit: int) -> list[Trade]:
-        return self._trades("kind = ? ORDER BY created_at DESC LIMIT ?", (kind, limit))
+    def list_trades(self, kinds: tuple[str, ...], limit: int) -> list[Trade]:
+        marks = ", ".join("?" for _ in kinds)
+        return self._trades(f"kind IN ({marks}) ORDER BY created_at DESC LIMIT ?", (*kinds, limit))
 
     # --- notifications ----------------------------------------------------------------------
 

@@ -1,5 +1,5 @@
 """Debits (协议支付, epcc.201), refunds (epcc.301) and queries (epcc.411) at the platform, and
-the banks deciding them.
+the banks deciding them (gateway orders too: their creation and close are in ``pages.py``).
 
 A debit is answered "processing" (02): the payer's bank decides it ``debit_delay_ms`` later
 (declining at the ``decline_rate`` fault for its bank), or, with ``debits_wait``, only when
@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from paygrid.channels.netsunion import wire
 from paygrid.channels.netsunion.sandbox import agreements
@@ -34,11 +34,24 @@ def handle(sandbox: NetsUnionSandbox, message: wire.Message, now: float) -> wire
     return query(sandbox, message)
 
 
-def _digest(*values: object) -> str:
+# The state table of trades (TrxStatus): what moves one out of 02 (processing); 00, 01 and 03
+# are final. A refund is only credited.
+MOVES: Mapping[tuple[str, str], str] = {
+    (p.DEBIT_KIND, "SUCCESS"): wire.BIZ_SUCCESS,  # the bank debited the payer
+    (p.DEBIT_KIND, "FAIL"): wire.BIZ_FAILED,  # the bank declined
+    (p.PAGE_KIND, "SUCCESS"): wire.BIZ_SUCCESS,  # paid at the bank's page
+    (p.PAGE_KIND, "FAIL"): wire.BIZ_FAILED,  # failed at the page, or the bank declined
+    (p.PAGE_KIND, "CLOSE"): wire.TRX_CLOSED,  # closed by the member (epcc.213) or expired
+    (p.REFUND_KIND, "SUCCESS"): wire.BIZ_SUCCESS,  # credited
+}
+OUTCOMES = ("SUCCESS", "FAIL")  # what /sandbox/pay and the bank page may say
+
+
+def request_digest(*values: object) -> str:
     return hashlib.sha256(json.dumps(values).encode()).hexdigest()
 
 
-def _answer(sandbox: NetsUnionSandbox, trade: Trade) -> wire.Node:
+def answer(sandbox: NetsUnionSandbox, trade: Trade) -> wire.Node:
     status = wire.BIZ_FAILED if trade.status == wire.BIZ_FAILED else wire.BIZ_SUCCESS
     if trade.status == wire.BIZ_PROCESSING:
         status = wire.BIZ_PROCESSING
@@ -52,7 +65,7 @@ def _repeat(sandbox: NetsUnionSandbox, found: Trade, kind: str, digest: str) -> 
     if found.kind != kind or found.request_digest != digest:
         echo = {"TrxInf": {"TrxId": found.trx_id}}
         raise p.BusinessRefusal(p.CONFLICT, "TrxId 重复且信息不一致", echo)
-    return _answer(sandbox, found)
+    return answer(sandbox, found)
 
 
 def debit(sandbox: NetsUnionSandbox, message: wire.Message, now: float) -> wire.Node:
@@ -64,7 +77,7 @@ def debit(sandbox: NetsUnionSandbox, message: wire.Message, now: float) -> wire.
         raise p.bad("TrxCtgy 须为 0101")
     notify_url = p.url(message, "TrxInf/NtfyUrl")
     description = (message.text("OrdrInf/OrdrDesc") or "")[: p.MAX_DESCRIPTION_CHARS]
-    digest = _digest(sgn_no, bank_id, amount)
+    digest = request_digest(sgn_no, bank_id, amount)
     echo = {"TrxInf": {"TrxId": ref}}
     with sandbox.store.transaction():
         found = sandbox.store.get_trade(sandbox.member_id, ref)
@@ -83,7 +96,7 @@ def debit(sandbox: NetsUnionSandbox, message: wire.Message, now: float) -> wire.
             now, due, None, "",
         )  # fmt: skip
         sandbox.store.insert_trade(trade)
-    return _answer(sandbox, trade)
+    return answer(sandbox, trade)
 
 
 def refund(sandbox: NetsUnionSandbox, message: wire.Message, now: float) -> wire.Node:
@@ -93,14 +106,14 @@ def refund(sandbox: NetsUnionSandbox, message: wire.Message, now: float) -> wire
     if message.text("TrxInf/TrxCtgy") != wire.REFUND_CATEGORY:
         raise p.bad("TrxCtgy 须为 0301")
     notify_url = p.url(message, "TrxInf/NtfyUrl")
-    digest = _digest(ori, amount)
+    digest = request_digest(ori, amount)
     echo = {"TrxInf": {"TrxId": ref}}
     with sandbox.store.transaction():
         found = sandbox.store.get_trade(sandbox.member_id, ref)
         if found is not None:
             return _repeat(sandbox, found, p.REFUND_KIND, digest)
         paid = sandbox.store.get_trade(sandbox.member_id, ori)
-        if paid is None or paid.kind != p.DEBIT_KIND:
+        if paid is None or paid.kind not in p.PAYMENT_KINDS:
             raise p.BusinessRefusal(p.NOT_FOUND, "原交易不存在", echo)
         if paid.status != wire.BIZ_SUCCESS or paid.finished_at is None:
             raise p.BusinessRefusal(p.NOT_REFUNDABLE, "原交易未成功", echo)
@@ -118,7 +131,7 @@ def refund(sandbox: NetsUnionSandbox, message: wire.Message, now: float) -> wire
             now + sandbox.settings.refund_delay_ms / 1000, None, "",
         )  # fmt: skip
         sandbox.store.insert_trade(trade)
-    return _answer(sandbox, trade)
+    return answer(sandbox, trade)
 
 
 def query(sandbox: NetsUnionSandbox, message: wire.Message) -> wire.Node:
@@ -130,41 +143,37 @@ def query(sandbox: NetsUnionSandbox, message: wire.Message) -> wire.Node:
 
 
 def decide(sandbox: NetsUnionSandbox, trade: Trade, outcome: str | None, now: float) -> Trade:
-    """The bank's decision on a processing trade (``outcome`` SUCCESS | FAIL, None: by the
-    decline fault), notified. Inside a transaction."""
+    """The move of a processing trade (``outcome`` SUCCESS | FAIL | CLOSE; None: what its due
+    time brings), by :data:`MOVES`; a payment's result is notified. Inside a transaction."""
     if trade.status != wire.BIZ_PROCESSING:
         return trade
-    declined = outcome == "FAIL"
-    if outcome is None and trade.kind == p.DEBIT_KIND:
-        declined = sandbox.faults.roll(sandbox.faults.config.decline_rate, trade.bank_id)
-    if declined and trade.kind == p.DEBIT_KIND:
-        moved = trade.with_changes(
-            status=wire.BIZ_FAILED, failure=p.DECLINED, finished_at=now, due_at=None
-        )
+    event = outcome or _due_event(sandbox, trade)
+    status = MOVES.get((trade.kind, event))
+    if status is None:
+        raise ValueError(f"a {trade.kind} trade cannot {event}")
+    if status == wire.BIZ_FAILED:
+        moved = trade.with_changes(status=status, failure=p.DECLINED, finished_at=now, due_at=None)
+    elif status == wire.TRX_CLOSED:
+        moved = trade.with_changes(status=status, finished_at=now, due_at=None)
     else:
         fee = rate_fee(trade.amount, sandbox.settings.fee_rate_ppm)
         _, batch = batch_of(now, sandbox.settings.batches_per_day)
         moved = trade.with_changes(
-            status=wire.BIZ_SUCCESS, finished_at=now, due_at=None, batch_id=batch,
-            fee=fee if trade.kind == p.DEBIT_KIND else trade.fee,
+            status=status, finished_at=now, due_at=None, batch_id=batch,
+            fee=fee if trade.kind in p.PAYMENT_KINDS else trade.fee,
         )  # fmt: skip
     sandbox.store.update_trade(moved)
-    sandbox.queue_notify(moved, now)
+    if status != wire.TRX_CLOSED:  # a close is the member's own doing: not notified
+        sandbox.queue_notify(moved, now)
     return moved
 
 
-def pay(sandbox: NetsUnionSandbox, payload: Mapping[str, Any], now: float) -> Trade:
-    """``POST /sandbox/pay``: the payer's bank decides a processing debit now."""
-    outcome = payload.get("outcome", "SUCCESS")
-    if outcome not in ("SUCCESS", "FAIL"):
-        raise p.SandboxError(400, "PARAM_ERROR", "outcome 只能是 SUCCESS 或 FAIL")
-    ref = payload.get("out_trade_no") or payload.get("trx_id")
-    if not isinstance(ref, str) or not ref:
-        raise p.SandboxError(400, "PARAM_ERROR", "需要 out_trade_no（扣款的 TrxId）")
-    with sandbox.store.transaction():
-        trade = sandbox.store.get_trade(sandbox.member_id, ref)
-        if trade is None or trade.kind != p.DEBIT_KIND:
-            raise p.SandboxError(404, "TRADE_NOT_EXIST", "扣款不存在")
-        decided = decide(sandbox, trade, outcome, now)
-    sandbox.sender.wake()
-    return decided
+def _due_event(sandbox: NetsUnionSandbox, trade: Trade) -> str:
+    """What a trade's due time brings: a gateway order expires unpaid; the bank decides a
+    debit (declining at the decline fault); a refund is credited."""
+    if trade.kind == p.PAGE_KIND:
+        return "CLOSE"
+    config = sandbox.faults.config
+    if trade.kind == p.DEBIT_KIND and sandbox.faults.roll(config.decline_rate, trade.bank_id):
+        return "FAIL"
+    return "SUCCESS"
