@@ -44,6 +44,11 @@ EXPECTED = {
         Counter({"PAID": 15, "FAILED": 3, "UNPAID": 6}),
         {"PAID": "SUCCESS", "FAILED": "FAILED", "UNPAID": "PAYING"},
     ),
+    # NetsUnion (a gateway order at the payer's bank): failed at the bank's page is final.
+    "netsunion": Expected(
+        Counter({"SUCCESS": 15, "FAILED": 3, "PROCESSING": 6}),
+        {"SUCCESS": "SUCCESS", "FAILED": "FAILED", "PROCESSING": "PAYING"},
+    ),
 }
 
 

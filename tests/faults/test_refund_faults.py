@@ -45,11 +45,13 @@ CHANNEL_FAULTS: dict[str, dict[str, float]] = {
     "wechatpay": {"refund_closed_rate": 0.3, "refund_abnormal_rate": 0.1},
     "alipay": {},
     "unionpay": {"pending_rate": 0.2},  # refunds done but answered 03/04/05: the query tells
+    "netsunion": {},  # refunds answer PROCESSING; the credit comes by notification or query
 }
 PAYGRID_OF = {
     "wechatpay": {"SUCCESS": "SUCCESS", "CLOSED": "FAILED", "ABNORMAL": "PROCESSING"},
     "alipay": {"REFUND_SUCCESS": "SUCCESS"},
     "unionpay": {"SUCCESS": "SUCCESS"},
+    "netsunion": {"SUCCESS": "SUCCESS"},
 }
 RETRIED = frozenset({"IDEMPOTENCY_REQUEST_IN_PROGRESS"})
 HEARD = frozenset({"APPLY_SUCCESS", "APPLY_FAILED", "NOTED", "NO_CHANGE", "STALE"})

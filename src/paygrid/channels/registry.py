@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from paygrid.channels.alipay import capabilities as alipay
+from paygrid.channels.netsunion import capabilities as netsunion
 from paygrid.channels.ports import ChannelAdapter, ChannelCapabilities
 from paygrid.channels.unionpay import capabilities as unionpay
 from paygrid.channels.wechatpay import capabilities as wechatpay
@@ -145,6 +146,22 @@ CHANNELS: tuple[ChannelSpec, ...] = (
         sandbox_paid_states=frozenset({"PAID"}),
         sandbox_unpaid_states=frozenset({"UNPAID"}),
         sandbox_refunded_states=frozenset({"SUCCESS"}),  # refunds and revokes, done when answered
+    ),
+    ChannelSpec(
+        name="netsunion",
+        title="网联 NetsUnion",
+        default_port=8104,
+        fee_rate_ppm=netsunion.FEE_RATE_PPM,
+        settlement_prefix=netsunion.SETTLEMENT_PREFIX,
+        bill_ready_after_s=netsunion.BILL_READY_AFTER_S,
+        capabilities=netsunion.CAPABILITIES,
+        sandbox_qr_field="out_trade_no",  # /sandbox/pay names the order by our ref (TrxId)
+        # PROCESSING: a debit the bank still decides, or a gateway order not paid yet
+        sandbox_paid_states=frozenset({"SUCCESS"}),
+        sandbox_unpaid_states=frozenset({"PROCESSING"}),
+        sandbox_refunded_states=frozenset({"SUCCESS"}),
+        test_method="page",  # the payer's bank's gateway page (agreements need an SMS code)
+        test_payer={"bank": "ICBC"},
     ),
 )
 BY_NAME: Mapping[str, ChannelSpec] = {c.name: c for c in CHANNELS}

@@ -162,6 +162,6 @@ def test_capabilities_declare_page_with_the_payers_bank() -> None:
     assert CAPABILITIES.payer_fields["page"] == frozenset({PayerField.BANK})
     assert CAPABILITIES.missing_payer_fields("page", Payer()) == ["bank"]
     assert CAPABILITIES.missing_payer_fields("page", Payer(bank="ICBC")) == []
-    assert "page" not in CAPABILITIES.cashier_methods  # the cashier offers it once it can
+    assert CAPABILITIES.cashier_methods == ("agreement", "page")  # the cashier offers both
     assert wire.ANSWERS[wire.GATEWAY] == "epcc.212.001.01"
     assert wire.ANSWERS[wire.GATEWAY_CLOSE] == "epcc.214.001.01"

@@ -28,7 +28,7 @@ CAPABILITIES = ChannelCapabilities(
         "agreement": frozenset({PayerField.BANK, PayerField.AGREEMENT}),
         "page": frozenset({PayerField.BANK}),
     },
-    cashier_methods=("agreement",),
+    cashier_methods=("agreement", "page"),
 )
 FEE_RATE_PPM = 300  # MODELLED: the platform's processing fee on a debit, 0.03 %
 # MODELLED: a day's clearing files are out at 06:00 Beijing the next morning

@@ -23,7 +23,7 @@ from paygrid.channels.ports import ChannelError
 
 MAX_FILE_BYTES = 256 * 1024 * 1024
 CONNECT_TIMEOUT_S = 2.0
-READ_TIMEOUT_S = 10.0
+READ_TIMEOUT_S = 5.0  # as the other channels: a merchant call waits on one channel call
 
 
 @dataclass(frozen=True, slots=True)

@@ -47,7 +47,7 @@ class FaultConfig:
     # the gateway (messages naming a bank, or about a trade at one)
     error_rate: float = 0.0  # signed PS500001 system busy, message not processed
     timeout_rate: float = 0.0  # processed, answered only after timeout_ms (client times out)
-    timeout_ms: int = 12_000
+    timeout_ms: int = 7_000
     latency_ms: int = 0
     # the bank (付款行)
     decline_rate: float = 0.0  # the bank refuses a debit (insufficient funds, NU5101)
