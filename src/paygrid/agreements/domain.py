@@ -75,7 +75,6 @@ class Agreement:
             self,
             status=target,
             agreement_no=result.agreement_no if target == _S.SIGNED else None,
-            masked_account=result.masked_account or self.masked_account,
             message=(result.message or "")[:MAX_MESSAGE_LEN],
             updated_at=now,
             version=self.version + 1,

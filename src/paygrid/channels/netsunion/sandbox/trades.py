@@ -47,6 +47,10 @@ MOVES: Mapping[tuple[str, str], str] = {
 OUTCOMES = ("SUCCESS", "FAIL")  # what /sandbox/pay and the bank page may say
 
 
+def _fee_share(fee: int, refunded: int, total: int) -> int:
+    return (2 * fee * refunded + total) // (2 * total)
+
+
 def request_digest(*values: object) -> str:
     return hashlib.sha256(json.dumps(values).encode()).hexdigest()
 
@@ -122,7 +126,11 @@ def refund(sandbox: NetsUnionSandbox, message: wire.Message, now: float) -> wire
         if amount > paid.amount - paid.refunded:
             raise p.BusinessRefusal(p.REFUND_TOO_MUCH, "退款金额超过可退金额", echo)
         after = paid.refunded + amount
-        fee_back = paid.fee * after // paid.amount - paid.fee * paid.refunded // paid.amount
+        # Pro rata, rounded half up on the running total (as paygrid's ledger books it): a
+        # floor left a fen in pending clearing on refund days; all of the fee at the end.
+        fee_back = _fee_share(paid.fee, after, paid.amount) - _fee_share(
+            paid.fee, paid.refunded, paid.amount
+        )
         sandbox.store.update_trade(paid.with_changes(refunded=after))
         trade = Trade(
             sandbox.member_id, ref, p.REFUND_KIND, ori, paid.sgn_no, paid.bank_id, amount, 0,
