@@ -88,8 +88,10 @@ class ChannelSpec:
 
     def placed(self, payment: Mapping[str, object]) -> bool:
         """The payment (as the API returns it) has its channel order: the payer can pay."""
-        return "code_url" in payment if self.test_method == "native" else bool(
-            payment.get("payer_action")
+        return (
+            "code_url" in payment
+            if self.test_method == "native"
+            else bool(payment.get("payer_action"))
         )
 
     def sandbox_pay(self, payment: Mapping[str, object], outcome: str) -> dict[str, str]:
