@@ -41,6 +41,8 @@ class ChannelSpec:
     # merchant's request (a QR code by default; a bank's gateway page needs the bank).
     test_method: str = "native"
     test_payer: Mapping[str, str] | None = None
+    # Its /sandbox/pay takes a browser form's signed fields under this name (a form payment).
+    sandbox_form_field: str | None = None
 
     @property
     def package(self) -> str:
@@ -94,11 +96,15 @@ class ChannelSpec:
             else bool(payment.get("payer_action"))
         )
 
-    def sandbox_pay(self, payment: Mapping[str, object], outcome: str) -> dict[str, str]:
-        """The /sandbox/pay body of a payer paying ``payment`` (its first channel order):
-        by its QR code, or by our order number at the channel (the payment id)."""
-        if self.test_method == "native":
-            return self.sandbox_pay_body(str(payment["code_url"]), outcome)
+    def sandbox_pay(self, payment: Mapping[str, object], outcome: str) -> dict[str, object]:
+        """The /sandbox/pay body of a payer paying ``payment`` (as the API returns it, its
+        first order at this channel): by its QR code, by the form the browser would post, or
+        by our order number at the channel (the payment id)."""
+        if "code_url" in payment:
+            return {**self.sandbox_pay_body(str(payment["code_url"]), outcome)}
+        action = payment.get("payer_action")
+        if self.sandbox_form_field and isinstance(action, Mapping) and action.get("fields"):
+            return {self.sandbox_form_field: dict(action["fields"]), "outcome": outcome}
         return {self.sandbox_qr_field: str(payment["payment_id"]), "outcome": outcome}
 
     def run_sandbox(self, sandbox_dir: Path, host: str, port: int) -> None:
@@ -144,6 +150,7 @@ CHANNELS: tuple[ChannelSpec, ...] = (
         bill_ready_after_s=unionpay.BILL_READY_AFTER_S,
         capabilities=unionpay.CAPABILITIES,
         sandbox_qr_field="qrCode",  # a QR consume (native); page/h5 are front-end forms
+        sandbox_form_field="form",  # /sandbox/pay posts a front form as the browser would
         # UNPAID: issued or posted, not paid (EXPIRED past payTimeout); FAILED: declined
         sandbox_paid_states=frozenset({"PAID"}),
         sandbox_unpaid_states=frozenset({"UNPAID"}),
@@ -167,6 +174,20 @@ CHANNELS: tuple[ChannelSpec, ...] = (
     ),
 )
 BY_NAME: Mapping[str, ChannelSpec] = {c.name: c for c in CHANNELS}
+
+
+@dataclass(frozen=True, slots=True)
+class CutoverPair:
+    """The cut-over ``paygrid drill cutover`` rehearses by default: a bank's payments of
+    ``method`` moved step by step from ``incumbent`` to ``newcomer`` (断直连 to 网联)."""
+
+    incumbent: str
+    newcomer: str
+    method: str
+    bank: str
+
+
+DRILL_CUTOVER = CutoverPair(incumbent="unionpay", newcomer="netsunion", method="page", bank="ICBC")
 NAMES: tuple[str, ...] = tuple(BY_NAME)
 
 

@@ -131,6 +131,8 @@ class Router:
         if not by_cost:
             return RouteDecision(None, (), rule.name, n, weights, tuple(out), version, False)
         chosen, by_weight = _pick(n, weights, by_cost)
+        if self.health.any_out():
+            self.health.chosen(chosen, req.bank, now)
         fallbacks = tuple(c for c in by_cost if c != chosen)
         return RouteDecision(
             chosen, fallbacks, rule.name, n, weights, tuple(out), version, by_weight

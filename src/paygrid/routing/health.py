@@ -206,13 +206,10 @@ class HealthBoard:
 
     def out_reason(self, channel: str, bank: str | None, now: float) -> str | None:
         """None when ``channel`` may take a payment of ``bank`` now (a half-open breaker lets
-        one probe through per interval); otherwise why it is out."""
+        one probe through per interval: :meth:`chosen` takes it); otherwise why it is out."""
         if not self._not_closed:
             return None
-        keys = ((channel, ALL_BANKS), (channel, bank)) if bank else ((channel, ALL_BANKS),)
-        for key in keys:
-            if key not in self._not_closed:
-                continue
+        for key in self._keys(channel, bank):
             breaker = self._breakers[key]
             where = channel if key[1] == ALL_BANKS else f"{channel}/{key[1]}"
             if breaker.state == _B.OPEN and now - breaker.since >= self.policy.open_s:
@@ -222,8 +219,19 @@ class HealthBoard:
                 return f"breaker open for {where}: {breaker.reason}"
             if now - breaker.last_probe < self.policy.probe_interval_s:
                 return f"breaker half open for {where}: waiting for the probe's result"
-            breaker.last_probe = now  # this payment is the probe
         return None
+
+    def chosen(self, channel: str, bank: str | None, now: float) -> None:
+        """Routing chose ``channel``: through a half-open breaker, this payment is its probe
+        (a decision that chose another channel leaves the probe to the next payment)."""
+        for key in self._keys(channel, bank):
+            breaker = self._breakers[key]
+            if breaker.state == _B.HALF_OPEN:
+                breaker.last_probe = now
+
+    def _keys(self, channel: str, bank: str | None) -> list[tuple[str, str]]:
+        keys = [(channel, ALL_BANKS), (channel, bank)] if bank else [(channel, ALL_BANKS)]
+        return [k for k in keys if k in self._not_closed]
 
     def drain_moves(self) -> list[BreakerChange]:
         """The breaker moves deciding made since the last call (for the log and /metrics)."""
