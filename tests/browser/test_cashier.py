@@ -415,3 +415,171 @@ def test_pay_with_alipay_on_its_own_page(
         time.sleep(0.2)
     assert status == "SUCCESS"
     context.close()
+
+
+# --- NetsUnion (网联): an agreement signed in the cashier, or a gateway payment at the bank ----
+NETSUNION = "netsunion"
+NETSUNION_ACCOUNT = {
+    "bank": "ICBC",
+    "account_no": "6222021234567890123",
+    "holder_name": "张三",
+    "id_no": "11010519491231002X",
+}
+
+
+def csp_refusals(page: Page) -> list[str]:
+    """Whatever the page's Content-Security-Policy refuses from now on (a form post, a script)."""
+    blocked: list[str] = []
+    page.on(
+        "console",
+        lambda m: blocked.append(m.text) if "Content Security Policy" in m.text else None,
+    )
+    return blocked
+
+
+def wait_paid(running: RunningPlatform, payment_id: str) -> dict[str, Any]:
+    """The payment once SUCCESS (the channel's notify, or paygrid's own query, gets it there)."""
+    deadline = time.monotonic() + FOLLOW_TIMEOUT_MS / 1000
+    while True:
+        fetched: dict[str, Any] = running.client().get_payment(payment_id).json()
+        if fetched["status"] == "SUCCESS" or time.monotonic() >= deadline:
+            return fetched
+        time.sleep(0.2)
+
+
+@pytest.mark.timeout(120)
+def test_netsunion_agreement_in_the_cashier(
+    platform_factory: PlatformFactory,
+    merchant: MerchantReceiver,
+    shop: MerchantShop,
+    browser: Browser,
+    tmp_path: Path,
+) -> None:
+    """协议支付 in the cashier: the payer fills in the bank account, the bank "texts" a code
+    (read off the sandbox's phone), a wrong code is refused on the code page, the right one
+    signs the agreement and the payment debits it; the page follows the debit to 支付成功 and
+    goes back to the merchant."""
+    running = platform_factory()
+    # The bank decides the debit only when told: the page shows the debit in progress first.
+    held = running.channel_sandbox(NETSUNION, "POST", "/sandbox/settings", {"debits_wait": True})
+    assert held.status_code == 200, held.text
+    return_url = f"{shop.base_url}/thanks?order=88"
+    payment = create(running, cashier_order(merchant, return_url=return_url))
+    mobile = "1370013" + f"{uuid.uuid4().int % 10_000:04d}"
+    context = browser.new_context(locale="zh-CN", viewport={"width": 480, "height": 900})
+    page = context.new_page()
+    blocked = csp_refusals(page)
+    page.goto(payment["cashier_url"])
+    choice = page.locator("#method-netsunion")
+    expect(choice).to_contain_text("网联 NetsUnion")
+    expect(choice).to_contain_text("银行卡快捷支付")
+    expect(choice).to_have_attribute("value", "netsunion:agreement")
+    choice.click()
+
+    form = page.locator("#details-form")
+    expect(form).to_be_visible()
+    page.locator("#bank").select_option(NETSUNION_ACCOUNT["bank"])
+    page.locator("#account_no").fill(NETSUNION_ACCOUNT["account_no"])
+    page.locator("#holder_name").fill(NETSUNION_ACCOUNT["holder_name"])
+    page.locator("#id_no").fill(NETSUNION_ACCOUNT["id_no"])
+    page.locator("#mobile").fill(mobile)
+    page.screenshot(path=str(tmp_path / "netsunion-agreement-form.png"), full_page=True)
+    page.locator("#send-code").click()
+
+    code_form = page.locator("#code-form")
+    expect(code_form).to_be_visible()
+    expect(page.locator("#code-sent")).to_contain_text("6222")  # the masked account
+    expect(page.locator("#code-sent")).not_to_contain_text(NETSUNION_ACCOUNT["account_no"])
+    sent = running.channel_sandbox(NETSUNION, "GET", f"/sandbox/sms?mobile={mobile}")
+    assert sent.status_code == 200, sent.text
+    [sms] = sent.json()["sms"]
+    code: str = sms["code"]
+    assert code in sms["text"] and "中国工商银行" in sms["text"], sms
+
+    # A wrong code: the sandbox's word for it, on the code form again.
+    wrong = "".join(str((int(d) + 1) % 10) for d in code)
+    page.locator("#sms_code").fill(wrong)
+    page.locator("#confirm").click()
+    expect(page.locator("#agreement-message")).to_contain_text("短信验证码错误")
+    expect(code_form).to_be_visible()
+    expect(page.locator("#agreement")).to_have_attribute("data-step", "code")
+    expect(page.locator("#result")).to_have_count(0)
+
+    page.locator("#sms_code").fill(code)
+    page.locator("#confirm").click()
+    expect(page.locator("#waiting")).to_be_visible()
+    expect(page.locator("#state")).to_contain_text("扣款处理中")
+    debiting = running.client().get_payment(payment["payment_id"]).json()
+    assert debiting["status"] == "PAYING", debiting
+    assert (debiting["channel"], debiting["method"]) == (NETSUNION, "agreement")
+
+    # The bank debits the account; the cashier tab notices by itself.
+    decided = running.channel_sandbox(
+        NETSUNION, "POST", "/sandbox/pay",
+        {"out_trade_no": payment["payment_id"], "outcome": "SUCCESS"},
+    )  # fmt: skip
+    assert decided.status_code == 200, decided.text
+    expect(page.locator("#result")).to_contain_text(SUCCESS_TEXT, timeout=FOLLOW_TIMEOUT_MS)
+    expect(page.locator("#return")).to_have_attribute("href", return_url)
+    page.wait_for_url(return_url, timeout=(RETURN_REFRESH_S + RETURN_SLACK_S) * 1000)
+    expect(page.locator("#thanks")).to_contain_text("merchant thank-you")
+    assert "/thanks?order=88" in shop.visits
+    assert blocked == []
+
+    paid = wait_paid(running, payment["payment_id"])
+    assert (paid["status"], paid["channel"]) == ("SUCCESS", NETSUNION), paid
+    assert paid["amount"]["total"] == 1200
+    context.close()
+
+
+@pytest.mark.timeout(120)
+def test_netsunion_gateway_page_in_the_cashier(
+    platform_factory: PlatformFactory,
+    merchant: MerchantReceiver,
+    shop: MerchantShop,
+    browser: Browser,
+    tmp_path: Path,
+) -> None:
+    """网关支付: the payer picks a bank, the cashier posts the signed fields from the browser to
+    that bank's pay page (the one form post its CSP lets leave the cashier), the payer pays there
+    and the bank sends the browser back to the merchant's return_url."""
+    running = platform_factory()
+    return_url = f"{shop.base_url}/thanks?order=89"
+    payment = create(running, cashier_order(merchant, return_url=return_url))
+    context = browser.new_context(locale="zh-CN", viewport={"width": 1024, "height": 900})
+    page = context.new_page()
+    blocked = csp_refusals(page)
+    page.goto(payment["cashier_url"])
+    choice = page.locator("#method-netsunion-page")
+    expect(choice).to_contain_text("网联 NetsUnion")
+    expect(choice).to_contain_text("网页支付")
+    choice.click()
+
+    expect(page.locator("#bank-form")).to_be_visible()
+    expect(page.locator("#bank-ICBC")).to_be_visible()
+    page.locator("#bank-CMB").click()
+    bank = urlsplit(running.sandbox_urls[NETSUNION]).netloc
+    page.wait_for_url(
+        lambda url: urlsplit(url).netloc == bank and "/bank/" in urlsplit(url).path,
+        timeout=FOLLOW_TIMEOUT_MS,
+    )
+    expect(page.locator("#bank")).to_contain_text("招商银行")
+    expect(page.locator("#amount")).to_have_text("¥12.00")
+    expect(page.locator("#trx-id")).to_have_text(payment["payment_id"])
+    page.screenshot(path=str(tmp_path / "netsunion-bank-page.png"), full_page=True)
+    at_bank = running.client().get_payment(payment["payment_id"]).json()
+    started = (at_bank["status"], at_bank["channel"], at_bank["method"])
+    assert started == ("PAYING", NETSUNION, "page"), at_bank
+
+    page.locator("#pay").click()
+    # Back at the merchant, the bank's result added to its return_url's query.
+    page.wait_for_url(lambda url: url.startswith(return_url + "&"), timeout=FOLLOW_TIMEOUT_MS)
+    expect(page.locator("#thanks")).to_contain_text("merchant thank-you")
+    [visit] = [v for v in shop.visits if v.startswith("/thanks")]  # not /favicon.ico
+    back = dict(parse_qsl(urlsplit(visit).query))
+    assert back == {"order": "89", "TrxId": payment["payment_id"], "TrxStatus": "00"}, visit
+    assert blocked == []
+
+    paid = wait_paid(running, payment["payment_id"])
+    assert (paid["status"], paid["channel"]) == ("SUCCESS", NETSUNION), paid
+    context.close()
