@@ -205,3 +205,16 @@ def test_weights_over_a_hundred_percent_are_refused() -> None:
     with pytest.raises(ConfigError, match="exceed 100%"):
         cfg.with_weight("ICBC", "b", 4001)
     assert "ICBC" not in cfg.with_weight("ICBC", "a", 0).weights
+
+
+def test_a_probe_is_taken_only_by_a_payment_routed_to_the_channel() -> None:
+    router = two_channel_router(5000, min_calls=4, open_s=10)  # b has half of ICBC
+    for i in range(4):
+        router.health.record("b", "ICBC", False, 10, "E", float(i))
+    to_rest = next(f"p{i}" for i in range(1000) if draw(f"p{i}") >= 5000)
+    to_b = next(f"p{i}" for i in range(1000) if draw(f"p{i}") < 5000)
+    assert router.decide(req(to_rest), 20.0).channel == "a"  # half open, but not chosen
+    probe = router.decide(req(to_b), 20.1)  # the probe slot is still free
+    assert probe.channel == "b" and probe.out == ()
+    blocked = router.decide(req(to_b), 20.2)  # now it is taken until the interval passes
+    assert blocked.channel == "a" and "waiting for the probe" in dict(blocked.out)["b"]
