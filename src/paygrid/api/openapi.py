@@ -421,6 +421,11 @@ REFUND_LINKS = {
     "GetRefundedPayment": _payment_link("getPayment", "payment_id", "payment_id"),
 }
 
+AGREEMENT_LINKS = {
+    "GetAgreement": _payment_link("getAgreement", "agreement_id", "agreement_id"),
+    "ConfirmAgreement": _payment_link("confirmAgreement", "agreement_id", "agreement_id"),
+}
+
 NOTIFICATION_LINKS = {
     "ResendNotification": {
         "operationId": "resendNotification",

@@ -41,6 +41,7 @@ def router(deps: ApiDeps) -> APIRouter:
             },
             (409, 502),
             replayable=True,
+            links=doc.AGREEMENT_LINKS,
         ),
         openapi_extra=doc.operation(
             doc.IDEMPOTENCY_KEY,

@@ -87,6 +87,8 @@ QR_SUB_TYPE = "07"  # 二维码 consume (主扫): the answer carries qrCode
 FRONT_SUB_TYPE = "01"  # 自助消费
 BILL_FILE_TYPE = "00"
 BILL_NOT_READY_CODES = frozenset({"98"})  # 文件不存在 (MODELLED: the code is unverified)
+# MODELLED: UnionPay's clearing day ends about 23:00 Beijing (unverified); a revoke before it.
+REVOKE_CUTOFF = "230000"  # hhmmss of the refund's txnTime
 MAX_FORM_FIELDS = 80
 MAX_FORM_BYTES = 64 * 1024
 ACK = b"ok"
@@ -173,15 +175,17 @@ class UnionPayAdapter:
     # --- refunds (退货) ------------------------------------------------------------------------
 
     def refund(self, request: RefundRequest) -> RefundTrade:
-        """退货 (04), idempotent on the refund's orderId + txnTime (both from ``refund_ref``):
-        UnionPay answers a repeat with the same transaction. Accepted (00) is PROCESSING until
-        the refund query or its notification says more."""
+        """撤销 (31) of the whole amount on the consume's own day, else 退货 (04); idempotent on
+        the refund's orderId + txnTime (both from ``refund_ref``): UnionPay answers a repeat
+        with the same transaction. Accepted (00) is PROCESSING until the refund query or its
+        notification says more."""
         if request.amount.currency != CURRENCY or request.amount.minor <= 0:
             raise ChannelError("INVALID_PARAMETER", "UnionPay refunds positive CNY amounts only")
         orig = request.channel_trade_no or self._paid_query_id(request.payment_ref)
+        kind = _refund_kind(request)
         fields = {
             **_names(request.refund_ref),
-            "txnType": REFUND,
+            "txnType": kind,
             "txnSubType": "00",
             "bizType": GATEWAY_BIZ,
             "channelType": "07",
@@ -195,7 +199,7 @@ class UnionPayAdapter:
             request.refund_ref,
             RefundState.PROCESSING,
             channel_refund_no=answer.get("queryId") or None,
-            raw_state=f"{REFUND}:accepted",
+            raw_state=f"{kind}:accepted",
             merchant_id=self.account.merchant_id,
         )
         try:
@@ -292,6 +296,19 @@ def _as_channel_error(exc: UnionPayApiError) -> ChannelError:
     if not exc.verified:
         return ChannelError(exc.code, f"unsigned error answer: {exc.message}", retryable=True)
     return ChannelError(exc.code, exc.message, retryable=exc.retryable)
+
+
+def _refund_kind(request: RefundRequest) -> str:
+    """撤销 (31) when the whole amount goes back on the consume's own day before the clearing
+    cut-off (no fee is charged on a revoked consume), else 退货 (04). Both times come from the
+    refs (their txnTime), so a retry, even on another day, always sends the same kind."""
+    try:
+        paid, refunded = txn_time_of(request.payment_ref), txn_time_of(request.refund_ref)
+    except ValueError as exc:
+        raise ChannelError("INVALID_PARAMETER", str(exc)) from exc
+    same_day = paid[:8] == refunded[:8] and refunded[8:] < REVOKE_CUTOFF
+    whole = request.amount.minor == request.total.minor
+    return REVOKE if same_day and whole else REFUND
 
 
 def _names(ref: str) -> dict[str, str]:
